@@ -1,0 +1,21 @@
+# Sourced by scripts/up.sh and scripts/test.sh: a project-local virtualenv with
+# Symphony installed (editable, so the journal's C core is built by cffi here).
+# Needs only python3 (3.11+) and a C compiler; everything else comes from PyPI.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "symphony needs Python 3.11 or newer (found $("$python" --version 2>&1))" >&2
+    exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+stamp=.venv/.symphony-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ -n "$(find journal -name '*.c' -newer "$stamp" -o -name '*.h' -newer "$stamp" -o -name '_build.py' -newer "$stamp" 2>/dev/null)" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${SYMPHONY_EXTRAS:-test}]"
+    touch "$stamp"
+fi

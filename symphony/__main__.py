@@ -1,0 +1,5 @@
+import sys
+
+from symphony.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the shared core (migrate, db)."""

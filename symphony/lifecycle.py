@@ -1,0 +1,186 @@
+"""What every long-running daemon shares: logs, signals, systemd, admin endpoints.
+
+A daemon's `server.py` follows one lifecycle (after uvicorn's server.py):
+start-up (exit code 3 on failure), main loop until `Shutdown.requested`, then a
+drain bounded by its graceful-shutdown timeout, then cancellation. The first
+SIGTERM/SIGINT asks for a graceful stop; a second one forces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+# -- logging -------------------------------------------------------------------
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log shippers (Vector) parse without rules."""
+
+    def __init__(self, daemon: str) -> None:
+        super().__init__()
+        self.daemon = daemon
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "daemon": self.daemon,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(daemon: str, level: str = "info") -> logging.Logger:
+    """JSON logs on stderr for `daemon`; returns its logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(daemon))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return logging.getLogger(daemon)
+
+
+# -- systemd -------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> bool:
+    """Send `message` (e.g. "READY=1") to systemd when NOTIFY_SOCKET is set."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError:
+            return False
+    return True
+
+
+def watchdog_interval_seconds() -> float | None:
+    """Half of WATCHDOG_USEC, the interval at which to send WATCHDOG=1, if asked."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec or not usec.isdigit():
+        return None
+    return int(usec) / 2_000_000
+
+
+async def watchdog_loop(healthy: Callable[[], bool]) -> None:
+    """Ping systemd's watchdog while `healthy()`; stop pinging when it is not,
+    so systemd restarts a daemon that is alive but stuck."""
+    interval = watchdog_interval_seconds()
+    if interval is None:
+        return
+    while True:
+        if healthy():
+            sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+# -- signals ---------------------------------------------------------------------
+
+
+class Shutdown:
+    """Set by SIGTERM/SIGINT; the second signal sets `forced` too."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.forced = asyncio.Event()
+
+    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        loop = loop or asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.requested.is_set():
+            self.forced.set()
+        self.requested.set()
+        sd_notify("STOPPING=1")
+
+    async def wait(self) -> None:
+        await self.requested.wait()
+
+
+# -- admin endpoints ---------------------------------------------------------------
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+async def start_admin_server(
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    *,
+    readiness: dict[str, HealthCheck] | None = None,
+) -> web.AppRunner:
+    """Serve /healthz (alive), /readyz (every readiness check passes) and /metrics."""
+    checks = readiness or {}
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        results = {}
+        ready = True
+        for name, check in checks.items():
+            try:
+                ok, detail = await asyncio.wait_for(check(), timeout=2.0)
+            except (asyncio.TimeoutError, OSError) as exc:
+                ok, detail = False, f"check failed: {exc or type(exc).__name__}"
+            results[name] = {"ok": ok, "detail": detail}
+            ready = ready and ok
+        return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner's first site listens on (useful when asked for port 0)."""
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise RuntimeError("runner has no listening site")
+
+
+def run(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a daemon's async main on uvloop; returns its exit code."""
+    import uvloop
+
+    return uvloop.run(main())

@@ -1,0 +1,245 @@
+"""`symphony up`: the whole system on one machine, until Ctrl-C or SIGTERM.
+
+Order: database (embedded unless a URL is given), migrations, then each daemon
+as a child process, each waited for until it listens. Endpoints are printed,
+then a line reading exactly `ready`. On SIGTERM/SIGINT the children are stopped
+in reverse order (SIGTERM, then SIGKILL after their drain timeout) and the
+embedded database last, so no process is left behind.
+
+Daemons join `up` by providing a module `<package>.up` with
+`components(ctx: UpContext) -> list[ChildSpec]`; modules listed in
+`UP_MODULES` that do not exist yet are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from symphony import config
+from symphony.cli import add_config_argument, add_database_arguments
+from symphony.db import connect, dsn, migrate
+from symphony.embedded import EmbeddedPostgres, wait_for_port
+from symphony.errors import EXIT_RUNTIME, StartupError
+
+# Start order: what others depend on first. Stopped in reverse.
+UP_MODULES = [
+    "rail_sim.up",
+    "payments_service.up",
+    "ingress_sidecar.up",
+    "forwarder.up",
+    "relayer.up",
+    "repair.up",
+]
+CHILD_START_TIMEOUT_SECONDS = 60.0
+CHILD_STOP_TIMEOUT_SECONDS = 20.0
+
+
+class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
+    """Settings of `symphony up` (file given with --config, env SYMPHONY_UP_<KEY>).
+
+    node_id: this machine's node id in journal streams and attestations.
+    embedded_fast: run the embedded PostgreSQL without fsync (throwaway demos
+        and tests only: a power loss can corrupt it).
+    child_stop_timeout_seconds: how long each daemon may drain before SIGKILL.
+    """
+
+    node_id: str = "node-local"
+    embedded_fast: bool = False
+    child_stop_timeout_seconds: float = msgspec.field(default=CHILD_STOP_TIMEOUT_SECONDS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 < len(self.node_id) <= 63 and all(c.isalnum() or c in "._-" for c in self.node_id)):
+            raise ValueError("node_id must be 1-63 characters of letters, digits, '.', '_' or '-'")
+        if not 0 < self.child_stop_timeout_seconds <= 600:
+            raise ValueError("child_stop_timeout_seconds must be in (0, 600]")
+
+
+@dataclass
+class UpContext:
+    """What `up` knows that components need to build their command lines."""
+
+    data_dir: Path
+    database_url: str
+    node_id: str = "node-local"
+    _taken: set[int] = field(default_factory=set)
+
+    def free_port(self) -> int:
+        """A TCP port on 127.0.0.1 nobody listens on (and `up` has not handed out)."""
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise StartupError("no free TCP port on 127.0.0.1")
+
+    def path(self, *parts: str) -> Path:
+        """A path under the data dir, its parent created."""
+        target = self.data_dir.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+@dataclass
+class ChildSpec:
+    """One daemon process `up` runs."""
+
+    name: str
+    argv: list[str]
+    endpoints: dict[str, str] = field(default_factory=dict)
+    wait_port: int | None = None  # `up` waits until this port accepts connections
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_database_arguments(parser)
+    add_config_argument(parser, "up")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = config.load(UpConfig, "up", args.config)
+    data_dir = dsn.data_dir_from(args.data_dir or settings.data_dir or None).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedPostgres | None = None
+    url = args.database_url or settings.database_url
+    stop = _StopFlag()
+    stop.install()
+    children: list[tuple[ChildSpec, subprocess.Popen[bytes]]] = []
+    try:
+        if not url:
+            embedded = EmbeddedPostgres(data_dir, fast=settings.embedded_fast)
+            url = embedded.start().dsn
+            print(f"database: embedded PostgreSQL on {dsn.redact(url)} (data {embedded.pgdata})", flush=True)
+        else:
+            print(f"database: {dsn.redact(url)}", flush=True)
+        applied = asyncio.run(_migrate(url))
+        print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
+        ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id)
+        for spec in _collect_components(ctx):
+            if stop.requested:
+                break
+            children.append((spec, _start_child(spec, data_dir)))
+            _wait_until_listening(spec, children[-1][1], stop)
+            for label, endpoint in spec.endpoints.items():
+                print(f"{spec.name} {label}: {endpoint}", flush=True)
+        if not stop.requested:
+            print("ready", flush=True)
+        return _supervise(children, stop)
+    finally:
+        _stop_children(children, settings.child_stop_timeout_seconds)
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await connect(url)
+    try:
+        return await migrate.apply(conn)
+    finally:
+        await conn.close()
+
+
+def _collect_components(ctx: UpContext) -> list[ChildSpec]:
+    specs: list[ChildSpec] = []
+    for module_name in UP_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that daemon is not built yet
+            raise
+        specs.extend(module.components(ctx))
+    return specs
+
+
+def _set_parent_death_signal() -> None:
+    """Children get SIGTERM if `up` itself dies (even by SIGKILL): no orphans."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _start_child(spec: ChildSpec, data_dir: Path) -> subprocess.Popen[bytes]:
+    log_path = data_dir / "logs" / f"{spec.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    env = {**os.environ, **spec.env}
+    process = subprocess.Popen(
+        spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+    )
+    log.close()
+    return process
+
+
+def _wait_until_listening(spec: ChildSpec, process: subprocess.Popen[bytes], stop: _StopFlag) -> None:
+    if spec.wait_port is None:
+        return
+    deadline = time.monotonic() + CHILD_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and not stop.requested:
+        if process.poll() is not None:
+            raise StartupError(f"{spec.name} exited with code {process.returncode} during start-up; see logs/{spec.name}.log")
+        if wait_for_port(spec.wait_port, 0.2):
+            return
+    if not stop.requested:
+        raise StartupError(f"{spec.name} did not listen on port {spec.wait_port} within {CHILD_START_TIMEOUT_SECONDS:.0f} s")
+
+
+def _supervise(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], stop: _StopFlag) -> int:
+    """Wait for a stop signal; a child that dies on its own stops everything."""
+    while not stop.requested:
+        for spec, process in children:
+            if process.poll() is not None:
+                print(f"{spec.name} exited unexpectedly with code {process.returncode}; "
+                      f"stopping (see logs/{spec.name}.log)", file=sys.stderr, flush=True)
+                return EXIT_RUNTIME
+        stop.sleep(0.5)
+    return 0
+
+
+def _stop_children(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], timeout_seconds: float) -> None:
+    for _, process in reversed(children):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_seconds
+    for spec, process in reversed(children):
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{spec.name} did not stop within {timeout_seconds:.0f} s; killing it", file=sys.stderr)
+            process.kill()
+            process.wait()
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag the supervision loop checks."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(0.05)
