@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         applied = asyncio.run(_migrate(url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
         ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id)
+        _prepare_demo(ctx)
         for spec in _collect_components(ctx):
             if stop.requested:
                 break
@@ -152,6 +153,17 @@ async def _migrate(url: str) -> list[str]:
         return await migrate.apply(conn)
     finally:
         await conn.close()
+
+
+def _prepare_demo(ctx: UpContext) -> None:
+    """Demo participants and keys (symphony.demo), once that module exists."""
+    try:
+        demo = importlib.import_module("symphony.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == "symphony.demo":
+            return
+        raise
+    demo.prepare(ctx)
 
 
 def _collect_components(ctx: UpContext) -> list[ChildSpec]:
