@@ -1,0 +1,48 @@
+"""The Dockerfile: the image the manifests run.
+
+Method: read the Dockerfile (no container engine runs in CI here) and check the
+properties the manifests and the security review rely on: python:3.11-slim,
+compilers only in the build stage, the venv at the path the systemd units use,
+a numeric non-root user equal to the manifests' uid, and nothing secret.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.ops.ops_files import REPO_ROOT, VENV_SYMPHONY
+
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+
+
+def _stages() -> list[str]:
+    body = "\n".join(line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#"))
+    return ["FROM" + part for part in re.split(r"^FROM", body, flags=re.MULTILINE)[1:]]
+
+
+def test_two_stages_on_python_311_slim() -> None:
+    """Goal: the compiler stays in the build stage; the runtime is slim."""
+    build, runtime = _stages()
+    assert build.startswith("FROM python:3.11-slim AS build")
+    assert runtime.startswith("FROM python:3.11-slim\n")
+    assert "build-essential" in build
+    assert "build-essential" not in runtime and "apt-get install" not in runtime
+    assert "COPY --from=build /opt/symphony/venv /opt/symphony/venv" in runtime
+
+
+def test_runs_as_the_manifests_user() -> None:
+    """Goal: the image runs as uid/gid 10001, the uid the manifests and the journal owner use."""
+    runtime = _stages()[-1]
+    assert re.search(r"^USER 10001:10001$", runtime, re.MULTILINE)
+    assert f'ENTRYPOINT ["{VENV_SYMPHONY}"]' in runtime
+
+
+def test_no_secrets_baked_in() -> None:
+    """Goal: no credential is passed at build time or stored in the image."""
+    for line in DOCKERFILE.splitlines():
+        if re.match(r"\s*(ENV|ARG)\b", line):
+            assert not re.search(r"(SECRET|PASSWORD|TOKEN|KEY|DATABASE_URL)", line.upper()), line
+    assert "PYTHONOPTIMIZE" not in DOCKERFILE.replace("PYTHONOPTIMIZE is never set", "")
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    for path in (".git", ".venv", ".symphony", "tests"):
+        assert path in ignored
