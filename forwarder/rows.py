@@ -1,0 +1,201 @@
+"""Pure helpers: journal records to table rows, and the chain checks of a batch.
+
+Nothing here touches the database or the file system, so the rules that decide
+what may be shipped are tested on their own (tests/forwarder/test_rows.py).
+
+A record is duck-typed on the journal's `Record`: seq, type, attestation_id,
+body, chain_hash, prev_hash and canonical (the bytes the chain hash covers,
+`chain_hash = sha256(prev_hash + canonical)`, invariant 4).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from symphony import attestation
+from symphony.attestation import RecordType
+
+HASH_BYTES = 32
+EPOCH_BYTES = 16
+# The predecessor of a stream's GENESIS record: the chain starts from all zeroes.
+GENESIS_PREV_HASH = bytes(HASH_BYTES)
+BIGINT_MAX = 2**63 - 1
+_UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+# Column order of the binary COPY into ingress_attestations (shipped_at defaults to now()).
+COLUMNS = (
+    "node_id", "stream_id", "stream_seq", "record_type", "attestation_id", "recorded_at",
+    "participant_id", "method", "route", "executes", "status", "disposition", "latency_us",
+    "idempotency_key_hash", "body_sha256", "chain_hash", "canonical",
+)
+
+
+class RecordLike(Protocol):
+    seq: int
+    type: int
+    attestation_id: int
+    body: bytes
+    chain_hash: bytes
+    prev_hash: bytes
+    canonical: bytes
+
+
+@dataclass(frozen=True)
+class Break:
+    """Why a stream stops here: the evidence of a CHAIN_BREAK or SEQ_GAP incident.
+
+    seq is the first sequence number that could not be shipped; expected and
+    found are what the check wanted and what the journal (or database) held,
+    as text (hex for hashes) so the incident is readable as it is.
+    """
+
+    kind: str  # "CHAIN_BREAK" or "SEQ_GAP"
+    seq: int
+    expected: str
+    found: str
+    detail: str
+
+    def subject(self, node_id: str, stream_id: int) -> str:
+        return (f"{self.kind} on stream {node_id}/{stream_id} at seq {self.seq}: "
+                f"{self.detail} (expected {self.expected}, found {self.found})")
+
+    def evidence(self, node_id: str, stream_id: int) -> dict[str, Any]:
+        return {"node_id": node_id, "stream_id": stream_id, "seq": self.seq,
+                "expected": self.expected, "found": self.found, "detail": self.detail}
+
+    def dedup_key(self, node_id: str, stream_id: int) -> str:
+        return f"{node_id}/{stream_id}/{self.seq}"
+
+
+class UndecodableRecord(Exception):
+    """A record whose chain is intact but whose body this forwarder cannot read."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"seq {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
+    return hashlib.sha256(prev_hash + canonical).digest()
+
+
+def first_break(records: Sequence[RecordLike], prev_seq: int, prev_hash: bytes) -> tuple[int, Break | None]:
+    """Check that `records` continue the chain whose head is (prev_seq, prev_hash).
+
+    Returns (n, break): the first n records are sound; `break` says why record
+    n is not (None when all are). Each record must carry seq = previous + 1,
+    prev_hash = the previous chain hash, and chain_hash = sha256(prev_hash ||
+    canonical) recomputed here, so a record altered in the journal, even with
+    a CRC made to match, stops the stream at its own seq.
+    """
+    assert prev_seq >= 0
+    assert len(prev_hash) == HASH_BYTES
+    sha256 = hashlib.sha256
+    expected_seq = prev_seq + 1
+    expected_prev = prev_hash
+    for index, record in enumerate(records):
+        if record.seq != expected_seq:
+            return index, Break("SEQ_GAP", expected_seq, f"seq {expected_seq}", f"seq {record.seq}",
+                                "records are not consecutive")
+        if record.prev_hash != expected_prev:
+            return index, Break("CHAIN_BREAK", record.seq, expected_prev.hex(), record.prev_hash.hex(),
+                                "previous hash does not match the chain head")
+        computed = sha256(record.prev_hash + record.canonical).digest()
+        if computed != record.chain_hash:
+            return index, Break("CHAIN_BREAK", record.seq, computed.hex(), record.chain_hash.hex(),
+                                "chain hash does not match the record's bytes")
+        expected_seq += 1
+        expected_prev = record.chain_hash
+    return len(records), None
+
+
+def genesis_break(record: RecordLike) -> Break | None:
+    """First contact with a stream: it must open with seq 1, a GENESIS record
+    chained from the all-zero hash (invariant 3)."""
+    if record.seq != 1:
+        return Break("SEQ_GAP", record.seq, "seq 1", f"seq {record.seq}",
+                     "a stream with no checkpoint must start at seq 1")
+    if record.type != RecordType.GENESIS:
+        return Break("CHAIN_BREAK", 1, "GENESIS", _type_name(record.type),
+                     "the first record of a stream must be GENESIS")
+    if record.prev_hash != GENESIS_PREV_HASH:
+        return Break("CHAIN_BREAK", 1, GENESIS_PREV_HASH.hex(), record.prev_hash.hex(),
+                     "GENESIS must chain from the all-zero hash")
+    return None
+
+
+def genesis_epoch(record: RecordLike) -> bytes:
+    """The random epoch a GENESIS record carries (16 bytes)."""
+    assert record.type == RecordType.GENESIS
+    body = _decode(record)
+    assert isinstance(body, attestation.GenesisBody)
+    if len(body.epoch) != EPOCH_BYTES:
+        raise UndecodableRecord(record.seq, f"GENESIS epoch is {len(body.epoch)} bytes, not {EPOCH_BYTES}")
+    return body.epoch
+
+
+def to_row(node_id: str, stream_id: int, record: RecordLike) -> tuple[Any, ...]:
+    """One ingress_attestations row (COLUMNS order) from one journal record."""
+    body = _decode(record)
+    if not 0 <= record.attestation_id <= BIGINT_MAX:
+        raise UndecodableRecord(record.seq, f"attestation id {record.attestation_id} does not fit bigint")
+    participant = method = route = executes = status = disposition = latency = None
+    key_hash = body_hash = None
+    if isinstance(body, attestation.IngressBody):
+        at_us = body.received_at_us
+        participant, method, route, executes = body.participant_id, body.method, body.route, body.executes
+        key_hash = body.idempotency_key_hash or None
+        body_hash = body.body_sha256
+    elif isinstance(body, attestation.OutcomeBody):
+        at_us = body.completed_at_us
+        status, disposition, latency = body.status, body.disposition, body.latency_us
+    elif isinstance(body, attestation.HeartbeatBody):
+        at_us = body.at_us
+    elif isinstance(body, attestation.GenesisBody):
+        at_us = body.created_at_us
+    else:
+        assert isinstance(body, attestation.DroppedBody)
+        at_us = body.window_end_us
+    try:
+        at = _UNIX_EPOCH + dt.timedelta(microseconds=at_us)
+    except OverflowError:
+        raise UndecodableRecord(record.seq, f"record time {at_us} us is out of range") from None
+    return (node_id, stream_id, record.seq, record.type, record.attestation_id, at,
+            participant, method, route, executes, status, disposition, latency,
+            key_hash, body_hash, record.chain_hash, record.canonical)
+
+
+def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike]) -> tuple[list[tuple[Any, ...]], UndecodableRecord | None]:
+    """Rows for the longest prefix of `records` that decodes, and why the next does not."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(to_row(node_id, stream_id, record))
+        except UndecodableRecord as exc:
+            return rows, exc
+    return rows, None
+
+
+def recorded_at(row: tuple[Any, ...]) -> dt.datetime:
+    value = row[5]
+    assert isinstance(value, dt.datetime)
+    return value
+
+
+def _decode(record: RecordLike) -> attestation.Body:
+    try:
+        return attestation.decode(record.type, record.body)
+    except attestation.BodyError as exc:
+        raise UndecodableRecord(record.seq, str(exc)) from None
+
+
+def _type_name(value: int) -> str:
+    try:
+        return RecordType(value).name
+    except ValueError:
+        return f"type {value}"

@@ -1,0 +1,259 @@
+"""The forwarder's lifecycle: start-up, stream discovery, shipping, graceful stop.
+
+Start-up (exit code 3 on failure): connect to PostgreSQL (waiting up to
+startup_database_wait_seconds), ensure the attestation partitions, load the
+node's checkpoints, serve /healthz, /readyz and /metrics, tell systemd READY=1.
+Main loop: list <journal_dir>/<node_id>/ for streams every
+discovery_interval_seconds and run one shipper per stream; ensure partitions
+every partition_interval_seconds. On SIGTERM the shippers finish the batch in
+flight and stop; past shutdown_timeout_seconds they are cancelled, which rolls
+their open transactions back (a batch is all or nothing, never half).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from forwarder.config import ForwarderConfig
+from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Store
+from forwarder.stream import Source, StreamShipper, StreamState
+from symphony import db, lifecycle
+from symphony.errors import StartupError
+
+log = logging.getLogger("forwarder")
+STREAM_ID_MAX = 1023
+
+SourceFactory = Callable[[int, Path], Source]
+
+
+class Forwarder:
+    """Owns the pool, the shippers and the maintenance timers of one node."""
+
+    def __init__(self, settings: ForwarderConfig, store: Store, source_factory: SourceFactory) -> None:
+        self.settings = settings
+        self.store = store
+        self.source_factory = source_factory
+        self.stopping = asyncio.Event()
+        self.states: dict[int, StreamState] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self.skipped_entries: set[str] = set()
+        self.last_partition_check = 0.0
+
+    # -- discovery --------------------------------------------------------------
+
+    def discover(self) -> list[tuple[int, Path]]:
+        """Stream directories under the node's journal dir, by stream id."""
+        root = self.settings.node_journal_dir()
+        try:
+            entries = sorted(root.iterdir())
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            name = entry.name
+            if not entry.is_dir():
+                continue
+            if not (name.isdigit() and str(int(name)) == name and int(name) <= STREAM_ID_MAX):
+                if name not in self.skipped_entries:
+                    self.skipped_entries.add(name)
+                    log.warning("not a stream directory; ignored", extra={"path": str(entry)})
+                continue
+            found.append((int(name), entry))
+        return found
+
+    def start_new_streams(self) -> None:
+        for stream_id, path in self.discover():
+            if stream_id in self.tasks:
+                continue
+            if len(self.tasks) >= self.settings.streams_max:
+                log.error("streams_max reached; stream not shipped",
+                          extra={"stream_id": stream_id, "streams_max": self.settings.streams_max})
+                continue
+            state = self.states.setdefault(stream_id, StreamState(stream_id))
+            shipper = StreamShipper(stream_id, self.source_factory(stream_id, path), self.store,
+                                    self.settings, state, self.stopping)
+            checkpoint = self.checkpoints.get(stream_id)
+            self.tasks[stream_id] = asyncio.create_task(shipper.run(checkpoint), name=f"stream-{stream_id}")
+            self.tasks[stream_id].add_done_callback(self._shipper_done)
+            log.info("shipping stream", extra={"stream_id": stream_id, "path": str(path),
+                                               "from_seq": (checkpoint.last_seq if checkpoint else 0) + 1})
+
+    def _shipper_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A bug, not an operating error: stop the daemon so systemd restarts it
+            # from the checkpoints instead of leaving a stream silently unshipped.
+            log.critical("stream shipper crashed", exc_info=exc, extra={"task": task.get_name()})
+            self.crashed = exc
+            self.stopping.set()
+
+    crashed: BaseException | None = None
+
+    # -- maintenance --------------------------------------------------------------
+
+    async def ensure_partitions(self) -> None:
+        today = dt.datetime.now(dt.timezone.utc).date()
+        created = await self.store.ensure_partitions(
+            today - dt.timedelta(days=1), today + dt.timedelta(days=self.settings.partition_days_ahead))
+        self.last_partition_check = time.monotonic()
+        if created:
+            log.info("attestation partitions created", extra={"count": created})
+
+    async def maintain(self) -> None:
+        """Discovery and partitions on their own timers until stopping."""
+        while not self.stopping.is_set():
+            self.start_new_streams()
+            if time.monotonic() - self.last_partition_check >= self.settings.partition_interval_seconds:
+                try:
+                    await self.ensure_partitions()
+                except TRANSIENT_ERRORS as exc:
+                    # Inserts also create a missing partition on demand; try again next tick.
+                    log.warning("partition maintenance failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.discovery_interval_seconds)
+            except asyncio.TimeoutError:
+                continue
+
+    async def drain(self) -> None:
+        """Let every shipper finish its batch in flight, then cancel what remains."""
+        self.stopping.set()
+        tasks = list(self.tasks.values())
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("shutdown timeout: batches in flight cancelled (rolled back)",
+                        extra={"streams": [task.get_name() for task in pending]})
+            await asyncio.wait(pending, timeout=5.0)
+
+    def healthy(self) -> bool:
+        return self.crashed is None
+
+
+class ForwarderCollector(Collector):
+    """Per-stream lag and totals, computed at scrape time from the shippers' state."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        node = self.forwarder.settings.node_id
+        labels = ["node_id", "stream_id"]
+        now = time.time()
+        families = {
+            "lag_records": GaugeMetricFamily("symphony_forwarder_lag_records",
+                                             "Records in the journal not yet checkpointed in PostgreSQL", labels=labels),
+            "lag_seconds": GaugeMetricFamily("symphony_forwarder_lag_seconds",
+                                             "Age of the oldest record not yet checkpointed", labels=labels),
+            "shipped_seq": GaugeMetricFamily("symphony_forwarder_checkpoint_seq",
+                                             "Last seq checkpointed in PostgreSQL", labels=labels),
+            "halted": GaugeMetricFamily("symphony_forwarder_stream_halted",
+                                        "1 when the stream is halted by an incident", labels=labels),
+            "retrying": GaugeMetricFamily("symphony_forwarder_stream_retrying",
+                                          "1 while the stream waits for PostgreSQL", labels=labels),
+            "records": CounterMetricFamily("symphony_forwarder_records_shipped",
+                                           "Records shipped by this process", labels=labels),
+            "batches": CounterMetricFamily("symphony_forwarder_batches_shipped",
+                                           "Batches committed by this process", labels=labels),
+            "errors": CounterMetricFamily("symphony_forwarder_database_errors",
+                                          "Transient database failures (each followed by a retry)", labels=labels),
+        }
+        for stream_id, state in sorted(self.forwarder.states.items()):
+            values = [node, str(stream_id)]
+            families["lag_records"].add_metric(values, state.lag_records())
+            families["lag_seconds"].add_metric(values, state.lag_seconds(now))
+            families["shipped_seq"].add_metric(values, state.shipped_seq)
+            families["halted"].add_metric(values, 1 if state.halted else 0)
+            families["retrying"].add_metric(values, 1 if state.retrying else 0)
+            families["records"].add_metric(values, state.records_shipped)
+            families["batches"].add_metric(values, state.batches_shipped)
+            families["errors"].add_metric(values, state.database_errors)
+        yield from families.values()
+
+
+async def connect_pool(settings: ForwarderConfig, url: str) -> asyncpg.Pool:
+    """The pool, waiting up to startup_database_wait_seconds for PostgreSQL."""
+    deadline = time.monotonic() + settings.startup_database_wait_seconds
+    delay = settings.retry_delay_ms_initial / 1000
+    while True:
+        try:
+            return await db.create_pool(url, min_size=1, max_size=settings.database_connections_max)
+        except StartupError as exc:
+            if time.monotonic() + delay > deadline or "version" in exc.reason:
+                raise
+            log.warning("waiting for PostgreSQL", extra={"error": exc.reason})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_delay_ms_max / 1000)
+
+
+async def serve(settings: ForwarderConfig, url: str, source_factory: SourceFactory) -> int:
+    shutdown = lifecycle.Shutdown()
+    shutdown.install()
+    pool = await connect_pool(settings, url)
+    try:
+        store = Store(pool, settings.node_id, timeout_seconds=settings.statement_timeout_seconds)
+        forwarder = Forwarder(settings, store, source_factory)
+        try:
+            await forwarder.ensure_partitions()
+            forwarder.checkpoints = await store.load_checkpoints()
+        except TRANSIENT_ERRORS as exc:
+            raise StartupError(f"PostgreSQL failed during start-up: {type(exc).__name__}: {exc}") from None
+        registry = CollectorRegistry()
+        registry.register(ForwarderCollector(forwarder))
+        runner = await _start_admin(settings, registry, store)
+        try:
+            return await _main_loop(forwarder, shutdown, lifecycle.bound_port(runner))
+        finally:
+            await runner.cleanup()
+    finally:
+        await asyncio.wait_for(pool.close(), timeout=10.0)
+
+
+async def _start_admin(settings: ForwarderConfig, registry: CollectorRegistry, store: Store):  # type: ignore[no-untyped-def]
+    async def database_ready() -> tuple[bool, str]:
+        try:
+            await store.ping()
+        except TRANSIENT_ERRORS as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, "ok"
+
+    try:
+        return await lifecycle.start_admin_server(settings.admin_host, settings.admin_port, registry,
+                                                  readiness={"database": database_ready})
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {settings.admin_host}:{settings.admin_port}: {exc}") from None
+
+
+async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_port: int) -> int:
+    settings = forwarder.settings
+    maintenance = asyncio.create_task(forwarder.maintain(), name="maintenance")
+    watchdog = asyncio.create_task(lifecycle.watchdog_loop(forwarder.healthy), name="watchdog")
+    lifecycle.sd_notify("READY=1")
+    log.info("forwarder ready", extra={"node_id": settings.node_id, "admin_port": admin_port,
+                                       "journal_dir": str(settings.node_journal_dir()),
+                                       "checkpoints": len(forwarder.checkpoints)})
+    stop_waiter = asyncio.create_task(shutdown.wait())
+    crash_waiter = asyncio.create_task(forwarder.stopping.wait())
+    await asyncio.wait([stop_waiter, crash_waiter], return_when=asyncio.FIRST_COMPLETED)
+    log.info("stopping: finishing batches in flight")
+    await forwarder.drain()
+    for task in (maintenance, watchdog, stop_waiter, crash_waiter):
+        task.cancel()
+    await asyncio.gather(maintenance, watchdog, stop_waiter, crash_waiter, return_exceptions=True)
+    log.info("forwarder stopped")
+    return 4 if forwarder.crashed is not None else 0

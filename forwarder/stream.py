@@ -1,0 +1,325 @@
+"""One stream's shipping loop: read a batch, check it, ship it, repeat.
+
+The loop owns no state the database does not also hold: it starts from the
+stream's checkpoint in PostgreSQL, and after any doubt (a lost commit answer,
+a second forwarder) it reloads the checkpoint and resumes from there. It batches
+at its own pace (up to `batch_rows_max` records or `batch_wait_ms`), retries a
+batch unchanged with capped exponential backoff and full jitter while
+PostgreSQL is unreachable, and stops for good only when the stream is halted by
+a CHAIN_BREAK or SEQ_GAP incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from forwarder import rows
+from forwarder.config import ForwarderConfig
+from forwarder.rows import Break, RecordLike, UndecodableRecord
+from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Halted, RefusedBatch, Shipped, Stale, Store
+
+log = logging.getLogger("forwarder.stream")
+
+
+class SourceCorrupt(Exception):
+    """The journal holds an invalid record at `seq` that is not a torn tail."""
+
+    def __init__(self, seq: int, reason: str, records: Sequence[RecordLike] = ()) -> None:
+        super().__init__(f"seq {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+        self.records = list(records)  # the valid records read before it
+
+
+class Source(Protocol):
+    """What the shipper needs from one journal stream (see forwarder/source.py)."""
+
+    def read(self, from_seq: int, limit: int) -> list[RecordLike]:
+        """Up to `limit` consecutive valid records from `from_seq`, without waiting.
+
+        Raises SourceCorrupt carrying the valid records read before the bad one."""
+        ...
+
+    def head_seq(self) -> int:
+        """The newest committed seq in the journal (0 if none)."""
+        ...
+
+    def release(self, shipped_seq: int) -> None:
+        """Records up to `shipped_seq` are checkpointed in PostgreSQL."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class StreamState:
+    """What /metrics reports about a stream; updated by its shipper."""
+
+    stream_id: int
+    shipped_seq: int = 0
+    head_seq: int = 0
+    oldest_pending_at: float | None = None  # wall clock of the oldest unshipped record
+    halted: bool = False
+    retrying: bool = False
+    records_shipped: int = 0
+    batches_shipped: int = 0
+    database_errors: int = 0
+    halt_reason: str | None = None
+    updated: float = field(default_factory=time.monotonic)
+
+    def lag_records(self) -> int:
+        return max(0, self.head_seq - self.shipped_seq)
+
+    def lag_seconds(self, now: float) -> float:
+        if self.oldest_pending_at is None or self.lag_records() == 0:
+            return 0.0
+        return max(0.0, now - self.oldest_pending_at)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (the AWS "full jitter" scheme)."""
+
+    def __init__(self, initial_ms: int, max_ms: int, rng: random.Random | None = None) -> None:
+        assert 0 < initial_ms <= max_ms
+        self.initial = initial_ms / 1000
+        self.cap = max_ms / 1000
+        self.attempt = 0
+        self.rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.initial * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self.rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class StreamShipper:
+    def __init__(self, stream_id: int, source: Source, store: Store, settings: ForwarderConfig,
+                 state: StreamState, stopping: asyncio.Event) -> None:
+        self.stream_id = stream_id
+        self.source = source
+        self.store = store
+        self.settings = settings
+        self.state = state
+        self.stopping = stopping
+        self.node_id = settings.node_id
+        self.backoff = Backoff(settings.retry_delay_ms_initial, settings.retry_delay_ms_max)
+        self.head: Checkpoint | None = None  # the checkpoint this loop believes in
+        self._pending_corruption: SourceCorrupt | None = None
+        self._resume_from: Checkpoint | None = None  # set when the database was ahead
+
+    async def run(self, checkpoint: Checkpoint | None) -> None:
+        """Ship until stopped or halted. A stop request is honoured between batches."""
+        try:
+            if not await self._resume(checkpoint):
+                return
+            while not self.stopping.is_set():
+                if self._resume_from is not None:
+                    checkpoint, self._resume_from = self._resume_from, None
+                    if not await self._resume(checkpoint):
+                        return
+                batch = await self._collect()
+                if not batch and self._pending_corruption is None:
+                    continue
+                if not await self._ship(batch):
+                    return
+        finally:
+            self.source.close()
+
+    # -- resume ---------------------------------------------------------------
+
+    async def _resume(self, checkpoint: Checkpoint | None) -> bool:
+        """Adopt `checkpoint` and check that the journal still agrees with it."""
+        self._pending_corruption = None
+        self.head = checkpoint
+        if checkpoint is None:
+            self.state.shipped_seq = 0
+            return True
+        self.state.shipped_seq = checkpoint.last_seq
+        if checkpoint.halt_reason is not None:
+            return self._halted(checkpoint.halt_reason)
+        brk = self._journal_disagrees(checkpoint)
+        if brk is None:
+            return True
+        reason = await self._retry(lambda: self.store.halt(self.stream_id, brk))
+        return reason is None or self._halted(reason, brk)
+
+    def _journal_disagrees(self, checkpoint: Checkpoint) -> Break | None:
+        """The checkpointed record and the GENESIS epoch, where still in the
+        journal, must be the ones PostgreSQL holds: a journal replaced or
+        rewritten behind the checkpoint is caught before shipping resumes."""
+        try:
+            first = self.source.read(1, 1)
+            if first and first[0].seq == 1 and checkpoint.last_seq >= 1:
+                epoch = rows.genesis_epoch(first[0]) if first[0].type == rows.RecordType.GENESIS else b""
+                if epoch != checkpoint.epoch:
+                    return Break("CHAIN_BREAK", 1, f"epoch {checkpoint.epoch.hex()}", f"epoch {epoch.hex()}",
+                                 "the journal's GENESIS is not the one checkpointed: journal replaced")
+            if checkpoint.last_seq == 0:
+                return None
+            found = self.source.read(checkpoint.last_seq, 1)
+        except SourceCorrupt as exc:
+            return Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
+        except UndecodableRecord:
+            return None  # reported when shipping reaches it
+        if found and found[0].seq == checkpoint.last_seq and found[0].chain_hash != checkpoint.last_hash:
+            return Break("CHAIN_BREAK", checkpoint.last_seq, checkpoint.last_hash.hex(),
+                         found[0].chain_hash.hex(),
+                         "the journal record at the checkpoint differs from the checkpoint hash")
+        head = self.source.head_seq()
+        if 0 < head < checkpoint.last_seq:
+            return Break("SEQ_GAP", head + 1, f"seq {checkpoint.last_seq} or more in the journal",
+                         f"journal ends at seq {head}", "the journal is behind its checkpoint: tail cut")
+        return None
+
+    # -- collect ----------------------------------------------------------------
+
+    async def _collect(self) -> list[RecordLike]:
+        """Up to batch_rows_max records after the head, waiting at most
+        batch_wait_ms once the first one is there."""
+        limit = self.settings.batch_rows_max
+        poll = self.settings.poll_interval_ms / 1000
+        batch = self._read(self._next_seq(), limit)
+        if not batch:
+            self._refresh_head()
+            if self._pending_corruption is None:
+                await self._sleep(poll)
+            return batch
+        self._note_pending(batch)
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while len(batch) < limit and self._pending_corruption is None and not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._sleep(min(poll, remaining))
+            batch.extend(self._read(batch[-1].seq + 1, limit - len(batch)))
+        self._refresh_head(batch[-1].seq)
+        return batch
+
+    def _read(self, from_seq: int, limit: int) -> list[RecordLike]:
+        try:
+            return self.source.read(from_seq, limit)
+        except SourceCorrupt as exc:
+            self._pending_corruption = exc
+            return exc.records
+
+    def _next_seq(self) -> int:
+        return 1 if self.head is None else self.head.last_seq + 1
+
+    def _refresh_head(self, seen: int = 0) -> None:
+        self.state.head_seq = max(seen, self.source.head_seq(), self.state.shipped_seq)
+        if self.state.head_seq <= self.state.shipped_seq:
+            self.state.oldest_pending_at = None
+
+    def _note_pending(self, batch: Sequence[RecordLike]) -> None:
+        if self.state.oldest_pending_at is None:
+            self.state.oldest_pending_at = time.time()
+
+    # -- ship -------------------------------------------------------------------
+
+    async def _ship(self, batch: list[RecordLike]) -> bool:
+        """Ship `batch` (and halt after it if it ends in a break); False once halted."""
+        prev_seq, prev_hash = self._head_position()
+        sound, brk = rows.first_break(batch, prev_seq, prev_hash)
+        if self.head is None and batch and sound > 0:
+            brk_first = rows.genesis_break(batch[0])
+            if brk_first is not None:
+                sound, brk = 0, brk_first
+        if brk is None and self._pending_corruption is not None and sound == len(batch):
+            exc = self._pending_corruption
+            brk = Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
+        good = batch[:sound]
+        batch_rows, undecodable = rows.to_rows(self.node_id, self.stream_id, good)
+        refused = None
+        if undecodable is not None:
+            good, brk = good[:len(batch_rows)], None
+            refused = f"record seq {undecodable.seq} cannot be shipped: {undecodable.reason}"
+        if self.head is not None and not good and brk is not None and brk.seq <= self.head.last_seq:
+            brk = None  # nothing new: the checkpoint covers it
+        if not good and brk is None and refused is None:
+            return True
+        result = await self._retry(lambda: self.store.ship(
+            self.stream_id, good, batch_rows, then_halt=brk, then_halt_reason=refused))
+        if result is None:
+            return True  # stopping: the batch was not shipped, it will be next time
+        return self._apply(result, brk)
+
+    def _head_position(self) -> tuple[int, bytes]:
+        if self.head is None:
+            return 0, rows.GENESIS_PREV_HASH
+        return self.head.last_seq, self.head.last_hash
+
+    def _apply(self, result: Shipped | Stale | Halted | str, brk: Break | None) -> bool:
+        if isinstance(result, Shipped):
+            self._advance(result.checkpoint, result.count)
+            return True
+        if isinstance(result, Stale):
+            log.info("stream behind its checkpoint; resuming from it",
+                     extra={"stream_id": self.stream_id, "checkpoint_seq": result.checkpoint.last_seq})
+            self._resume_from = result.checkpoint
+            return True
+        if isinstance(result, Halted):
+            if result.shipped is not None:
+                self._advance(result.shipped, result.count)
+            return self._halted(result.reason, brk)
+        return self._halted(result, brk)
+
+    def _advance(self, checkpoint: Checkpoint, count: int) -> None:
+        self.head = checkpoint
+        self.state.shipped_seq = checkpoint.last_seq
+        self.state.records_shipped += count
+        self.state.batches_shipped += 1
+        self.state.oldest_pending_at = None if self.state.head_seq <= checkpoint.last_seq else time.time()
+        self.source.release(checkpoint.last_seq)
+
+    def _halted(self, reason: str, brk: Break | None = None) -> bool:
+        self.state.halted = True
+        self.state.halt_reason = reason
+        log.error("stream halted", extra={"stream_id": self.stream_id, "reason": reason,
+                                          "kind": brk.kind if brk else None})
+        return False
+
+    async def _retry(self, call):  # type: ignore[no-untyped-def]
+        """Run `call` until it succeeds; transient database failures back off.
+        Returns None if a stop was requested while retrying."""
+        self.backoff.reset()
+        for _ in iter(int, 1):  # until success or stop: the journal holds the records meanwhile
+            try:
+                result = await call()
+            except TRANSIENT_ERRORS as exc:
+                self.state.database_errors += 1
+                self.state.retrying = True
+                delay = self.backoff.next_delay()
+                log.warning("database unavailable; retrying the batch",
+                            extra={"stream_id": self.stream_id, "error": f"{type(exc).__name__}: {exc}",
+                                   "retry_in_seconds": round(delay, 3)})
+                self._refresh_head()
+                if await self._sleep(delay):
+                    return None
+                continue
+            except (RefusedBatch, UndecodableRecord) as exc:
+                # A retry cannot fix it: halt the stream (still retried while the database is down).
+                reason = f"PostgreSQL refused the batch: {exc}"
+                log.error("batch refused", extra={"stream_id": self.stream_id, "reason": reason})
+                call = functools.partial(self.store.halt_refused, self.stream_id, reason)
+                continue
+            self.state.retrying = False
+            return result
+        raise AssertionError("unreachable")
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, or wake early on a stop request; True when stopping."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
