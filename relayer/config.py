@@ -1,0 +1,105 @@
+"""Relayer settings (`symphony relayer --config FILE`, env SYMPHONY_RELAYER_<KEY>).
+
+Lease policy (one policy, used by every relayer and by repair): a claimed row is
+IN_FLIGHT for `lease_seconds`. A rail call can take at most the rail's
+`timeout_seconds` plus, for an asynchronous rail, `status_poll_max_seconds` of
+polling; the lease must exceed the longest rail's worst case by
+`lease_margin_seconds`, which the loader checks. An expired lease makes the row
+claimable again (RECOVERING, outcome unknown: resend the same key).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from symphony.config import DaemonConfig
+
+ADAPTER_KINDS = ("swiftpay", "mobimoney", "noop")
+
+
+class RailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One rail: which adapter speaks to it, where, and how hard to push it."""
+
+    kind: str
+    url: str = ""
+    timeout_seconds: float = 10.0
+    concurrency: int = 32
+    breaker_failure_threshold: int = 5
+    breaker_reset_seconds: float = 10.0
+    status_poll_interval_seconds: float = 0.05
+    status_poll_max_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ADAPTER_KINDS:
+            raise ValueError(f"rail kind must be one of {', '.join(ADAPTER_KINDS)}")
+        if self.kind != "noop" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("rail url must be an http:// or https:// URL")
+        if not 0 < self.timeout_seconds <= 300:
+            raise ValueError("rail timeout_seconds must be in (0, 300]")
+        if not 1 <= self.concurrency <= 10_000:
+            raise ValueError("rail concurrency must be in [1, 10000]")
+        if not 1 <= self.breaker_failure_threshold <= 1000:
+            raise ValueError("rail breaker_failure_threshold must be in [1, 1000]")
+        if not 0 < self.breaker_reset_seconds <= 3600:
+            raise ValueError("rail breaker_reset_seconds must be in (0, 3600]")
+        if not 0 < self.status_poll_interval_seconds <= self.status_poll_max_seconds <= 600:
+            raise ValueError("need 0 < status_poll_interval_seconds <= status_poll_max_seconds <= 600")
+
+    @property
+    def worst_case_seconds(self) -> float:
+        extra = self.status_poll_max_seconds + self.timeout_seconds if self.kind == "mobimoney" else 0.0
+        return self.timeout_seconds + extra
+
+
+class RelayerConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
+    worker_id: str = ""
+    rails: dict[str, RailConfig] = {}
+    listen: bool = True
+    poll_interval_seconds: float = 1.0
+    batch_size: int = 200
+    lease_seconds: float = 30.0
+    lease_margin_seconds: float = 5.0
+    reclaim_batch_max: int = 100
+    completion_batch_max: int = 500
+    completion_flush_seconds: float = 0.005
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    shutdown_timeout_seconds: float = 15.0
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9480
+    pool_size: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.worker_id) > 64:
+            raise ValueError("worker_id must be at most 64 characters")
+        if not self.rails:
+            raise ValueError("rails must name at least one rail ([rails.NAME] with kind and url)")
+        for name in self.rails:
+            if not (1 <= len(name) <= 32 and all(c.islower() or c.isdigit() or c in "_-" for c in name)):
+                raise ValueError(f"rail name {name!r} must match ^[a-z0-9_-]{{1,32}}$")
+        if not 0.01 <= self.poll_interval_seconds <= 60:
+            raise ValueError("poll_interval_seconds must be in [0.01, 60]")
+        if not 1 <= self.batch_size <= 10_000:
+            raise ValueError("batch_size must be in [1, 10000]")
+        if not 1 <= self.reclaim_batch_max <= 10_000:
+            raise ValueError("reclaim_batch_max must be in [1, 10000]")
+        if not 1 <= self.completion_batch_max <= 10_000:
+            raise ValueError("completion_batch_max must be in [1, 10000]")
+        if not 0 <= self.completion_flush_seconds <= 1:
+            raise ValueError("completion_flush_seconds must be in [0, 1]")
+        if not 0 < self.backoff_base_seconds <= self.backoff_max_seconds <= 86_400:
+            raise ValueError("need 0 < backoff_base_seconds <= backoff_max_seconds <= 86400")
+        if not 0 < self.shutdown_timeout_seconds <= 600:
+            raise ValueError("shutdown_timeout_seconds must be in (0, 600]")
+        if not 0 <= self.admin_port <= 65535:
+            raise ValueError("admin_port must be in 0..65535")
+        if not 2 <= self.pool_size <= 64:
+            raise ValueError("pool_size must be in [2, 64]")
+        if self.lease_margin_seconds < 0:
+            raise ValueError("lease_margin_seconds must be >= 0")
+        worst = max(rail.worst_case_seconds for rail in self.rails.values())
+        if self.lease_seconds < worst + self.lease_margin_seconds or self.lease_seconds > 3600:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must cover the slowest rail call ({worst:g} s) plus "
+                f"lease_margin_seconds ({self.lease_margin_seconds:g}), and be at most 3600")

@@ -1,0 +1,79 @@
+"""The relayer daemon's lifecycle: start-up, main loop, drain, exit.
+
+Start-up failures exit 3 (database unreachable, admin port in use); a bad
+configuration was already refused with exit 2 by the loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+from relayer import adapters
+from relayer.config import RelayerConfig
+from relayer.metrics import RelayerMetrics
+from relayer.store import OutboxStore
+from relayer.worker import Relayer
+from symphony import lifecycle
+from symphony.db import create_pool
+from symphony.errors import StartupError
+
+log = logging.getLogger("relayer")
+
+
+def default_worker_id() -> str:
+    return f"relayer@{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+async def main(settings: RelayerConfig, database_url: str) -> int:
+    worker_id = settings.worker_id or default_worker_id()
+    pool = await create_pool(database_url, min_size=2, max_size=settings.pool_size,
+                             init=OutboxStore.init_connection)
+    metrics = RelayerMetrics()
+    store = OutboxStore(pool, worker_id)
+    rail_adapters = {name: adapters.build(name, rail) for name, rail in settings.rails.items()}
+    relayer = Relayer(settings, store, rail_adapters, metrics, database_url=database_url)
+
+    async def database_ready() -> tuple[bool, str]:
+        ok = await store.ping()
+        return ok and relayer.healthy, "ok" if ok and relayer.healthy else "database round trips failing"
+
+    try:
+        admin = await lifecycle.start_admin_server(settings.admin_host, settings.admin_port, metrics.registry,
+                                                   readiness={"database": database_ready})
+    except OSError as exc:
+        await pool.close()
+        raise StartupError(f"cannot listen on {settings.admin_host}:{settings.admin_port} for /metrics: "
+                           f"{exc.strerror or exc}") from None
+    shutdown = lifecycle.Shutdown()
+    shutdown.install()
+    stop_requested_at: list[float] = []
+
+    def drain_deadline() -> float:
+        if shutdown.forced.is_set():
+            return 0.0
+        start = stop_requested_at[0] if stop_requested_at else time.monotonic()
+        return settings.shutdown_timeout_seconds - (time.monotonic() - start)
+
+    async def note_stop() -> None:
+        await shutdown.requested.wait()
+        stop_requested_at.append(time.monotonic())
+        log.info("stop requested; draining")
+
+    log.info("started", extra={"worker_id": worker_id, "rails": sorted(settings.rails), "listen": settings.listen,
+                               "admin_port": lifecycle.bound_port(admin), "lease_seconds": settings.lease_seconds})
+    lifecycle.sd_notify("READY=1")
+    watchdog = asyncio.create_task(lifecycle.watchdog_loop(lambda: relayer.healthy))
+    noter = asyncio.create_task(note_stop())
+    try:
+        await relayer.run(shutdown.requested, drain_deadline=drain_deadline)
+    finally:
+        watchdog.cancel()
+        noter.cancel()
+        await admin.cleanup()
+        await pool.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,361 @@
+"""The relayer loop: claim in batches, dispatch with per-rail limits, write back in batches.
+
+One cycle: reclaim expired leases (bounded, at most once per poll interval),
+ask each rail's breaker how many calls may start, claim that many due rows in
+one round trip, and start one task per row. Outcomes go to a bounded queue that
+a flusher writes in batches. A rail slot is freed only when the outcome is
+written, so the queue can never hold more than the rails' total concurrency.
+
+The loop sleeps until a NOTIFY on `symphony_outbox` (new rows), a freed slot,
+or the poll interval, whichever comes first; with `listen = false` (behind a
+transaction-mode connection pooler) only the poll wakes it.
+
+Stopping (SIGTERM): no new claims; calls in progress get until the drain
+deadline; what is still running is then cancelled and written as AMBIGUOUS
+(it may have reached the rail; the next attempt resends the same key), rows
+claimed but never sent are released, and the final writes are shielded from
+cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from relayer.adapters import Kind, Outcome, RailAdapter
+from relayer.breaker import CircuitBreaker
+from relayer.config import RelayerConfig
+from relayer.metrics import RelayerMetrics
+from relayer.store import ClaimedRow, Completion, OutboxStore
+from symphony.db import connect
+from symphony.errors import SymphonyError
+
+log = logging.getLogger("relayer")
+
+# Errors of one database round trip that the loop survives (it retries on the
+# next cycle); anything else is a bug and stops the daemon.
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError, SymphonyError)
+WRITE_ATTEMPTS_MAX = 5
+WRITE_DRAIN_SECONDS_MAX = 30.0
+CHANNEL = "symphony_outbox"
+
+
+@dataclass
+class _Rail:
+    name: str
+    adapter: RailAdapter
+    breaker: CircuitBreaker
+    concurrency: int
+    inflight: int = 0
+
+
+@dataclass
+class _Pending:
+    row: ClaimedRow
+    task: asyncio.Task[None] | None = None
+    sent: bool = False
+    reported: bool = False
+
+
+@dataclass
+class Relayer:
+    settings: RelayerConfig
+    store: OutboxStore
+    adapters: dict[str, RailAdapter]
+    metrics: RelayerMetrics = field(default_factory=RelayerMetrics)
+    database_url: str = ""
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self.rails = {
+            name: _Rail(name, self.adapters[name],
+                        CircuitBreaker(rail.breaker_failure_threshold, rail.breaker_reset_seconds, self.clock),
+                        rail.concurrency)
+            for name, rail in self.settings.rails.items()
+        }
+        capacity = sum(rail.concurrency for rail in self.rails.values())
+        self.completions: asyncio.Queue[Completion] = asyncio.Queue(maxsize=capacity)
+        self.pending: dict[uuid.UUID, _Pending] = {}
+        self.wake = asyncio.Event()
+        self.healthy = True
+        self._last_reclaim = float("-inf")
+        self._listen_conn: asyncpg.Connection | None = None
+        self._last_listen_try = float("-inf")
+        for name in self.rails:
+            self.metrics.breaker_state.labels(name).set(0)
+
+    # -- main loop --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, drain_deadline: Callable[[], float] | None = None) -> None:
+        flusher = asyncio.create_task(self._flush_loop(), name="relayer-flusher")
+        try:
+            while not stop.is_set():
+                await self._ensure_listening()
+                claimed_full = await self._cycle()
+                if claimed_full:
+                    await asyncio.sleep(0)  # more may be due: go again, letting tasks run
+                    continue
+                await self._sleep(stop)
+        finally:
+            await self._drain(flusher, drain_deadline)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.poll_interval_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _cycle(self) -> bool:
+        """One claim round; True when every offered slot was filled (more may be due)."""
+        now = self.clock()
+        if now - self._last_reclaim >= self.settings.poll_interval_seconds:
+            self._last_reclaim = now
+            await self._reclaim()
+        slots = self._free_slots()
+        offered = sum(slots.values())
+        if offered == 0:
+            return False
+        try:
+            rows = await self.store.claim_batch(slots, self.settings.lease_seconds)
+        except DB_ERRORS as exc:
+            self._database_error("claim", exc)
+            return False
+        self.healthy = True
+        for row in rows:
+            self._start(row)
+        return len(rows) == offered
+
+    def _free_slots(self) -> dict[str, int]:
+        budget = self.settings.batch_size
+        slots: dict[str, int] = {}
+        for name, rail in self.rails.items():
+            allowed = min(rail.breaker.allowed(max(0, rail.concurrency - rail.inflight)), budget)
+            self.metrics.breaker_state.labels(name).set(int(rail.breaker.state))
+            slots[name] = allowed
+            budget -= allowed
+        return slots
+
+    async def _reclaim(self) -> None:
+        try:
+            reclaimed = await self.store.reclaim_expired(self.settings.reclaim_batch_max)
+        except DB_ERRORS as exc:
+            self._database_error("reclaim", exc)
+            return
+        if reclaimed:
+            self.metrics.leases_reclaimed.inc(len(reclaimed))
+            dead = [str(r["id"]) for r in reclaimed if r["new_status"] == "FAILED"]
+            log.warning("reclaimed expired leases", extra={"rows": len(reclaimed), "dead_letters": dead})
+
+    def _database_error(self, operation: str, exc: BaseException) -> None:
+        self.healthy = False
+        self.metrics.database_errors.labels(operation).inc()
+        log.error("database round trip failed; retrying next cycle",
+                  extra={"operation": operation, "error": f"{type(exc).__name__}: {exc}"})
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _start(self, row: ClaimedRow) -> None:
+        rail = self.rails[row.rail]
+        assert row.id not in self.pending, f"row {row.id} claimed twice by one worker"
+        rail.inflight += 1
+        rail.breaker.started(1)
+        self.metrics.claimed.labels(row.rail).inc()
+        self.metrics.inflight.labels(row.rail).set(rail.inflight)
+        pending = _Pending(row)
+        self.pending[row.id] = pending
+        pending.task = asyncio.create_task(self._dispatch(pending), name=f"dispatch-{row.id}")
+
+    async def _dispatch(self, pending: _Pending) -> None:
+        row = pending.row
+        rail = self.rails[row.rail]
+        if row.attempt == 1:
+            self.metrics.insert_to_dispatch_seconds.labels(row.rail).observe(
+                max(0.0, time.time() - row.created_at.timestamp()))
+        started = time.perf_counter()
+        pending.sent = True
+        try:
+            outcome = await rail.adapter.dispatch(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a poison payload: one failed attempt, never a dead worker
+            outcome = Outcome(Kind.POISON, "ADAPTER_ERROR", f"{type(exc).__name__}: {exc}"[:500])
+            log.warning("adapter raised; counted as an attempt",
+                        extra={"outbox_id": str(row.id), "attempt": row.attempt, "error": outcome.detail})
+        self.metrics.rail_call_seconds.labels(row.rail).observe(time.perf_counter() - started)
+        self.metrics.dispatches.labels(row.rail, outcome.kind.value).inc()
+        rail.breaker.record(None if outcome.kind == Kind.POISON else outcome.rail_healthy)
+        if rail.breaker.opens > 0:
+            self.metrics.breaker_state.labels(row.rail).set(int(rail.breaker.state))
+        self._report(pending, outcome)
+
+    def _report(self, pending: _Pending, outcome: Outcome) -> None:
+        assert not pending.reported
+        pending.reported = True
+        completion = self.completion_for(pending.row, outcome)
+        self._count(pending.row, completion)
+        self.completions.put_nowait(completion)  # bounded by total concurrency: never full
+
+    def completion_for(self, row: ClaimedRow, outcome: Outcome) -> Completion:
+        """Pure: the status an outcome leads to, given the row's budget."""
+        if outcome.kind == Kind.SUCCESS:
+            return Completion(row.id, row.attempt, "SUCCESS", outcome.code, None, outcome.reference, 0.0, False)
+        if outcome.kind == Kind.FAILED:
+            return Completion(row.id, row.attempt, "FAILED", outcome.code, outcome.detail, outcome.reference,
+                              0.0, False)
+        if row.attempt >= row.max_attempts:
+            detail = f"retry budget of {row.max_attempts} attempts exhausted; last: {outcome.detail or outcome.code}"
+            return Completion(row.id, row.attempt, "FAILED", outcome.code, detail, outcome.reference, 0.0, True)
+        return Completion(row.id, row.attempt, "RECOVERING", outcome.code, outcome.detail, outcome.reference,
+                          self.backoff_seconds(row.attempt), False)
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
+        return ceiling / 2 + self.rng.random() * ceiling / 2
+
+    def _count(self, row: ClaimedRow, completion: Completion) -> None:
+        if completion.status == "SUCCESS":
+            self.metrics.succeeded.labels(row.rail).inc()
+        elif completion.dead_letter:
+            self.metrics.dlq_records_entered.labels(row.rail).inc()
+        elif completion.status == "FAILED":
+            self.metrics.records_terminal.labels(row.rail).inc()
+        else:
+            self.metrics.retries.labels(row.rail).inc()
+
+    # -- write-back -------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            batch = [await self.completions.get()]
+            await self._gather_more(batch)
+            await asyncio.shield(self._write(batch))
+
+    async def _gather_more(self, batch: list[Completion]) -> None:
+        waited = False
+        while len(batch) < self.settings.completion_batch_max:
+            try:
+                batch.append(self.completions.get_nowait())
+            except asyncio.QueueEmpty:
+                if waited or self.settings.completion_flush_seconds == 0:
+                    return
+                await asyncio.sleep(self.settings.completion_flush_seconds)
+                waited = True
+
+    async def _write(self, batch: list[Completion]) -> None:
+        """Write outcomes, retrying a bounded number of times. If the database stays
+        away the outcomes are dropped: the leases expire and the rows are retried with
+        the same key, so the rail answers from its idempotency store (no second strike)."""
+        for attempt in range(1, WRITE_ATTEMPTS_MAX + 1):
+            try:
+                written, incidents = await self.store.complete_batch(batch)
+                break
+            except DB_ERRORS as exc:
+                self._database_error("complete", exc)
+                if attempt == WRITE_ATTEMPTS_MAX:
+                    self.metrics.completions_lost.inc(len(batch))
+                    log.error("outcomes not written; their leases will expire and the rows be retried",
+                              extra={"rows": [str(c.id) for c in batch]})
+                    written, incidents = 0, 0
+                    break
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+        self.metrics.completion_rows.observe(len(batch))
+        if written < len(batch):
+            log.info("some outcomes were fenced off (lease lost to another worker)",
+                     extra={"rows": len(batch), "written": written})
+        if incidents:
+            log.warning("dead letters", extra={"incidents": incidents})
+        for completion in batch:
+            self._release(completion.id)
+
+    def _release(self, outbox_id: uuid.UUID) -> None:
+        pending = self.pending.pop(outbox_id, None)
+        if pending is None:
+            return
+        rail = self.rails[pending.row.rail]
+        rail.inflight -= 1
+        assert rail.inflight >= 0
+        self.metrics.inflight.labels(rail.name).set(rail.inflight)
+        self.wake.set()
+
+    # -- LISTEN -----------------------------------------------------------------------
+
+    async def _ensure_listening(self) -> None:
+        if not self.settings.listen or not self.database_url:
+            return
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        now = self.clock()
+        if now - self._last_listen_try < self.settings.poll_interval_seconds:
+            return
+        self._last_listen_try = now
+        self.metrics.listening.set(0)
+        try:
+            conn = await connect(self.database_url)
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except DB_ERRORS as exc:
+            self._database_error("listen", exc)
+            return
+        self._listen_conn = conn
+        self.metrics.listening.set(1)
+        self.wake.set()  # rows may have arrived while we were not listening
+
+    def _on_notify(self, *_: object) -> None:
+        self.wake.set()
+
+    # -- stopping ---------------------------------------------------------------------
+
+    async def _drain(self, flusher: asyncio.Task[None], drain_deadline: Callable[[], float] | None) -> None:
+        tasks = [p.task for p in self.pending.values() if p.task is not None and not p.task.done()]
+        timeout = max(0.0, (drain_deadline() if drain_deadline else self.settings.shutdown_timeout_seconds))
+        if tasks:
+            log.info("draining", extra={"in_flight": len(tasks), "timeout_seconds": round(timeout, 1)})
+            _, still_running = await asyncio.wait(tasks, timeout=timeout)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        unsent = []
+        for pending in list(self.pending.values()):
+            if pending.reported:
+                continue
+            if pending.sent:
+                self._report(pending, Outcome(Kind.AMBIGUOUS, "AMBIGUOUS_SHUTDOWN",
+                                              "relayer stopped during the rail call"))
+            else:
+                unsent.append(pending.row)
+        # The flusher writes every reported outcome (its writes are shielded);
+        # wait, bounded, until it has, then stop it while it idles on the queue.
+        deadline = time.monotonic() + WRITE_DRAIN_SECONDS_MAX
+        while any(p.reported for p in self.pending.values()) and time.monotonic() < deadline \
+                and not flusher.done():
+            await asyncio.sleep(0.01)
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+        if unsent:
+            await asyncio.shield(self._release_unsent(unsent))
+        if self._listen_conn is not None:
+            await self._listen_conn.close(timeout=2.0)
+        for adapter in self.adapters.values():
+            await adapter.close()
+
+    async def _release_unsent(self, unsent: list[ClaimedRow]) -> None:
+        try:
+            released = await self.store.release_unstarted(unsent)
+        except DB_ERRORS as exc:
+            self._database_error("release", exc)
+            released = 0
+        for row in unsent:
+            self._release(row.id)
+        log.info("released unsent rows", extra={"rows": len(unsent), "released": released})
