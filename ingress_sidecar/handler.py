@@ -1,0 +1,325 @@
+"""One request through the sidecar, in the order the invariants need.
+
+1. strip every incoming X-Symphony-* header (they are rebuilt, never passed);
+2. read the body within its cap (413 beyond it);
+3. verify identity (JWT or client certificate; never a header);
+4. rate-limit sources whose identity failed (429, counted in DROPPED, not attested);
+5. decide policy (kill-switch, staleness fail-closed for executing routes);
+6. assign the attestation id (HLC; 503 CLOCK_BACKWARDS beyond the max offset);
+7. append INGRESS — durable before forwarding when the request is accepted;
+   a refused append answers 503 with the reason and nothing is forwarded;
+8. forward with the signed Symphony headers and a traceparent;
+9. append OUTCOME (status, disposition, latency), also when the upstream fails
+   or times out, or the client goes away.
+
+`RequestHandler.handle` orchestrates; the steps are small helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ingress_sidecar import metrics, trace
+from ingress_sidecar.attest import AttestationRefused, Attestor, now_us
+from ingress_sidecar.config import SidecarConfig
+from ingress_sidecar.hlc import ClockRefused, CounterExhausted, HybridClock
+from ingress_sidecar.identity import CertificateVerifier, Identity, IdentityFailure, JwtVerifier
+from ingress_sidecar.policy import PolicyCache
+from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
+from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
+from symphony import attestation as att
+from symphony import upstream_headers as uh
+from symphony.attestation import Disposition, RecordType
+
+log = logging.getLogger("sidecar.request")
+
+EMPTY_SHA256 = hashlib.sha256(b"").digest()
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length",
+})
+COUNTER_WAIT_SECONDS = 0.001
+COUNTER_WAITS_MAX = 20
+_JSON = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Verdict:
+    """Where a request stands before forwarding: accepted, or why not."""
+
+    status: int  # 200 while accepted
+    reason: str  # "accepted" or a short machine-readable reason
+    identity: Identity | None
+    auth_method: str
+    key_id: str
+
+
+def error_response(status: int, reason: str, attestation_id: int = 0, **extra: object) -> web.Response:
+    payload: dict[str, object] = {"error": reason, **extra}
+    headers = {}
+    if attestation_id:
+        payload["attestation_id"] = str(attestation_id)
+        headers = {uh.ATTESTATION_ID: str(attestation_id), uh.HLC: str(attestation_id)}
+    return web.Response(status=status, body=_JSON.encode(payload), content_type="application/json", headers=headers)
+
+
+class RequestHandler:
+    def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
+                 jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
+                 limiter: SourceLimiter, drops: DropCounter, signer: uh.HeaderSigner,
+                 session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.attestor = attestor
+        self.clock = clock
+        self.routes = routes
+        self.jwt = jwt_verifier
+        self.certs = cert_verifier
+        self.policy = policy
+        self.limiter = limiter
+        self.drops = drops
+        self.signer = signer
+        self.session = session
+        self.stream_label = str(attestor.stream_id)
+        self.upstream_timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds,
+                                                      connect=settings.upstream_connect_timeout_seconds)
+        self.shutting_down = False
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        metrics.IN_FLIGHT.inc()
+        try:
+            return await self._handle(request)
+        finally:
+            metrics.IN_FLIGHT.dec()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = self.routes.match(request.method, request.path) or UNMATCHED
+        body = await self._read_body(request)
+        verdict = self._verify(request, route, body is None)
+        if verdict.identity is None and not self.limiter.allow(request.remote or ""):
+            return self._drop("rate_limited_unauthenticated", 429)
+        attestation_id = await self._next_id(request)
+        if attestation_id is None:
+            return self._drop("clock_backwards", 503, error="CLOCK_BACKWARDS")
+        ingress = self._ingress_body(request, route, verdict, body)
+        if verdict.status != 200:
+            return self._reject(route, verdict, attestation_id, ingress)
+        started = time.perf_counter()
+        try:
+            seq = await self.attestor.append_durable(RecordType.INGRESS, ingress, attestation_id)
+        except AttestationRefused as refused:
+            return self._journal_refused(route, refused, attestation_id)
+        metrics.ATTEST_DURABLE.observe(time.perf_counter() - started)
+        assert body is not None, "an accepted request has its body"
+        return await self._forward(request, route, verdict.identity, body, ingress, attestation_id, seq)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes | None:
+        """The request body, or None when it exceeds body_bytes_max (answered 413)."""
+        cap = self.settings.body_bytes_max
+        length = request.content_length
+        if length is not None and length > cap:
+            return None
+        if length == 0 or (length is None and not request.body_exists):
+            return b""
+        body = await request.content.read(cap + 1) if length is None else await request.content.readexactly(length)
+        if length is None:
+            while len(body) <= cap and not request.content.at_eof():
+                chunk = await request.content.read(cap + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        return None if len(body) > cap else body
+
+    def _verify(self, request: web.BaseRequest, route: ResolvedRoute, too_large: bool) -> Verdict:
+        """Identity, then policy: the verdict the INGRESS record carries (pure but for caches)."""
+        outcome = self._identify(request)
+        if isinstance(outcome, IdentityFailure):
+            return Verdict(outcome.status, outcome.reason, None, outcome.auth_method, outcome.key_id)
+        verdict = Verdict(200, "accepted", outcome, outcome.auth_method, outcome.key_id)
+        if too_large:
+            verdict.status, verdict.reason = 413, "body_too_large"
+        elif route is UNMATCHED:
+            verdict.status, verdict.reason = 404, "no_route"
+        else:
+            decision = self.policy.decide(outcome.participant_id, outcome.policy_version, route.executes)
+            if not decision.allowed:
+                verdict.status, verdict.reason = decision.status, decision.reason
+        return verdict
+
+    def _identify(self, request: web.BaseRequest) -> Identity | IdentityFailure:
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return IdentityFailure("unsupported_authorization", 401)
+            return self.jwt.verify(token.strip())
+        if self.certs is not None and request.transport is not None:
+            ssl_object = request.transport.get_extra_info("ssl_object")
+            if isinstance(ssl_object, ssl.SSLObject):
+                der = ssl_object.getpeercert(binary_form=True)
+                if der:
+                    return self.certs.verify(der)
+        return IdentityFailure("missing_credentials", 401)
+
+    async def _next_id(self, request: web.BaseRequest) -> int | None:
+        """The next attestation id, or None when the clock is refused."""
+        remote = request.headers.get(uh.HLC)
+        if remote is not None and remote.isdigit():
+            self.clock.observe(int(remote))
+        for _ in range(COUNTER_WAITS_MAX):
+            try:
+                return self.clock.next_id()
+            except CounterExhausted:
+                await asyncio.sleep(COUNTER_WAIT_SECONDS)
+            except ClockRefused as refused:
+                metrics.CLOCK_REFUSALS.inc()
+                metrics.CLOCK_ALARM.labels(self.stream_label).set(1)
+                log.error("clock refused: wall clock behind the attestation ids beyond the max offset",
+                          extra={"offset_ms": refused.offset_ms, "offset_ms_max": self.clock.offset_ms_max,
+                                 "stream_id": self.attestor.stream_id})
+                return None
+        return None
+
+    def _ingress_body(self, request: web.BaseRequest, route: ResolvedRoute, verdict: Verdict,
+                      body: bytes | None) -> att.IngressBody:
+        identity = verdict.identity
+        idempotency_key = request.headers.get("Idempotency-Key")
+        return att.IngressBody(
+            version=att.BODY_VERSION, received_at_us=now_us(),
+            participant_id=identity.participant_id if identity else "",
+            auth_method=verdict.auth_method, key_id=verdict.key_id[:att.MAX_TEXT],
+            policy_version=identity.policy_version if identity else 0,
+            method=request.method[:att.MAX_TEXT], route=route.template, executes=route.executes,
+            body_sha256=hashlib.sha256(body).digest() if body else EMPTY_SHA256,
+            idempotency_key_hash=hashlib.sha256(idempotency_key.encode()).digest() if idempotency_key else b"",
+            traceparent=trace.continue_or_start(request.headers.get("traceparent")),
+            verdict=verdict.reason,
+        )
+
+    def _drop(self, reason: str, status: int, *, error: str | None = None) -> web.Response:
+        """Refused before attestation: counted for the next DROPPED record."""
+        self.drops.add(reason)
+        metrics.DROPPED.labels(reason).inc()
+        metrics.REQUESTS.labels("", str(status), "dropped").inc()
+        return error_response(status, error or reason)
+
+    def _reject(self, route: ResolvedRoute, verdict: Verdict, attestation_id: int,
+                ingress: att.IngressBody) -> web.Response:
+        """Attest a refused request (INGRESS + OUTCOME rejected) and answer it."""
+        try:
+            seq = self.attestor.append(RecordType.INGRESS, ingress, attestation_id)
+            self._outcome(route, attestation_id, seq, verdict.status, Disposition.REJECTED, 0, verdict.reason)
+        except AttestationRefused as refused:
+            return self._journal_refused(route, refused, attestation_id)
+        response = error_response(verdict.status, verdict.reason, attestation_id)
+        if verdict.status == 413:
+            response.force_close()  # the unread body makes the connection unusable
+        return response
+
+    def _journal_refused(self, route: ResolvedRoute, refused: AttestationRefused, attestation_id: int) -> web.Response:
+        metrics.JOURNAL_REFUSALS.labels(refused.reason).inc()
+        metrics.REQUESTS.labels(route.template, "503", "not_attested").inc()
+        log.error("journal refused a record; request answered 503 and not forwarded",
+                  extra={"reason": refused.reason, "detail": refused.detail, "attestation_id": attestation_id})
+        return error_response(503, refused.reason, detail=refused.detail)
+
+    def _outcome(self, route: ResolvedRoute, attestation_id: int, ingress_seq: int, status: int,
+                 disposition: Disposition, latency_us: int, reason: str) -> None:
+        body = att.OutcomeBody(version=att.BODY_VERSION, ingress_seq=ingress_seq, completed_at_us=now_us(),
+                               status=status, disposition=disposition.value, latency_us=latency_us,
+                               reason=reason[:att.MAX_TEXT])
+        self.attestor.append(RecordType.OUTCOME, body, attestation_id)
+        metrics.REQUESTS.labels(route.template, str(status), disposition.value).inc()
+
+    def _finish(self, route: ResolvedRoute, attestation_id: int, seq: int, status: int,
+                disposition: Disposition, started: float, reason: str) -> None:
+        """OUTCOME after forwarding; a refusal here cannot un-send the answer, so it is logged."""
+        latency_us = int((time.perf_counter() - started) * 1_000_000)
+        try:
+            self._outcome(route, attestation_id, seq, status, disposition, latency_us, reason)
+        except AttestationRefused as refused:
+            metrics.JOURNAL_REFUSALS.labels(refused.reason).inc()
+            log.error("journal refused an OUTCOME: the INGRESS stays open and repair classifies it",
+                      extra={"reason": refused.reason, "attestation_id": attestation_id, "ingress_seq": seq})
+
+    async def _forward(self, request: web.BaseRequest, route: ResolvedRoute, identity: Identity | None,
+                       body: bytes, ingress: att.IngressBody, attestation_id: int, seq: int) -> web.StreamResponse:
+        assert identity is not None
+        started = time.perf_counter()
+        headers = self._upstream_headers(request, identity, ingress, attestation_id, seq)
+        url = route.upstream + request.rel_url.raw_path_qs
+        try:
+            async with self.session.request(request.method, url, data=body, headers=headers,
+                                            allow_redirects=False, timeout=self.upstream_timeout) as upstream:
+                payload = await upstream.read()
+                status, upstream_headers = upstream.status, upstream.headers
+        except asyncio.TimeoutError:
+            self._finish(route, attestation_id, seq, 504, Disposition.UPSTREAM_ERROR, started, "upstream_timeout")
+            return error_response(504, "upstream_timeout", attestation_id)
+        except aiohttp.ClientError as exc:
+            self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_unreachable")
+            return error_response(502, "upstream_unreachable", attestation_id, detail=type(exc).__name__)
+        except asyncio.CancelledError:
+            reason = "sidecar_shutdown" if self.shutting_down else "client_disconnected"
+            self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, reason)
+            raise
+        metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - started)
+        disposition = _disposition(status, upstream_headers.get(uh.DISPOSITION))
+        self._finish(route, attestation_id, seq, status, disposition, started, "" if status < 400 else f"http_{status}")
+        response = web.Response(status=status, body=payload, headers=_response_headers(upstream_headers))
+        response.headers[uh.ATTESTATION_ID] = str(attestation_id)
+        response.headers[uh.HLC] = str(attestation_id)
+        return response
+
+    def _upstream_headers(self, request: web.BaseRequest, identity: Identity, ingress: att.IngressBody,
+                          attestation_id: int, seq: int) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        forward_authorization = self.settings.forward_authorization
+        for name, value in request.headers.items():
+            lower = name.lower()
+            if lower in HOP_BY_HOP or lower.startswith(uh.PREFIX) or lower == "traceparent":
+                continue
+            if lower == "authorization" and not forward_authorization:
+                continue
+            headers.add(name, value)
+        policy_version = identity.policy_version or self.policy.current_version(identity.participant_id)
+        attested = uh.Attested(
+            attestation_id=attestation_id, node_id=self.attestor.node_id, stream_id=self.attestor.stream_id,
+            stream_seq=seq, participant_id=identity.participant_id, policy_version=policy_version,
+            body_sha256_hex=ingress.body_sha256.hex(),
+        )
+        headers.update(self.signer.headers(attested, request.method, request.path))
+        headers["traceparent"] = ingress.traceparent
+        if request.remote:
+            headers["X-Forwarded-For"] = request.remote
+        return headers
+
+
+def _disposition(status: int, declared: str | None) -> Disposition:
+    """The service's word on what happened, or the sidecar's reading of the status."""
+    if declared in ("executed", "replayed", "rejected"):
+        return Disposition(declared)
+    if status >= 500:
+        return Disposition.UPSTREAM_ERROR
+    if status >= 400:
+        return Disposition.REJECTED
+    return Disposition.EXECUTED
+
+
+def _response_headers(upstream_headers: object) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream_headers.items():  # type: ignore[attr-defined]
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower.startswith(uh.PREFIX):
+            continue
+        headers.add(name, value)
+    return headers

@@ -1,0 +1,62 @@
+"""Per-source rate limiting of requests that fail identity, with counted drops.
+
+Authenticated requests are always attested. Requests whose identity fails are
+attested too (as rejected), but a flood of them could fill the journal, so
+each source address has a token bucket; what exceeds it is answered 429
+*without* an attestation and counted here. The counts are written to the
+journal as one DROPPED record per window (`DropCounter.take`), so nothing is
+silently uncounted. The bucket table is bounded: when it is full it is cleared,
+which only ever lets a burst through, never blocks a source wrongly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+
+class SourceLimiter:
+    def __init__(self, *, rate_per_second: float, burst: int, sources_max: int) -> None:
+        assert rate_per_second > 0 and burst >= 1 and sources_max >= 1
+        self.rate = rate_per_second
+        self.burst = float(burst)
+        self.sources_max = sources_max
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, at)
+
+    def allow(self, source: str, *, now: float | None = None) -> bool:
+        current = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(source, (self.burst, current))
+        tokens = min(self.burst, tokens + (current - at) * self.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        if source not in self._buckets and len(self._buckets) >= self.sources_max:
+            self._buckets.clear()
+        self._buckets[source] = (tokens, current)
+        return allowed
+
+
+class DropCounter:
+    """Requests refused before attestation, by reason, since the last take()."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self.window_start_us = time.time_ns() // 1000
+
+    def add(self, reason: str) -> None:
+        self._counts[reason] += 1
+
+    def pending(self) -> bool:
+        return bool(self._counts)
+
+    def take(self) -> tuple[int, int, dict[str, int]]:
+        """(window start µs, window end µs, counts) and start a new window."""
+        end_us = time.time_ns() // 1000
+        window = (self.window_start_us, end_us, dict(self._counts))
+        self._counts.clear()
+        self.window_start_us = end_us
+        return window
+
+    def restore(self, counts: dict[str, int]) -> None:
+        """Put counts back after the journal refused their DROPPED record."""
+        self._counts.update(counts)

@@ -1,0 +1,217 @@
+"""One sidecar worker process: its journal stream, its caches, its share of the port.
+
+Lifecycle (symphony.lifecycle): start-up (exit 3 on failure), serve until
+SIGTERM, then drain — stop accepting, let in-flight requests finish and write
+their OUTCOMEs within shutdown_timeout_seconds, flush the journal, exit 0.
+The listening socket uses SO_REUSEPORT, so the kernel spreads connections over
+the workers and no lock is shared on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import zlib
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+import journal
+from ingress_sidecar import metrics
+from ingress_sidecar.attest import AttestationRefused, Attestor
+from ingress_sidecar.config import SidecarConfig
+from ingress_sidecar.handler import RequestHandler
+from ingress_sidecar.hlc import WORKER_MAX, HybridClock, file_offset_clock, system_clock_ms
+from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
+from ingress_sidecar.policy import PolicyCache
+from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
+from ingress_sidecar.routes import RouteTable
+from symphony import upstream_headers as uh
+from symphony.errors import EXIT_OK, StartupError
+from symphony.lifecycle import Shutdown
+
+log = logging.getLogger("sidecar")
+
+
+def worker_id_for(settings: SidecarConfig, stream_id: int) -> int:
+    """The 10-bit Snowflake worker id of (node, stream); see docs in config.example.toml."""
+    base = settings.worker_id_base if settings.worker_id_base >= 0 else zlib.crc32(settings.node_id.encode())
+    return (base + stream_id) % (WORKER_MAX + 1)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other workers can bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def tls_context(settings: SidecarConfig) -> ssl.SSLContext | None:
+    if not settings.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_client_ca_file:
+            context.load_verify_locations(settings.tls_client_ca_file)
+            # Optional at the TLS layer so JWT callers work too; a certificate
+            # that is presented must verify against the client CA.
+            context.verify_mode = ssl.CERT_OPTIONAL
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"TLS files not usable: {exc}") from None
+    return context
+
+
+class Worker:
+    def __init__(self, settings: SidecarConfig, *, stream_id: int, port: int, database_url: str) -> None:
+        self.settings = settings
+        self.stream_id = stream_id
+        self.port = port
+        self.database_url = database_url
+        self.label = str(stream_id)
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _clock(self) -> HybridClock:
+        source = system_clock_ms
+        if self.settings.test_clock_file:
+            source = file_offset_clock(Path(self.settings.test_clock_file))
+        return HybridClock(worker_id_for(self.settings, self.stream_id),
+                           offset_ms_max=self.settings.clock_offset_ms_max, clock=source)
+
+    def _open_journal(self) -> Attestor:
+        try:
+            return Attestor.open(self.settings.journal_root(), node_id=self.settings.node_id, stream_id=self.stream_id,
+                                 durability=self.settings.durability,
+                                 segment_bytes=self.settings.journal_segment_bytes)
+        except (journal.JournalError, AttestationRefused, OSError) as exc:
+            raise StartupError(f"journal stream {self.settings.node_id}/{self.stream_id} not usable: {exc}") from None
+
+    def _signer(self) -> uh.HeaderSigner:
+        path = self.settings.signing_key_path()
+        try:
+            return uh.HeaderSigner(uh.load_private_key(path))
+        except (OSError, ValueError, uh.SignatureError) as exc:
+            raise StartupError(f"upstream signing key {path} not usable: {exc}") from None
+
+    def _build(self, attestor: Attestor, session: aiohttp.ClientSession) -> RequestHandler:
+        s = self.settings
+        self.keys = JwksKeys(s.jwks_path())
+        self.keys.reload_if_changed()
+        certs = None
+        if s.tls_client_ca_file:
+            certs = CertificateVerifier(trust_domain=s.spiffe_trust_domain,
+                                        lifetime_seconds_max=s.client_cert_lifetime_seconds_max)
+        self.policy = PolicyCache(self.database_url, poll_seconds=s.policy_poll_seconds,
+                                  staleness_seconds_max=s.policy_staleness_seconds_max,
+                                  on_propagation=metrics.POLICY_PROPAGATION.observe)
+        self.drops = DropCounter()
+        return RequestHandler(
+            s, attestor=attestor, clock=self._clock(), routes=RouteTable(s.routes, s.upstream_url),
+            jwt_verifier=JwtVerifier(self.keys, issuer=s.jwt_issuer, audience=s.jwt_audience,
+                                     leeway_seconds=s.jwt_leeway_seconds),
+            cert_verifier=certs, policy=self.policy,
+            limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
+                                  burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
+            drops=self.drops, signer=self._signer(), session=session,
+        )
+
+    async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
+        shutdown = Shutdown()
+        shutdown.install()
+        attestor = self._open_journal()
+        connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections_max, keepalive_timeout=30,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        try:
+            handler = self._build(attestor, session)
+            self.tasks = [asyncio.create_task(self.policy.run(self.stop), name="policy"),
+                          asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping")]
+            return await self._serve(handler, attestor, shutdown, on_ready)
+        finally:
+            self.stop.set()
+            for task in self.tasks:
+                try:
+                    await asyncio.wait_for(task, timeout=5.0)
+                except asyncio.TimeoutError:
+                    log.warning("background task did not stop in time", extra={"task": task.get_name()})
+            await session.close()
+            self._flush_drops(attestor)
+            await attestor.close()
+            log.info("worker stopped; journal flushed", extra={"stream_id": self.stream_id})
+
+    async def _serve(self, handler: RequestHandler, attestor: Attestor, shutdown: Shutdown,
+                     on_ready: callable) -> int:  # type: ignore[valid-type]
+        s = self.settings
+        server = web.Server(handler.handle, handler_cancellation=True, access_log=None,
+                            max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
+                            auto_decompress=False, keepalive_timeout=75.0)
+        sock = listen_socket(s.listen_host, self.port)
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096)
+        log.info("worker listening", extra={"stream_id": self.stream_id, "port": self.port,
+                                            "durability": s.durability, "pid": os.getpid()})
+        on_ready()
+        await shutdown.wait()
+        log.info("draining: no new connections, finishing in-flight requests", extra={"stream_id": self.stream_id})
+        listener.close()
+        server.pre_shutdown()
+        handler.shutting_down = True
+        await server.shutdown(s.shutdown_timeout_seconds)
+        return EXIT_OK
+
+    def _flush_drops(self, attestor: Attestor) -> None:
+        if not self.drops.pending():
+            return
+        start_us, end_us, counts = self.drops.take()
+        try:
+            attestor.dropped(start_us, end_us, counts)
+        except AttestationRefused as refused:
+            self.drops.restore(counts)
+            log.error("DROPPED record refused by the journal; counts kept for the next window",
+                      extra={"reason": refused.reason, "counts": counts})
+
+    async def _housekeeping(self, attestor: Attestor, handler: RequestHandler) -> None:
+        """Each tick: DROPPED aggregate, HEARTBEAT if idle, JWKS reload, gauges."""
+        interval = self.settings.heartbeat_interval_seconds
+        reload_every = max(1, round(self.settings.jwks_reload_seconds / interval))
+        tick = 0
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=interval)
+                break
+            except asyncio.TimeoutError:
+                pass
+            tick += 1
+            self._flush_drops(attestor)
+            if attestor.idle_seconds() >= interval:
+                try:
+                    attestor.heartbeat()
+                except AttestationRefused as refused:
+                    log.error("HEARTBEAT refused by the journal", extra={"reason": refused.reason})
+            if tick % reload_every == 0:
+                self.keys.reload_if_changed()
+            self._update_gauges(attestor, handler)
+
+    def _update_gauges(self, attestor: Attestor, handler: RequestHandler) -> None:
+        staleness = self.policy.staleness_seconds()
+        metrics.POLICY_STALENESS.labels(self.label).set(staleness if staleness != float("inf") else -1)
+        offset = handler.clock.offset_ms()
+        metrics.CLOCK_OFFSET.labels(self.label).set(offset)
+        if offset <= handler.clock.offset_ms_max:
+            metrics.CLOCK_ALARM.labels(self.label).set(0)
+        ready = attestor.writable and self.policy.is_fresh()
+        metrics.WORKER_READY.labels(self.label).set(1 if ready else 0)
