@@ -264,8 +264,10 @@ def test_probes_hit_the_admin_endpoints(workload: dict[str, Any]) -> None:
         settings = daemon_config_toml(item["name"])
         env = {e["name"]: e.get("value") for e in item.get("env", [])}
         prefix = f"SYMPHONY_{item['name'].upper()}_"
-        admin_port = int(env.get(prefix + "ADMIN_PORT") or settings.get("admin_port", -1))
-        admin_host = env.get(prefix + "ADMIN_HOST") or settings.get("admin_host")
+        # The repair daemon names its admin endpoint metrics_host/metrics_port.
+        key = "metrics" if "metrics_port" in settings else "admin"
+        admin_port = int(env.get(f"{prefix}{key.upper()}_PORT") or settings.get(f"{key}_port", -1))
+        admin_host = env.get(f"{prefix}{key.upper()}_HOST") or settings.get(f"{key}_host")
         assert admin_port == port, f"{item['name']}: admin_port {admin_port}, probes {port}"
         assert admin_host == "0.0.0.0", f"{item['name']}: the kubelet probes the pod IP"
 
