@@ -221,3 +221,17 @@ def test_target_groups_the_daemons() -> None:
     assert target.one("Install", "WantedBy") == "multi-user.target"
     sysusers = (SYSTEMD_DIR / "symphony.sysusers").read_text()
     assert re.search(r"^u symphony - ", sysusers, re.MULTILINE)
+
+
+def test_sysusers_creates_the_service_user(systemd_analyze: str, tmp_path: Path) -> None:
+    """Goal: the sysusers snippet the docs install really creates `symphony`
+    (run against a scratch root, never the host's /etc)."""
+    sysusers = Path(systemd_analyze).with_name("systemd-sysusers")
+    if not sysusers.exists():
+        pytest.skip("systemd-sysusers is not installed")
+    (tmp_path / "etc").mkdir()
+    result = subprocess.run([str(sysusers), f"--root={tmp_path}", str(SYSTEMD_DIR / "symphony.sysusers")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "etc" / "passwd").read_text()
+    assert re.search(r"^symphony:x:\d+:\d+:[^:]*:/var/lib/symphony:/usr/sbin/nologin$", passwd, re.MULTILINE)
