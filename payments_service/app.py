@@ -1,0 +1,156 @@
+"""HTTP handlers: verify the sidecar's signature, validate, then let the store decide.
+
+Every answer carries X-Symphony-Disposition (executed | replayed | rejected) so
+the sidecar's OUTCOME record says what happened (invariant 2). GET answers on
+the non-executing read route carry none when they succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from payments_service.store import Answer, PaymentRequest, PaymentStore, rejected
+from symphony.upstream_headers import DISPOSITION, Attested, HeaderVerifier, SignatureError
+
+log = logging.getLogger("service")
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+BODY_BYTES_MAX = 16 * 1024
+
+
+class PaymentBody(msgspec.Struct, forbid_unknown_fields=True):
+    amount_minor: int
+    currency: str
+    rail: str
+    destination_account: str
+    client_reference: str = ""
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("symphony_service_requests_total", "Requests by route, status and disposition",
+                                ["route", "status", "disposition"], registry=r)
+        self.latency = Histogram("symphony_service_request_seconds", "Request handling time", ["route"],
+                                 registry=r)
+        self.duplicate_requests = Counter("symphony_service_duplicate_requests_total",
+                                          "Requests that reused an Idempotency-Key", registry=r)
+        self.duplicates_blocked = Counter("symphony_service_duplicates_blocked_total",
+                                          "Duplicates answered without a new execution (replay or 409)",
+                                          registry=r)
+        self.keys_recovered = Counter("symphony_service_idempotency_keys_recovered_total",
+                                      "In-progress keys taken over after their TTL", registry=r)
+        self.signature_refused = Counter("symphony_service_signature_refused_total",
+                                         "Requests without a valid sidecar signature", registry=r)
+
+
+def parse_payment(body: bytes, rails: list[str]) -> PaymentRequest | Answer:
+    """Pure validation of a payment body: the request, or a 422 answer."""
+    try:
+        data = msgspec.json.decode(body, type=PaymentBody)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return rejected(422, "INVALID_BODY", str(exc))
+    problems = []
+    if not 0 < data.amount_minor < 2**62:
+        problems.append("amount_minor must be a positive integer")
+    if not _CURRENCY.match(data.currency):
+        problems.append("currency must be three upper-case letters")
+    if data.rail not in rails:
+        problems.append(f"rail must be one of {', '.join(rails)}")
+    if not 1 <= len(data.destination_account) <= 64:
+        problems.append("destination_account must be 1-64 characters")
+    if len(data.client_reference) > 128:
+        problems.append("client_reference must be at most 128 characters")
+    if problems:
+        return rejected(422, "INVALID_BODY", "; ".join(problems))
+    return PaymentRequest(data.amount_minor, data.currency, data.rail, data.destination_account,
+                          data.client_reference)
+
+
+def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
+    """What "the same request" means for an idempotency key: method, path, exact body."""
+    return hashlib.sha256(f"{method} {path}\n".encode() + body).digest()
+
+
+class PaymentsApp:
+    def __init__(self, store: PaymentStore, verifier: HeaderVerifier, rails: list[str],
+                 metrics: ServiceMetrics) -> None:
+        self.store = store
+        self.verifier = verifier
+        self.rails = rails
+        self.metrics = metrics
+
+    def build(self) -> web.Application:
+        app = web.Application(client_max_size=BODY_BYTES_MAX)
+        app.router.add_post("/v1/payments", self.create_payment)
+        app.router.add_get("/v1/payments/{payment_id}", self.get_payment)
+        return app
+
+    def _verify(self, request: web.Request, body: bytes) -> Attested | Answer:
+        try:
+            return self.verifier.verify(request.headers, request.method, request.rel_url.raw_path, body)  # type: ignore[arg-type]
+        except SignatureError as exc:
+            self.metrics.signature_refused.inc()
+            log.warning("refused: no valid sidecar signature", extra={"reason": str(exc), "path": request.path})
+            return rejected(401, "NOT_FROM_SIDECAR", str(exc))
+
+    async def create_payment(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await request.read()
+        answer = await self._create(request, body)
+        if answer.disposition == "replayed" or answer.body.get("error", {}).get("code") == \
+                "IDEMPOTENCY_KEY_IN_PROGRESS":
+            self.metrics.duplicate_requests.inc()
+            self.metrics.duplicates_blocked.inc()
+        if answer.recovered:
+            self.metrics.keys_recovered.inc()
+        self.metrics.latency.labels("create").observe(time.perf_counter() - started)
+        return self._respond("create", answer)
+
+    async def _create(self, request: web.Request, body: bytes) -> Answer:
+        attested = self._verify(request, body)
+        if isinstance(attested, Answer):
+            return attested
+        key = request.headers.get("Idempotency-Key", "")
+        if not 1 <= len(key) <= 255:
+            return rejected(400, "IDEMPOTENCY_KEY_REQUIRED", "the Idempotency-Key header is required (1-255 chars)")
+        payment = parse_payment(body, self.rails)
+        if isinstance(payment, Answer):
+            return payment
+        refusal = await self.store.participant_refusal(attested)
+        if refusal is not None:
+            return refusal
+        fingerprint = request_fingerprint(request.method, request.rel_url.raw_path, body)
+        return await self.store.create_payment(attested, key, fingerprint, payment)
+
+    async def get_payment(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        attested = self._verify(request, body)
+        if isinstance(attested, Answer):
+            return self._respond("get", attested)
+        try:
+            payment_id = uuid.UUID(request.match_info["payment_id"])
+        except ValueError:
+            return self._respond("get", rejected(404, "NOT_FOUND", "no such payment"))
+        view = await self.store.payment_view(payment_id, attested.participant_id)
+        if view is None:
+            return self._respond("get", rejected(404, "NOT_FOUND", "no such payment"))
+        return self._respond("get", Answer(200, view, ""))
+
+    def _respond(self, route: str, answer: Answer) -> web.Response:
+        headers: dict[str, Any] = dict(answer.headers)
+        if answer.disposition:
+            headers[DISPOSITION] = answer.disposition
+        self.metrics.requests.labels(route, str(answer.status), answer.disposition or "none").inc()
+        return web.Response(status=answer.status, body=msgspec.json.encode(answer.body),
+                            content_type="application/json", headers=headers)

@@ -1,0 +1,257 @@
+"""Demo helpers: what `symphony up` prepares, demo tokens, and demo traffic.
+
+`prepare(ctx)` (called by `symphony up` before it starts the daemons) creates,
+once, in the data dir: the sidecar's upstream signing pair
+(keys/sidecar-upstream.pem, keys/sidecar-upstream.pub.pem), the demo JWT
+issuer's Ed25519 key and its JWKS (keys/demo-issuer.pem, keys/jwks.json), the
+journal/<node_id>/ and logs/ directories, and the demo participants demo-bank-a
+and demo-mfi-b (ACTIVE, policy_version 1).
+
+    symphony demo token --participant NAME [--data-dir DIR] [--ttl S]
+    symphony demo traffic --requests N --concurrency C [--duplicate-rate R]
+                          [--invalid-rate R] [--target URL]
+
+Traffic goes to the sidecar (default http://127.0.0.1:8080, or
+SYMPHONY_DEMO_TARGET): each request is a POST /v1/payments with a demo bearer
+token and an Idempotency-Key; a duplicate reuses an earlier request's key and
+body exactly (it must come back replayed or 409, never a second execution), an
+invalid one has amount_minor 0 (it must come back rejected). The summary (JSON
+on stdout) counts requests by HTTP status and by X-Symphony-Disposition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from symphony.db import dsn
+from symphony.errors import EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyError
+from symphony.upstream_headers import key_id, write_keypair
+
+if TYPE_CHECKING:
+    from symphony.up import UpContext
+
+DEMO_PARTICIPANTS = ("demo-bank-a", "demo-mfi-b")
+JWT_ISSUER = "symphony-demo"
+JWT_AUDIENCE = "symphony-ingress"
+TARGET_ENV = "SYMPHONY_DEMO_TARGET"
+DEFAULT_TARGET = "http://127.0.0.1:8080"
+DEMO_RAILS = ("swiftpay", "mobimoney")
+
+
+# -- files and participants ------------------------------------------------------------
+
+
+def ensure_keys(data_dir: Path) -> None:
+    """Create the demo keys that do not exist yet (never overwrite a key)."""
+    keys = data_dir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    if not (keys / "sidecar-upstream.pem").exists():
+        write_keypair(keys / "sidecar-upstream.pem", keys / "sidecar-upstream.pub.pem")
+    if not (keys / "demo-issuer.pem").exists() or not (keys / "jwks.json").exists():
+        private = Ed25519PrivateKey.generate()
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+        fd = os.open(keys / "demo-issuer.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        (keys / "jwks.json").write_text(json.dumps(jwks_for(private), indent=2) + "\n")
+
+
+def jwks_for(private: Ed25519PrivateKey) -> dict[str, Any]:
+    public = private.public_key()
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": key_id(public), "alg": "EdDSA", "use": "sig"}]}
+
+
+async def ensure_participants(database_url: str) -> None:
+    from symphony.db import connect
+
+    conn = await connect(database_url)
+    try:
+        await conn.executemany(
+            "INSERT INTO participants (participant_id, display_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(p, f"Demo participant {p}") for p in DEMO_PARTICIPANTS], timeout=10)
+    finally:
+        await conn.close()
+
+
+def prepare(ctx: UpContext) -> None:
+    ensure_keys(ctx.data_dir)
+    (ctx.data_dir / "journal" / ctx.node_id).mkdir(parents=True, exist_ok=True)
+    (ctx.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_participants(ctx.database_url))
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+def make_token(data_dir: Path, participant: str, *, ttl_seconds: int, policy_version: int = 1,
+               now: float | None = None) -> str:
+    import jwt
+
+    path = data_dir / "keys" / "demo-issuer.pem"
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise SymphonyError(f"no demo issuer key at {path}; run `symphony up --data-dir {data_dir}` once",
+                            exit_code=EXIT_USAGE) from None
+    assert isinstance(private, Ed25519PrivateKey)
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": participant, "pv": policy_version,
+              "iat": issued, "nbf": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": key_id(private.public_key())})
+
+
+async def _policy_version(database_url: str, participant: str) -> int:
+    from symphony.db import connect
+
+    conn = await connect(database_url)
+    try:
+        version = await conn.fetchval("SELECT policy_version FROM participants WHERE participant_id = $1",
+                                      participant, timeout=5)
+    finally:
+        await conn.close()
+    if version is None:
+        raise SymphonyError(f"participant {participant!r} is not registered", exit_code=EXIT_USAGE)
+    return int(version)
+
+
+def policy_version_for(args: argparse.Namespace, participant: str) -> int:
+    """--policy-version, else the participant's current one if the database is reachable, else 1."""
+    if args.policy_version is not None:
+        return int(args.policy_version)
+    try:
+        url = dsn.resolve(flag_url=args.database_url, flag_data_dir=args.data_dir)
+        return asyncio.run(_policy_version(url, participant))
+    except StartupError:
+        return 1
+
+
+# -- traffic -------------------------------------------------------------------------------
+
+
+def _body(rng: random.Random, invalid: bool) -> bytes:
+    rail = rng.choice(DEMO_RAILS)
+    account = f"2547{rng.randrange(10**7, 10**8)}" if rail == "mobimoney" else f"ACC{rng.randrange(10**6)}"
+    body = {"amount_minor": 0 if invalid else rng.randrange(100, 500_000), "currency": "KES", "rail": rail,
+            "destination_account": account, "client_reference": f"demo-{uuid.uuid4().hex[:12]}"}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def plan_requests(count: int, participants: list[str], duplicate_rate: float, invalid_rate: float,
+                  rng: random.Random) -> list[tuple[str, str, bytes]]:
+    """(participant, idempotency key, body) per request; duplicates repeat an earlier one exactly."""
+    plan: list[tuple[str, str, bytes]] = []
+    for _ in range(count):
+        if plan and rng.random() < duplicate_rate:
+            plan.append(rng.choice(plan))
+            continue
+        invalid = rng.random() < invalid_rate
+        plan.append((rng.choice(participants), f"demo-{uuid.uuid4()}", _body(rng, invalid)))
+    return plan
+
+
+async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[str, str], concurrency: int,
+                timeout_seconds: float) -> dict[str, Any]:
+    import aiohttp
+
+    statuses: Counter[str] = Counter()
+    dispositions: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+    url = target.rstrip("/") + "/v1/payments"
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                participant, key, body = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            headers = {"Authorization": f"Bearer {tokens[participant]}", "Idempotency-Key": key,
+                       "Content-Type": "application/json"}
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    statuses[str(response.status)] += 1
+                    dispositions[response.headers.get("X-Symphony-Disposition", "none")] += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                errors[type(exc).__name__] += 1
+
+    started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    return {"target": url, "sent": len(plan), "elapsed_seconds": round(elapsed, 3),
+            "requests_per_second": round(len(plan) / elapsed, 1) if elapsed > 0 else None,
+            "by_status": dict(sorted(statuses.items())), "by_disposition": dict(sorted(dispositions.items())),
+            "transport_errors": dict(errors)}
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from symphony.cli import add_database_arguments
+
+    sub = parser.add_subparsers(dest="action", required=True)
+    token = sub.add_parser("token", help="print a valid JWT for a demo participant")
+    token.add_argument("--participant", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--policy-version", type=int, help="pv claim (default: the participant's current one)")
+    add_database_arguments(token)
+    traffic = sub.add_parser("traffic", help="drive signed payment requests through the sidecar")
+    traffic.add_argument("--requests", type=int, required=True)
+    traffic.add_argument("--concurrency", type=int, default=8)
+    traffic.add_argument("--duplicate-rate", type=float, default=0.0)
+    traffic.add_argument("--invalid-rate", type=float, default=0.0)
+    traffic.add_argument("--target", help=f"sidecar base URL (env {TARGET_ENV}, default {DEFAULT_TARGET})")
+    traffic.add_argument("--participant", action="append", help="repeatable; default: both demo participants")
+    traffic.add_argument("--policy-version", type=int)
+    traffic.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    traffic.add_argument("--seed", type=int)
+    add_database_arguments(traffic)
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = dsn.data_dir_from(args.data_dir)
+    if args.action == "token":
+        if not 1 <= args.ttl <= 86_400:
+            raise SymphonyError("--ttl must be in 1..86400 seconds", exit_code=EXIT_USAGE)
+        version = policy_version_for(args, args.participant)
+        print(make_token(data_dir, args.participant, ttl_seconds=args.ttl, policy_version=version))
+        return 0
+    return _traffic(args, data_dir)
+
+
+def _traffic(args: argparse.Namespace, data_dir: Path) -> int:
+    if not 1 <= args.requests <= 1_000_000 or not 1 <= args.concurrency <= 1000:
+        raise SymphonyError("--requests must be in 1..1000000 and --concurrency in 1..1000", exit_code=EXIT_USAGE)
+    if not 0 <= args.duplicate_rate <= 1 or not 0 <= args.invalid_rate <= 1:
+        raise SymphonyError("--duplicate-rate and --invalid-rate must be in [0, 1]", exit_code=EXIT_USAGE)
+    participants = args.participant or list(DEMO_PARTICIPANTS)
+    tokens = {p: make_token(data_dir, p, ttl_seconds=3600, policy_version=policy_version_for(args, p))
+              for p in participants}
+    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    plan = plan_requests(args.requests, participants, args.duplicate_rate, args.invalid_rate,
+                         random.Random(args.seed))
+    summary = asyncio.run(drive(target, plan, tokens, args.concurrency, args.timeout))
+    print(json.dumps(summary, indent=2))
+    failed = sum(summary["transport_errors"].values())
+    return EXIT_RUNTIME if failed == len(plan) else 0
