@@ -4,7 +4,14 @@
 so no cross-process lock on the hot path). It encodes record bodies
 (symphony.attestation), turns every journal error into `AttestationRefused`
 with a short reason the 503 answer names, and remembers when it last wrote so
-the heartbeat task writes HEARTBEAT only when the stream is idle.
+the heartbeat task writes HEARTBEAT only when the stream is idle. The journal
+writes the stream's GENESIS record itself when it creates a stream.
+
+No OUTCOME-less INGRESS from a full journal: an INGRESS is appended only
+together with a reservation of room for its own OUTCOME and for the OUTCOMEs
+of every request still open on this stream. The journal raises JournalFull
+only when it needs a new segment, and the reservation makes sure that segment
+exists (or refuses the INGRESS) before the INGRESS is written.
 
 Hook for the NDJSON mirror (a later issue): callables in `observers` are
 called with (seq, record type, attestation id, body) after each append.
@@ -12,7 +19,6 @@ called with (seq, record type, attestation id, body) after each append.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +28,11 @@ from symphony import attestation as att
 from symphony.attestation import RecordType
 
 Observer = Callable[[int, RecordType, int, att.Body], None]
+
+# The largest OUTCOME body the sidecar writes: every field at its bound.
+OUTCOME_BODY_BYTES_MAX = len(att.encode(att.OutcomeBody(
+    version=att.BODY_VERSION, ingress_seq=2**63 - 1, completed_at_us=2**63 - 1, status=65535,
+    disposition="upstream_error", latency_us=2**63 - 1, reason="x" * att.MAX_TEXT)))
 
 
 class AttestationRefused(Exception):
@@ -33,12 +44,14 @@ class AttestationRefused(Exception):
         self.detail = detail
 
 
-def _reason(exc: Exception) -> str:
+def _refusal(exc: Exception) -> AttestationRefused:
     if isinstance(exc, journal.JournalFull):
-        return "journal_full"
-    if isinstance(exc, journal.JournalIOError):
-        return "journal_io_error"
-    return "journal_error"
+        reason = "journal_full"
+    elif isinstance(exc, journal.JournalIOError):
+        reason = "journal_io_error"
+    else:
+        reason = "journal_error"
+    return AttestationRefused(reason, str(exc) or type(exc).__name__)
 
 
 def now_us() -> int:
@@ -53,45 +66,67 @@ class Attestor:
         self.observers: list[Observer] = []
         self.last_append_monotonic = time.monotonic()
         self.writable = True
+        self.open_requests = 0  # INGRESS appended whose OUTCOME is not yet written
 
     @classmethod
     def open(cls, journal_root: Path, *, node_id: str, stream_id: int, durability: str,
-             segment_bytes: int = 0) -> Attestor:
+             segment_bytes: int = 0, bytes_max: int = 0) -> Attestor:
         stream_dir = journal_root / node_id / str(stream_id)
-        stream_dir.mkdir(parents=True, exist_ok=True)
-        options = {"segment_bytes": segment_bytes} if segment_bytes else {}
+        options: dict[str, int] = {}
+        if segment_bytes:
+            options["segment_bytes"] = segment_bytes
+        if bytes_max:
+            options["max_bytes"] = bytes_max
         writer = journal.Writer(stream_dir, node_id=node_id, stream_id=stream_id, durability=durability, **options)
-        attestor = cls(writer, node_id=node_id, stream_id=stream_id)
-        attestor._write_genesis_if_new()
-        return attestor
-
-    def _write_genesis_if_new(self) -> None:
-        """A new stream starts with GENESIS carrying a random epoch (invariant 3)."""
-        if self.writer.last_seq != 0:
-            return
-        body = att.GenesisBody(version=att.BODY_VERSION, epoch=os.urandom(16), node_id=self.node_id,
-                               stream_id=self.stream_id, created_at_us=now_us())
-        self.append(RecordType.GENESIS, body, 0)
+        return cls(writer, node_id=node_id, stream_id=stream_id)
 
     def append(self, record_type: RecordType, body: att.Body, attestation_id: int) -> int:
-        """Append without waiting for durability; returns the record's seq."""
+        """Append a record that opens nothing (HEARTBEAT, DROPPED); returns its seq.
+
+        It reserves room for the OUTCOMEs of the open requests too, so it can
+        never take the space they were promised.
+        """
+        assert record_type not in (RecordType.INGRESS, RecordType.OUTCOME), record_type
+        return self._append(record_type, att.encode(body), attestation_id, body, self.open_requests)
+
+    def append_ingress(self, body: att.IngressBody, attestation_id: int) -> int:
+        """Append an INGRESS with room reserved for its OUTCOME and those of all open requests.
+
+        On success the caller owns one open request and must end it with
+        `append_outcome` (whatever happens to the request).
+        """
+        seq = self._append(RecordType.INGRESS, att.encode(body), attestation_id, body, self.open_requests + 1)
+        self.open_requests += 1
+        return seq
+
+    def append_outcome(self, body: att.OutcomeBody, attestation_id: int) -> int:
+        """The OUTCOME of an INGRESS appended with `append_ingress` (its room is reserved)."""
+        assert self.open_requests > 0, "OUTCOME without an open INGRESS"
+        self.open_requests -= 1
+        return self._append(RecordType.OUTCOME, att.encode(body), attestation_id, body, 0)
+
+    def _append(self, record_type: RecordType, encoded: bytes, attestation_id: int, body: att.Body,
+                outcomes_reserved: int) -> int:
         try:
-            seq, _ = self.writer.append(record_type, att.encode(body), attestation_id)
-        except journal.JournalError as exc:
+            if outcomes_reserved:
+                reserve = [len(encoded)] + [OUTCOME_BODY_BYTES_MAX] * outcomes_reserved
+                self.writer._reserve_for(reserve)  # noqa: SLF001 - see module docstring; public API requested
+            seq, _ = self.writer.append(record_type, encoded, attestation_id)
+        except (journal.JournalError, OSError) as exc:
             self.writable = False
-            raise AttestationRefused(_reason(exc), str(exc)) from None
+            raise _refusal(exc) from None
+        except ValueError as exc:  # more open requests than one segment holds OUTCOMEs for
+            raise AttestationRefused("journal_busy", str(exc)) from None
         self._appended(seq, record_type, attestation_id, body)
         return seq
 
-    async def append_durable(self, record_type: RecordType, body: att.Body, attestation_id: int) -> int:
-        """Append and wait until durable at the configured level (invariant 1)."""
+    async def wait_durable(self, seq: int) -> None:
+        """Wait until `seq` is durable at the configured level (invariant 1)."""
         try:
-            seq, _ = await self.writer.append_durable(record_type, att.encode(body), attestation_id)
-        except journal.JournalError as exc:
+            await self.writer.wait_durable(seq)
+        except (journal.JournalError, OSError) as exc:
             self.writable = False
-            raise AttestationRefused(_reason(exc), str(exc)) from None
-        self._appended(seq, record_type, attestation_id, body)
-        return seq
+            raise _refusal(exc) from None
 
     def _appended(self, seq: int, record_type: RecordType, attestation_id: int, body: att.Body) -> None:
         assert seq >= 1, seq
@@ -111,9 +146,6 @@ class Attestor:
                                window_end_us=window_end_us, counts=counts)
         return self.append(RecordType.DROPPED, body, 0)
 
-    async def close(self) -> None:
-        """Flush what was appended and release the stream."""
-        try:
-            await self.writer.flush()
-        finally:
-            self.writer.close()
+    def close(self) -> None:
+        """Make everything appended durable and release the stream."""
+        self.writer.close()

@@ -39,7 +39,7 @@ from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from symphony import attestation as att
 from symphony import upstream_headers as uh
-from symphony.attestation import Disposition, RecordType
+from symphony.attestation import Disposition
 
 log = logging.getLogger("sidecar.request")
 
@@ -113,14 +113,26 @@ class RequestHandler:
         ingress = self._ingress_body(request, route, verdict, body)
         if verdict.status != 200:
             return self._reject(route, verdict, attestation_id, ingress)
-        started = time.perf_counter()
         try:
-            seq = await self.attestor.append_durable(RecordType.INGRESS, ingress, attestation_id)
+            seq = self.attestor.append_ingress(ingress, attestation_id)
         except AttestationRefused as refused:
             return self._journal_refused(route, refused, attestation_id)
+        # From here on this request owns an open INGRESS: every path writes its OUTCOME.
+        started = time.perf_counter()
+        try:
+            await self.attestor.wait_durable(seq)
+        except AttestationRefused as refused:
+            self._finish(route, attestation_id, seq, 503, Disposition.REJECTED, started, refused.reason)
+            return self._journal_refused(route, refused, attestation_id)
+        except asyncio.CancelledError:
+            self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
+            raise
         metrics.ATTEST_DURABLE.observe(time.perf_counter() - started)
         assert body is not None, "an accepted request has its body"
         return await self._forward(request, route, verdict.identity, body, ingress, attestation_id, seq)
+
+    def _gone_reason(self) -> str:
+        return "sidecar_shutdown" if self.shutting_down else "client_disconnected"
 
     async def _read_body(self, request: web.BaseRequest) -> bytes | None:
         """The request body, or None when it exceeds body_bytes_max (answered 413)."""
@@ -216,7 +228,10 @@ class RequestHandler:
                 ingress: att.IngressBody) -> web.Response:
         """Attest a refused request (INGRESS + OUTCOME rejected) and answer it."""
         try:
-            seq = self.attestor.append(RecordType.INGRESS, ingress, attestation_id)
+            seq = self.attestor.append_ingress(ingress, attestation_id)
+        except AttestationRefused as refused:
+            return self._journal_refused(route, refused, attestation_id)
+        try:
             self._outcome(route, attestation_id, seq, verdict.status, Disposition.REJECTED, 0, verdict.reason)
         except AttestationRefused as refused:
             return self._journal_refused(route, refused, attestation_id)
@@ -237,7 +252,7 @@ class RequestHandler:
         body = att.OutcomeBody(version=att.BODY_VERSION, ingress_seq=ingress_seq, completed_at_us=now_us(),
                                status=status, disposition=disposition.value, latency_us=latency_us,
                                reason=reason[:att.MAX_TEXT])
-        self.attestor.append(RecordType.OUTCOME, body, attestation_id)
+        self.attestor.append_outcome(body, attestation_id)
         metrics.REQUESTS.labels(route.template, str(status), disposition.value).inc()
 
     def _finish(self, route: ResolvedRoute, attestation_id: int, seq: int, status: int,
@@ -269,8 +284,7 @@ class RequestHandler:
             self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_unreachable")
             return error_response(502, "upstream_unreachable", attestation_id, detail=type(exc).__name__)
         except asyncio.CancelledError:
-            reason = "sidecar_shutdown" if self.shutting_down else "client_disconnected"
-            self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, reason)
+            self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
             raise
         metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - started)
         disposition = _disposition(status, upstream_headers.get(uh.DISPOSITION))

@@ -64,6 +64,7 @@ class PolicyCache:
         self._listening = False
         # One connection both listens and queries; asyncpg allows one query at a time.
         self._query_lock = asyncio.Lock()
+        self.first_load = asyncio.Event()
 
     def staleness_seconds(self) -> float:
         return time.monotonic() - self._fresh_at
@@ -145,6 +146,7 @@ class PolicyCache:
         self.participants = {r["participant_id"]: Participant(r["status"], r["policy_version"]) for r in rows}
         self.loaded = True
         self._fresh_at = started
+        self.first_load.set()
 
     def _on_notify(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         asyncio.get_running_loop().create_task(self._refresh_one(payload))

@@ -35,6 +35,7 @@ from symphony.errors import EXIT_OK, StartupError
 from symphony.lifecycle import Shutdown
 
 log = logging.getLogger("sidecar")
+POLICY_FIRST_LOAD_SECONDS = 5.0
 
 
 def worker_id_for(settings: SidecarConfig, stream_id: int) -> int:
@@ -96,8 +97,9 @@ class Worker:
         try:
             return Attestor.open(self.settings.journal_root(), node_id=self.settings.node_id, stream_id=self.stream_id,
                                  durability=self.settings.durability,
-                                 segment_bytes=self.settings.journal_segment_bytes)
-        except (journal.JournalError, AttestationRefused, OSError) as exc:
+                                 segment_bytes=self.settings.journal_segment_bytes,
+                                 bytes_max=self.settings.journal_bytes_max)
+        except (journal.JournalError, OSError, ValueError) as exc:
             raise StartupError(f"journal stream {self.settings.node_id}/{self.stream_id} not usable: {exc}") from None
 
     def _signer(self) -> uh.HeaderSigner:
@@ -140,6 +142,7 @@ class Worker:
             handler = self._build(attestor, session)
             self.tasks = [asyncio.create_task(self.policy.run(self.stop), name="policy"),
                           asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping")]
+            await self._await_first_policy_load()
             return await self._serve(handler, attestor, shutdown, on_ready)
         finally:
             self.stop.set()
@@ -150,8 +153,17 @@ class Worker:
                     log.warning("background task did not stop in time", extra={"task": task.get_name()})
             await session.close()
             self._flush_drops(attestor)
-            await attestor.close()
+            attestor.close()
             log.info("worker stopped; journal flushed", extra={"stream_id": self.stream_id})
+
+    async def _await_first_policy_load(self) -> None:
+        """Listen with a loaded policy cache if the database answers soon; else
+        start anyway and fail closed until it does (the journal does not need it)."""
+        try:
+            await asyncio.wait_for(self.policy.first_load.wait(), timeout=POLICY_FIRST_LOAD_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("policy not loaded yet; requests are refused until it is",
+                        extra={"waited_seconds": POLICY_FIRST_LOAD_SECONDS})
 
     async def _serve(self, handler: RequestHandler, attestor: Attestor, shutdown: Shutdown,
                      on_ready: callable) -> int:  # type: ignore[valid-type]

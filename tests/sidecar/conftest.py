@@ -276,7 +276,8 @@ def read_stream(stream_dir: Path) -> list[tuple[Any, att.Body]]:
     """Every record of a stream with its decoded body, in seq order."""
     import journal
 
-    return [(record, att.decode(record.type, record.body)) for record in journal.Reader(stream_dir).records(from_seq=1)]
+    return [(record, None if record.type == att.RecordType.GENESIS else att.decode(record.type, record.body))
+            for record in journal.Reader(stream_dir).records(from_seq=1)]
 
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = WAIT_SECONDS, interval: float = 0.05) -> Any:
