@@ -1,0 +1,129 @@
+"""`symphony audit`: what an auditor asks of the record. Exit 0 when clean,
+1 when something is found, 2 on error.
+
+    symphony audit gap [--since T] [--until T] [--participant P] [--json]
+    symphony audit ghosts [--older-than SECONDS] [--json]
+    symphony audit seq-gaps [--json]
+    symphony audit verify-chain [--node N] [--stream S] [--json]
+
+T is ISO 8601 (`2025-06-01T00:00:00Z`) or a span back from now (`15m`, `2h`, `7d`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import asyncpg
+
+from repair import common, verify
+from repair.store import QUERIES, TIMEOUT_SECONDS
+from symphony.errors import EXIT_FINDINGS, EXIT_OK, SymphonyError
+
+_SPAN = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+GHOSTS_MAX = 100_000
+
+
+def parse_time(text: str) -> dt.datetime:
+    """ISO 8601 (naive means UTC) or a span back from now: 30s, 15m, 2h, 7d."""
+    match = _SPAN.match(text.strip())
+    if match:
+        seconds = float(match["n"]) * _UNIT_SECONDS[match["unit"]]
+        return dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 nor a span like 15m, 2h, 7d") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    common.add_common(parser)
+    sub = parser.add_subparsers(dest="check", metavar="CHECK", required=True)
+    gap = sub.add_parser("gap", help="ingress - executions - handled, per participant and in total")
+    gap.add_argument("--since", type=parse_time, help="window start (inclusive); default: the beginning")
+    gap.add_argument("--until", type=parse_time, help="window end (exclusive); default: now")
+    gap.add_argument("--participant", help="only this participant")
+    ghosts = sub.add_parser("ghosts", help="every ghost (received, never executed, never explained) by id")
+    ghosts.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS",
+                        help="ignore requests younger than this (still in flight)")
+    sub.add_parser("seq-gaps", help="holes in each journal stream's numbering")
+    chain = sub.add_parser("verify-chain", help="recompute every chain hash from the first record")
+    chain.add_argument("--node", help="only streams of this node")
+    chain.add_argument("--stream", type=int, help="only this stream id")
+    for child in sub.choices.values():
+        child.add_argument("--json", action="store_true", help="machine-readable output")
+        common.add_common(child, suppress=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    _, url = common.settings_and_dsn(args)
+    checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain}
+    found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
+    print(json.dumps(report, indent=2, default=str) if args.json else text)
+    return EXIT_FINDINGS if found else EXIT_OK
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+async def _gap(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    since = args.since or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    until = args.until or dt.datetime.now(dt.timezone.utc)
+    if until <= since:
+        raise SymphonyError("--until must be after --since", exit_code=2)
+    rows = await conn.fetch(QUERIES["audit_gap"], since, until, args.participant, timeout=TIMEOUT_SECONDS)
+    participants = [dict(row) for row in rows]
+    total = {key: sum(p[key] for p in participants) for key in ("ingress_count", "executions", "handled", "gap")}
+    total["status"] = "PASS" if total["gap"] == 0 else "FAIL"
+    report = {"window": {"since": args.since.isoformat() if args.since else None, "until": until.isoformat()},
+              "participants": participants, "total": total}
+    lines = [f"{'participant':<24} {'ingress':>8} {'executed':>8} {'handled':>8} {'gap':>6}  status"]
+    for p in participants + [{"participant_id": "TOTAL", **total}]:
+        lines.append(f"{p['participant_id']:<24} {p['ingress_count']:>8} {p['executions']:>8} {p['handled']:>8} "
+                     f"{p['gap']:>6}  {p['status']}")
+    return total["gap"] != 0, report, "\n".join(lines)
+
+
+async def _ghosts(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    rows = await conn.fetch(QUERIES["audit_ghosts"], args.older_than, GHOSTS_MAX, timeout=TIMEOUT_SECONDS)
+    ghosts = [{key: _iso(value) for key, value in row.items()} for row in rows]
+    lines = [f"{g['node_id']}/{g['stream_id']}/{g['stream_seq']}  attestation {g['attestation_id']}  "
+             f"{g['participant_id']}  {g['method']} {g['route']}  {g['recorded_at']}  key sha256 "
+             f"{(g['idempotency_key_hash'] or '—')[:16]}" for g in ghosts]
+    lines.append(f"{len(ghosts)} ghost(s)")
+    return bool(ghosts), {"count": len(ghosts), "ghosts": ghosts}, "\n".join(lines)
+
+
+async def _seq_gaps(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    gaps = [dict(row) for row in await conn.fetch(QUERIES["audit_seq_gaps"], timeout=TIMEOUT_SECONDS)]
+    lines = [f"{g['node_id']}/{g['stream_id']}: missing {g['missing_from']}..{g['missing_to']} "
+             f"({g['missing_count']} records, {g['position']})" for g in gaps]
+    lines.append(f"{len(gaps)} gap(s)")
+    return bool(gaps), {"count": len(gaps), "gaps": gaps}, "\n".join(lines)
+
+
+async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    streams = [(node, stream) for node, stream in await verify.list_streams(conn)
+               if (args.node is None or node == args.node) and (args.stream is None or stream == args.stream)]
+    if not streams and (args.node is not None or args.stream is not None):
+        raise SymphonyError("no stream matches --node/--stream", exit_code=2)
+    reports = [(await verify.verify_stream(conn, node, stream)).as_dict() for node, stream in streams]
+    broken = [r for r in reports if r["status"] != "OK"]
+    report = {"status": "BROKEN" if broken else "OK", "streams_verified": len(reports),
+              "records_verified": sum(r["records_verified"] for r in reports), "streams": reports}
+    lines = []
+    for r in reports:
+        where = f"{r['node_id']}/{r['stream_id']}"
+        if r["status"] == "OK":
+            anchor = f" (anchored at archived seq {r['anchored_at']})" if r["anchored_at"] else ""
+            lines.append(f"{where}: OK, {r['records_verified']} records through seq {r['last_verified_seq']}{anchor}")
+        else:
+            lines.append(f"{where}: BROKEN at seq {r['first_bad_seq']} ({r['reason']}): {r['detail']}")
+    lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
+    return bool(broken), report, "\n".join(lines)

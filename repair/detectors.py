@@ -1,0 +1,191 @@
+"""The detectors: each turns what PostgreSQL holds into findings.
+
+A detector reads, decides and returns `Findings`; it writes nothing. The worker
+turns findings into incidents (`store.apply_findings`), and performs the few
+recovery actions the daemon is allowed (zombie re-queue, stuck key release).
+`complete` is False when a detector hit its row bound: then incidents it did
+not see this cycle are not auto-resolved, because absence proves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from repair import chain
+from repair.config import RepairConfig
+from repair.store import QUERIES, TIMEOUT_SECONDS
+
+KINDS = ("GHOST", "OUTCOME_MISSING", "ZOMBIE", "STUCK_KEY", "SEQ_GAP", "CHAIN_BREAK", "NODE_SILENT", "DEAD_LETTER")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    dedup_key: str
+    severity: str
+    subject: str
+    evidence: dict[str, Any]
+    participant_id: str | None = None
+    node_id: str | None = None
+    stream_id: int | None = None
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, self.kind
+        assert self.severity in ("CRITICAL", "HIGH", "MEDIUM", "LOW"), self.severity
+        assert self.dedup_key, "a finding needs a dedup key"
+
+
+@dataclass
+class Findings:
+    kind: str
+    items: list[Finding] = field(default_factory=list)
+    complete: bool = True
+    # Incidents about records older than this are not auto-resolved (out of scan).
+    scope_since: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as JSON-ready evidence (times as ISO 8601 strings)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        elif isinstance(value, (bytes, memoryview)):
+            value = bytes(value).hex()
+        out[key] = value
+    return out
+
+
+def _window_start(settings: RepairConfig) -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=settings.scan_window_hours)
+
+
+async def detect_ghosts(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_ghosts"], settings.ghost_grace_seconds,
+                            settings.scan_window_hours * 3600, settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("GHOST", complete=len(rows) < settings.findings_max, scope_since=_window_start(settings))
+    for row in rows:
+        evidence = _plain(row)
+        evidence["action_required"] = (
+            "Not resurrected (attestations carry no payload). Tell the participant: the request was received "
+            "and never executed; a retry with the same idempotency key executes it exactly once.")
+        found.items.append(Finding(
+            kind="GHOST", dedup_key=f"{row['node_id']}/{row['stream_id']}/{row['stream_seq']}", severity="CRITICAL",
+            subject=(f"request {row['attestation_id']} from {row['participant_id']} on {row['method']} {row['route']} "
+                     f"at {row['recorded_at'].isoformat()} was received and never executed"),
+            evidence=evidence, participant_id=row["participant_id"], node_id=row["node_id"],
+            stream_id=row["stream_id"]))
+    return found
+
+
+async def detect_outcome_missing(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_outcome_missing"], settings.outcome_grace_seconds,
+                            settings.scan_window_hours * 3600, settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("OUTCOME_MISSING", complete=len(rows) < settings.findings_max,
+                     scope_since=_window_start(settings))
+    for row in rows:
+        executed = row["outbox_id"] is not None
+        evidence = _plain(row)
+        evidence["classification"] = "executed_answer_lost" if executed else "not_executed"
+        found.items.append(Finding(
+            kind="OUTCOME_MISSING", dedup_key=f"{row['node_id']}/{row['stream_id']}/{row['stream_seq']}",
+            severity="MEDIUM" if executed or not row["executes"] else "HIGH",
+            subject=(f"request {row['attestation_id']} has no OUTCOME record (sidecar died mid-request?); "
+                     + (f"outbox {row['outbox_id']} exists ({row['outbox_status']})" if executed
+                        else "no outbox row")),
+            evidence=evidence, participant_id=row["participant_id"], node_id=row["node_id"],
+            stream_id=row["stream_id"]))
+    return found
+
+
+async def detect_zombies(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_zombies"], settings.zombie_grace_seconds, settings.findings_max,
+                            timeout=TIMEOUT_SECONDS)
+    found = Findings("ZOMBIE", complete=len(rows) < settings.findings_max)
+    for row in rows:
+        found.items.append(Finding(
+            kind="ZOMBIE", dedup_key=row["outbox_id"], severity="HIGH",
+            subject=(f"outbox {row['outbox_id']} IN_FLIGHT on {row['rail']} held by {row['lease_owner']}, lease "
+                     f"expired {row['expired_seconds']:.0f} s ago (attempt {row['attempt_count']})"),
+            evidence=_plain(row), participant_id=row["participant_id"], node_id=row["ingress_node_id"],
+            stream_id=row["ingress_stream_id"]))
+    return found
+
+
+async def detect_stuck_keys(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_stuck_keys"], settings.stuck_key_seconds, settings.findings_max,
+                            timeout=TIMEOUT_SECONDS)
+    found = Findings("STUCK_KEY", complete=len(rows) < settings.findings_max)
+    for row in rows:
+        executed = row["intent_id"] is not None
+        evidence = _plain(row)
+        evidence["recovery"] = ("release: nothing executed, the client's retry with the same key executes once"
+                                if not executed else
+                                "complete from the intent's outbox state on the client's retry (never re-execute)")
+        found.items.append(Finding(
+            kind="STUCK_KEY", dedup_key=f"{row['participant_id']}:{row['key_hash']}", severity="MEDIUM",
+            subject=(f"idempotency key sha256:{row['key_hash'][:16]}… of {row['participant_id']} in progress for "
+                     f"{row['locked_seconds']:.0f} s" + (f" (intent {row['intent_id']})" if executed else "")),
+            evidence=evidence, participant_id=row["participant_id"]))
+    return found
+
+
+async def detect_seq_gaps(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_seq_gaps"], settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("SEQ_GAP", complete=len(rows) < settings.findings_max)
+    for row in rows:
+        span = (f"seq {row['missing_from']}" if row["missing_from"] == row["missing_to"]
+                else f"seqs {row['missing_from']}..{row['missing_to']}")
+        found.items.append(Finding(
+            kind="SEQ_GAP", dedup_key=f"{row['node_id']}/{row['stream_id']}/{row['position']}/{row['missing_from']}",
+            severity="CRITICAL", subject=f"stream {row['node_id']}/{row['stream_id']} is missing {span} ({row['position']})",
+            evidence=_plain(row), node_id=row["node_id"], stream_id=row["stream_id"]))
+    return found
+
+
+async def detect_silent_streams(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_silent_streams"], settings.silent_after_seconds,
+                            settings.scan_window_hours * 3600, settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("NODE_SILENT", complete=len(rows) < settings.findings_max)
+    for row in rows:
+        evidence = _plain(row)
+        evidence["silent_after_seconds"] = settings.silent_after_seconds
+        # One incident per silence: the key carries when it began, so a stream that
+        # speaks again and later falls silent again opens a new incident.
+        since = row["last_seen_at"].isoformat() if row["last_seen_at"] else "never"
+        found.items.append(Finding(
+            kind="NODE_SILENT", dedup_key=f"{row['node_id']}/{row['stream_id']}@{since}", severity="HIGH",
+            subject=(f"stream {row['node_id']}/{row['stream_id']} sent nothing, not even a heartbeat, for "
+                     f"{row['silent_seconds']:.0f} s (limit {settings.silent_after_seconds:.0f} s)"),
+            evidence=evidence, node_id=row["node_id"], stream_id=row["stream_id"]))
+    return found
+
+
+async def detect_dead_letters(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    rows = await conn.fetch(QUERIES["detect_dead_letters"], settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("DEAD_LETTER", complete=len(rows) < settings.findings_max)
+    for row in rows:
+        found.items.append(Finding(
+            kind="DEAD_LETTER", dedup_key=row["outbox_id"], severity="HIGH",
+            subject=(f"outbox {row['outbox_id']} on {row['rail']} failed after {row['attempt_count']} of "
+                     f"{row['max_attempts']} attempts: {row['last_error'] or 'no error recorded'}"),
+            evidence=_plain(row), participant_id=row["participant_id"], node_id=row["ingress_node_id"],
+            stream_id=row["ingress_stream_id"]))
+    return found
+
+
+def chain_break_finding(node_id: str, stream_id: int, broken: chain.Break, source: str) -> Finding:
+    return Finding(
+        kind="CHAIN_BREAK", dedup_key=f"{node_id}/{stream_id}/{broken.seq}/{broken.reason}", severity="CRITICAL",
+        subject=f"stream {node_id}/{stream_id}: chain broken at seq {broken.seq} ({broken.reason}): {broken.detail}",
+        evidence={**broken.as_dict(), "node_id": node_id, "stream_id": stream_id, "source": source},
+        node_id=node_id, stream_id=stream_id)
+
+
+ROW_DETECTORS = (detect_ghosts, detect_outcome_missing, detect_zombies, detect_stuck_keys, detect_seq_gaps,
+                 detect_silent_streams, detect_dead_letters)

@@ -1,0 +1,220 @@
+"""The repair daemon's loop: elect, detect, record, resolve, sleep; repeat.
+
+`run_cycle` is one pass of every detector on one connection (tests call it
+directly); `serve` owns leadership, pacing, metrics and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from repair import detectors, store, verify
+from repair.config import RepairConfig
+from repair.leader import Leadership
+from symphony import lifecycle
+from symphony.db import create_pool
+
+log = logging.getLogger("repair")
+CHAIN_BATCHES_PER_CYCLE = 4
+_RETRYABLE = (asyncpg.PostgresError, OSError, asyncio.TimeoutError)
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass
+class CycleResult:
+    opened: dict[str, int] = field(default_factory=dict)
+    refreshed: dict[str, int] = field(default_factory=dict)
+    resolved: dict[str, int] = field(default_factory=dict)
+    actions: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CycleState:
+    """What one leader carries from cycle to cycle."""
+
+    last_full_verify: float = float("-inf")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.cycles = Counter("symphony_repair_cycles", "Repair cycles run as leader", registry=self.registry)
+        self.errors = Counter("symphony_repair_detector_errors", "Detector failures (retried next cycle)",
+                              ["kind"], registry=self.registry)
+        self.opened = Counter("symphony_repair_incidents_opened", "Incidents opened", ["kind"],
+                              registry=self.registry)
+        self.resolved = Counter("symphony_repair_incidents_auto_resolved", "Incidents resolved automatically",
+                                ["kind"], registry=self.registry)
+        self.leader = Gauge("symphony_repair_leader", "1 while this instance is the leader", registry=self.registry)
+        self.takeovers = Counter("symphony_repair_leader_acquired", "Times this instance became leader",
+                                 registry=self.registry)
+
+
+async def _run_detector(conn: asyncpg.Connection, settings: RepairConfig, found: detectors.Findings,
+                        actor: str, result: CycleResult) -> None:
+    opened, refreshed, resolved = await store.apply_findings(conn, found, actor)
+    result.opened[found.kind] = opened
+    result.refreshed[found.kind] = refreshed
+    result.resolved[found.kind] = resolved
+    if found.kind == "ZOMBIE" and settings.zombie_requeue and found.items:
+        rows = await conn.fetch(store.QUERIES["requeue_zombies"], [f.dedup_key for f in found.items],
+                                settings.zombie_grace_seconds, timeout=store.TIMEOUT_SECONDS)
+        result.actions += await store.record_actions(
+            conn, "ZOMBIE", [row["outbox_id"] for row in rows], "requeued_as_recovering",
+            {"why": "lease expired; the relayer resends with the same rail key"}, actor)
+    if found.kind == "STUCK_KEY" and settings.stuck_key_release and found.items:
+        keys = [f.dedup_key for f in found.items if f.evidence.get("intent_id") is None]
+        if keys:
+            # Log first (the incident is open now), then release in the same transaction.
+            async with conn.transaction():
+                rows = await conn.fetch(store.QUERIES["release_stuck_keys"], keys, settings.stuck_key_seconds,
+                                        timeout=store.TIMEOUT_SECONDS)
+                result.actions += await store.record_actions(
+                    conn, "STUCK_KEY", [row["dedup_key"] for row in rows], "released_key",
+                    {"why": "in progress past the limit with nothing executed; the client's retry executes once"},
+                    actor)
+
+
+async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state: CycleState) -> detectors.Findings:
+    """CHAIN_BREAK: verify what was shipped since the last cycle (all of it when a
+    full pass is due), record progress, and report halted forwarders."""
+    found = detectors.Findings("CHAIN_BREAK")
+    full = time.monotonic() - state.last_full_verify >= settings.chain_full_verify_seconds
+    progress = {(row["node_id"], row["stream_id"]): row
+                for row in await conn.fetch(store.QUERIES["get_progress"], timeout=store.TIMEOUT_SECONDS)}
+    for node_id, stream_id in await verify.list_streams(conn):
+        previous = progress.get((node_id, stream_id))
+        if full or previous is None:
+            report = await verify.verify_stream(conn, node_id, stream_id)
+        else:
+            report = await verify.verify_increment(
+                conn, node_id, stream_id, verified_seq=previous["verified_seq"],
+                verified_hash=bytes(previous["verified_hash"]), batch_rows=settings.chain_batch_rows,
+                batches_max=CHAIN_BATCHES_PER_CYCLE)
+        broken = report.broken
+        await conn.execute(store.QUERIES["save_progress"], node_id, stream_id, report.last_verified_seq,
+                           report.last_verified_hash, broken.seq if broken else None,
+                           broken.reason if broken else None, timeout=store.TIMEOUT_SECONDS)
+        if broken is not None:
+            found.items.append(detectors.chain_break_finding(node_id, stream_id, broken,
+                                                             "full" if full else "incremental"))
+    if full:
+        state.last_full_verify = time.monotonic()
+    for row in await conn.fetch(store.QUERIES["detect_halted_streams"], timeout=store.TIMEOUT_SECONDS):
+        found.items.append(detectors.Finding(
+            kind="CHAIN_BREAK", dedup_key=f"{row['node_id']}/{row['stream_id']}/halted", severity="CRITICAL",
+            subject=(f"forwarder halted stream {row['node_id']}/{row['stream_id']} after seq {row['last_seq']}: "
+                     f"{row['halt_reason'] or 'no reason recorded'}"),
+            evidence=detectors._plain(row), node_id=row["node_id"], stream_id=row["stream_id"]))
+    return found
+
+
+async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str,
+                    state: CycleState | None = None) -> CycleResult:
+    """Run every detector once. A detector that fails is logged and retried next
+    cycle; it never stops the others."""
+    state = state or CycleState()
+    result = CycleResult()
+    for detect in detectors.ROW_DETECTORS:
+        kind = detect.__name__
+        try:
+            await _run_detector(conn, settings, await detect(conn, settings), actor, result)
+        except asyncpg.PostgresError as exc:
+            log.error("detector %s failed: %s", kind, exc)
+            result.errors.append(f"{kind}: {exc}")
+    try:
+        await _run_detector(conn, settings, await chain_findings(conn, settings, state), actor, result)
+    except asyncpg.PostgresError as exc:
+        log.error("chain verification failed: %s", exc)
+        result.errors.append(f"chain: {exc}")
+    return result
+
+
+async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) -> int:
+    """Elect, then run cycles until asked to stop."""
+    instance_id = settings.instance_id or default_instance_id()
+    actor = f"repair:{instance_id}"
+    metrics = Metrics()
+    admin = await lifecycle.start_admin_server(settings.metrics_host, settings.metrics_port, metrics.registry)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    leadership = Leadership(dsn, settings.leader_lock_key, instance_id)
+    state = CycleState()
+    log.info("repair started", extra={"instance_id": instance_id, "admin_port": lifecycle.bound_port(admin)})
+    lifecycle.sd_notify("READY=1")
+    try:
+        while not shutdown.requested.is_set():
+            if not leadership.held:
+                if not await leadership.try_acquire():
+                    await _report_role(pool, instance_id, "STANDBY")
+                    await _sleep(shutdown, settings.leader_retry_seconds)
+                    continue
+                metrics.leader.set(1)
+                metrics.takeovers.inc()
+                state = CycleState()
+                log.info("became leader", extra={"instance_id": instance_id})
+            elif not await leadership.still_leader():
+                metrics.leader.set(0)
+                log.warning("lost leadership", extra={"instance_id": instance_id})
+                continue
+            await _leader_cycle(pool, settings, actor, instance_id, state, metrics)
+            await _sleep(shutdown, settings.cycle_seconds)
+    finally:
+        await leadership.release()
+        await _report_role(pool, instance_id, "STOPPED")
+        await pool.close()
+        await admin.cleanup()
+    return 0
+
+
+async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, instance_id: str,
+                        state: CycleState, metrics: Metrics) -> None:
+    started = time.monotonic()
+    try:
+        async with pool.acquire() as conn:
+            result = await run_cycle(conn, settings, actor, state)
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            await store.set_instance_status(conn, instance_id, "LEADER", cycle_at=dt.datetime.now(dt.timezone.utc),
+                                            cycle_ms=elapsed_ms, error="; ".join(result.errors) or None)
+    except _RETRYABLE as exc:
+        # The database went away mid-cycle: the next cycle retries (the pool reconnects).
+        log.error("repair cycle failed: %s", exc or type(exc).__name__)
+        metrics.errors.labels("cycle").inc()
+        return
+    metrics.cycles.inc()
+    for kind, count in result.opened.items():
+        metrics.opened.labels(kind).inc(count)
+    for kind, count in result.resolved.items():
+        metrics.resolved.labels(kind).inc(count)
+    for error in result.errors:
+        metrics.errors.labels(error.split(":", 1)[0]).inc()
+    if any(result.opened.values()) or any(result.resolved.values()) or result.actions:
+        log.info("repair cycle", extra={"opened": result.opened, "resolved": result.resolved,
+                                        "actions": result.actions})
+
+
+async def _report_role(pool: asyncpg.Pool, instance_id: str, role: str) -> None:
+    try:
+        async with pool.acquire(timeout=store.TIMEOUT_SECONDS) as conn:
+            await store.set_instance_status(conn, instance_id, role)
+    except _RETRYABLE as exc:
+        log.warning("could not record role %s: %s", role, exc or type(exc).__name__)
+
+
+async def _sleep(shutdown: lifecycle.Shutdown, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(shutdown.requested.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
