@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from forwarder import config
 from symphony import lifecycle
@@ -25,7 +26,12 @@ def run(args: argparse.Namespace) -> int:
 
     from forwarder import server, source
 
-    return lifecycle.run(lambda: server.serve(settings, url, source.open_stream))
+    def open_stream(stream_id: int, path: Path) -> source.JournalSource:
+        return source.JournalSource(path, buffer_records_max=2 * settings.batch_rows_max,
+                                    poll_seconds=settings.poll_interval_ms / 1000,
+                                    retention_seconds=settings.journal_retention_seconds)
+
+    return lifecycle.run(lambda: server.serve(settings, url, open_stream))
 
 
 def _with_data_dir(settings: config.ForwarderConfig, data_dir: str) -> config.ForwarderConfig:

@@ -21,6 +21,7 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
     journal_dir: str = ""
     admin_host: str = "127.0.0.1"
     admin_port: int = 9181
+    journal_retention_seconds: float = 600.0
     batch_rows_max: int = 5000
     batch_wait_ms: int = 100
     poll_interval_ms: int = 20
@@ -54,6 +55,8 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
             raise ValueError("database_connections_max must be in [1, 64]")
         if not 1 <= self.retry_delay_ms_initial <= self.retry_delay_ms_max <= 600_000:
             raise ValueError("need 1 <= retry_delay_ms_initial <= retry_delay_ms_max <= 600000")
+        if not 0 <= self.journal_retention_seconds <= 30 * 86400:
+            raise ValueError("journal_retention_seconds must be in [0, 2592000]")
         if not 0 <= self.partition_days_ahead <= 365:
             raise ValueError("partition_days_ahead must be in [0, 365]")
         for name in ("discovery_interval_seconds", "statement_timeout_seconds",

@@ -132,18 +132,39 @@ def genesis_break(record: RecordLike) -> Break | None:
 def genesis_epoch(record: RecordLike) -> bytes:
     """The random epoch a GENESIS record carries (16 bytes)."""
     assert record.type == RecordType.GENESIS
-    body = _decode(record)
-    assert isinstance(body, attestation.GenesisBody)
-    if len(body.epoch) != EPOCH_BYTES:
-        raise UndecodableRecord(record.seq, f"GENESIS epoch is {len(body.epoch)} bytes, not {EPOCH_BYTES}")
-    return body.epoch
+    epoch, _ = _genesis(record)
+    return epoch
 
 
-def to_row(node_id: str, stream_id: int, record: RecordLike) -> tuple[Any, ...]:
-    """One ingress_attestations row (COLUMNS order) from one journal record."""
+def _genesis(record: RecordLike) -> tuple[bytes, int | None]:
+    """(epoch, created_at_us or None) of a GENESIS body.
+
+    The journal writes GENESIS itself in its own binary layout (journal
+    FORMAT.md F11: epoch[16], stream_id u16, node_id_len u8, node_id), which
+    carries no time; `symphony.attestation.GenesisBody` (MessagePack) is
+    accepted too.
+    """
+    body = record.body
+    if len(body) >= EPOCH_BYTES + 3 and len(body) == EPOCH_BYTES + 3 + body[EPOCH_BYTES + 2]:
+        return body[:EPOCH_BYTES], None
+    decoded = _decode(record)
+    assert isinstance(decoded, attestation.GenesisBody)
+    if len(decoded.epoch) != EPOCH_BYTES:
+        raise UndecodableRecord(record.seq, f"GENESIS epoch is {len(decoded.epoch)} bytes, not {EPOCH_BYTES}")
+    return decoded.epoch, decoded.created_at_us
+
+
+def to_row(node_id: str, stream_id: int, record: RecordLike, genesis_at_us: int = 0) -> tuple[Any, ...]:
+    """One ingress_attestations row (COLUMNS order) from one journal record.
+
+    genesis_at_us is the GENESIS record's time when its body has none (the
+    journal's layout): the creation time of the stream's first segment.
+    """
+    if record.type == RecordType.GENESIS:
+        _, created_at_us = _genesis(record)
+        return _row(node_id, stream_id, record, created_at_us or genesis_at_us,
+                    None, None, None, None, None, None, None, None, None)
     body = _decode(record)
-    if not 0 <= record.attestation_id <= BIGINT_MAX:
-        raise UndecodableRecord(record.seq, f"attestation id {record.attestation_id} does not fit bigint")
     participant = method = route = executes = status = disposition = latency = None
     key_hash = body_hash = None
     if isinstance(body, attestation.IngressBody):
@@ -156,26 +177,31 @@ def to_row(node_id: str, stream_id: int, record: RecordLike) -> tuple[Any, ...]:
         status, disposition, latency = body.status, body.disposition, body.latency_us
     elif isinstance(body, attestation.HeartbeatBody):
         at_us = body.at_us
-    elif isinstance(body, attestation.GenesisBody):
-        at_us = body.created_at_us
     else:
         assert isinstance(body, attestation.DroppedBody)
         at_us = body.window_end_us
+    return _row(node_id, stream_id, record, at_us, participant, method, route, executes, status,
+                disposition, latency, key_hash, body_hash)
+
+
+def _row(node_id: str, stream_id: int, record: RecordLike, at_us: int, *columns: Any) -> tuple[Any, ...]:
+    if not 0 <= record.attestation_id <= BIGINT_MAX:
+        raise UndecodableRecord(record.seq, f"attestation id {record.attestation_id} does not fit bigint")
     try:
         at = _UNIX_EPOCH + dt.timedelta(microseconds=at_us)
     except OverflowError:
         raise UndecodableRecord(record.seq, f"record time {at_us} us is out of range") from None
     return (node_id, stream_id, record.seq, record.type, record.attestation_id, at,
-            participant, method, route, executes, status, disposition, latency,
-            key_hash, body_hash, record.chain_hash, record.canonical)
+            *columns, record.chain_hash, record.canonical)
 
 
-def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike]) -> tuple[list[tuple[Any, ...]], UndecodableRecord | None]:
+def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike],
+            genesis_at_us: int = 0) -> tuple[list[tuple[Any, ...]], UndecodableRecord | None]:
     """Rows for the longest prefix of `records` that decodes, and why the next does not."""
     rows = []
     for record in records:
         try:
-            rows.append(to_row(node_id, stream_id, record))
+            rows.append(to_row(node_id, stream_id, record, genesis_at_us))
         except UndecodableRecord as exc:
             return rows, exc
     return rows, None

@@ -51,6 +51,18 @@ class Source(Protocol):
         """The newest committed seq in the journal (0 if none)."""
         ...
 
+    def record_at(self, seq: int) -> RecordLike | None:
+        """Record `seq` if the journal still holds it (raises SourceCorrupt)."""
+        ...
+
+    def epoch(self) -> bytes | None:
+        """The stream's epoch from its segment headers (None before it exists)."""
+        ...
+
+    def genesis_at_us(self) -> int:
+        """When the stream was created (the GENESIS record's time)."""
+        ...
+
     def release(self, shipped_seq: int) -> None:
         """Records up to `shipped_seq` are checkpointed in PostgreSQL."""
         ...
@@ -154,26 +166,20 @@ class StreamShipper:
         return reason is None or self._halted(reason, brk)
 
     def _journal_disagrees(self, checkpoint: Checkpoint) -> Break | None:
-        """The checkpointed record and the GENESIS epoch, where still in the
-        journal, must be the ones PostgreSQL holds: a journal replaced or
-        rewritten behind the checkpoint is caught before shipping resumes."""
+        """The epoch and the checkpointed record, where still in the journal, must
+        be the ones PostgreSQL holds: a journal replaced, rewritten or cut behind
+        the checkpoint is caught before shipping resumes (invariant 3)."""
         try:
-            first = self.source.read(1, 1)
-            if first and first[0].seq == 1 and checkpoint.last_seq >= 1:
-                epoch = rows.genesis_epoch(first[0]) if first[0].type == rows.RecordType.GENESIS else b""
-                if epoch != checkpoint.epoch:
-                    return Break("CHAIN_BREAK", 1, f"epoch {checkpoint.epoch.hex()}", f"epoch {epoch.hex()}",
-                                 "the journal's GENESIS is not the one checkpointed: journal replaced")
-            if checkpoint.last_seq == 0:
-                return None
-            found = self.source.read(checkpoint.last_seq, 1)
+            epoch = self.source.epoch()
+            if epoch is not None and epoch != checkpoint.epoch:
+                return Break("CHAIN_BREAK", 1, f"epoch {checkpoint.epoch.hex()}", f"epoch {epoch.hex()}",
+                             "the journal's epoch is not the checkpointed one: journal replaced")
+            found = self.source.record_at(checkpoint.last_seq) if checkpoint.last_seq else None
         except SourceCorrupt as exc:
             return Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
-        except UndecodableRecord:
-            return None  # reported when shipping reaches it
-        if found and found[0].seq == checkpoint.last_seq and found[0].chain_hash != checkpoint.last_hash:
+        if found is not None and found.chain_hash != checkpoint.last_hash:
             return Break("CHAIN_BREAK", checkpoint.last_seq, checkpoint.last_hash.hex(),
-                         found[0].chain_hash.hex(),
+                         found.chain_hash.hex(),
                          "the journal record at the checkpoint differs from the checkpoint hash")
         head = self.source.head_seq()
         if 0 < head < checkpoint.last_seq:
@@ -191,6 +197,7 @@ class StreamShipper:
         batch = self._read(self._next_seq(), limit)
         if not batch:
             self._refresh_head()
+            self.source.release(self.state.shipped_seq)
             if self._pending_corruption is None:
                 await self._sleep(poll)
             return batch
@@ -238,7 +245,8 @@ class StreamShipper:
             exc = self._pending_corruption
             brk = Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
         good = batch[:sound]
-        batch_rows, undecodable = rows.to_rows(self.node_id, self.stream_id, good)
+        genesis_at_us = self.source.genesis_at_us() if good and good[0].seq == 1 else 0
+        batch_rows, undecodable = rows.to_rows(self.node_id, self.stream_id, good, genesis_at_us)
         refused = None
         if undecodable is not None:
             good, brk = good[:len(batch_rows)], None

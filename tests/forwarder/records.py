@@ -50,8 +50,9 @@ def ingress_body(n: int, at_us: int | None = None) -> bytes:
 
 
 def genesis_body(node_id: str, stream_id: int, epoch: bytes) -> bytes:
-    return attestation.encode(attestation.GenesisBody(
-        version=1, epoch=epoch, node_id=node_id, stream_id=stream_id, created_at_us=time.time_ns() // 1000))
+    """The journal's own GENESIS layout (journal/FORMAT.md F11)."""
+    node = node_id.encode("ascii")
+    return epoch + struct.pack("<HB", stream_id, len(node)) + node
 
 
 def stream(node_id: str, stream_id: int, count: int, *, epoch: bytes | None = None,

@@ -9,6 +9,7 @@ checks the rows, the checkpoints and the incidents, never timings.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -41,6 +42,16 @@ class MemorySource:
 
     def head_seq(self) -> int:
         return self.records[-1].seq if self.records else 0
+
+    def record_at(self, seq: int) -> RecordLike | None:
+        found = self.read(seq, 1)
+        return found[0] if found and found[0].seq == seq else None
+
+    def epoch(self) -> bytes | None:
+        return self.records[0].body[:16] if self.records and self.records[0].seq == 1 else None
+
+    def genesis_at_us(self) -> int:
+        return time.time_ns() // 1000
 
     def release(self, shipped_seq: int) -> None:
         assert shipped_seq >= self.released

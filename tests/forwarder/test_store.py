@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -33,7 +34,7 @@ async def store(database_url: str) -> AsyncIterator[Store]:
 
 
 def _rows(stream_id: int, chain: list[fake.FakeRecord]) -> list[tuple[object, ...]]:
-    produced, error = rows.to_rows(NODE, stream_id, chain)
+    produced, error = rows.to_rows(NODE, stream_id, chain, time.time_ns() // 1000)
     assert error is None
     return produced
 

@@ -1,0 +1,169 @@
+"""A journal stream as the shipper reads it, over the journal's public API.
+
+`journal.Reader.follow()` keeps its position between records, so one pump
+task per stream tails the journal into a bounded buffer and the shipper takes
+batches from it without waiting. Finite scans (`Reader.records`) serve the
+one-off checks at resume; segment headers give the head seq, the epoch and
+the stream's creation time; `journal.release_segments` frees what is shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+
+import journal
+from forwarder.rows import RecordLike
+from forwarder.stream import SourceCorrupt
+
+log = logging.getLogger("forwarder.source")
+HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
+RELEASE_INTERVAL_SECONDS = 1.0  # retention is applied at most this often per stream
+ERROR_RETRY_SECONDS = 1.0
+
+
+class JournalSource:
+    """One stream directory; not thread-safe, used from the event loop only."""
+
+    def __init__(self, path: Path, *, buffer_records_max: int, poll_seconds: float,
+                 retention_seconds: float) -> None:
+        assert buffer_records_max >= 1 and poll_seconds > 0 and retention_seconds >= 0
+        self.path = path
+        self.reader = journal.Reader(path)
+        self.buffer: collections.deque[journal.Record] = collections.deque()
+        self.buffer_records_max = buffer_records_max
+        self.poll_seconds = poll_seconds
+        self.retention_seconds = retention_seconds
+        self.space = asyncio.Event()
+        self.pump: asyncio.Task[None] | None = None
+        self.pump_next = 0  # the seq the pump's next record will carry
+        self.failure: journal.JournalCorrupt | None = None
+        self.head = 0
+        self.head_read_at = 0.0
+        self.released_through = 0
+        self.release_checked_at = 0.0
+
+    # -- reading ------------------------------------------------------------------
+
+    def read(self, from_seq: int, limit: int) -> list[RecordLike]:
+        assert from_seq >= 1 and limit >= 1
+        if self.pump is None or self._next_buffered() != from_seq:
+            self._restart(from_seq)
+            return []
+        count = min(limit, len(self.buffer))
+        out: list[RecordLike] = [self.buffer.popleft() for _ in range(count)]
+        if len(self.buffer) < self.buffer_records_max:
+            self.space.set()
+        if not out and self.failure is not None:
+            raise SourceCorrupt(self.failure.seq, self.failure.reason)
+        return out
+
+    def _next_buffered(self) -> int:
+        return self.buffer[0].seq if self.buffer else self.pump_next
+
+    def _restart(self, from_seq: int) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        self.buffer.clear()
+        self.failure = None
+        self.pump_next = from_seq
+        self.space.set()
+        self.pump = asyncio.get_running_loop().create_task(self._run_pump(from_seq), name=f"pump-{self.path}")
+
+    async def _run_pump(self, from_seq: int) -> None:
+        """Tail the journal into the buffer, pausing while the buffer is full."""
+        buffer, cap = self.buffer, self.buffer_records_max
+        for _ in iter(int, 1):  # restarts the tail after a transient journal error
+            try:
+                async for record in self.reader.follow(self.pump_next, poll_seconds=self.poll_seconds):
+                    buffer.append(record)
+                    self.pump_next = record.seq + 1
+                    if len(buffer) >= cap:
+                        self.space.clear()
+                        await self.space.wait()
+                return
+            except journal.JournalCorrupt as exc:
+                self.failure = exc  # reported once the records before it are shipped
+                return
+            except (journal.JournalError, OSError) as exc:
+                # The stream directory or a segment is not readable yet (being
+                # created) or any more: try again; a real loss shows as a gap.
+                log.warning("journal not readable; retrying",
+                            extra={"path": str(self.path), "error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(ERROR_RETRY_SECONDS)
+
+    # -- one-off checks -------------------------------------------------------------
+
+    def record_at(self, seq: int) -> RecordLike | None:
+        """The record `seq` if the journal still holds it (a finite scan)."""
+        try:
+            scan = self.reader.records(from_seq=seq)
+            try:
+                record = next(scan, None)
+            finally:
+                scan.close()
+        except journal.JournalCorrupt as exc:
+            raise SourceCorrupt(exc.seq, exc.reason) from None
+        except (journal.JournalError, OSError):
+            return None  # released after shipping, or not created yet
+        return record if record is not None and record.seq == seq else None
+
+    def _headers(self) -> list[journal.SegmentHeader]:
+        try:
+            return self.reader.segments()
+        except journal.JournalCorrupt as exc:
+            raise SourceCorrupt(exc.seq, exc.reason) from None
+        except (journal.JournalError, OSError):
+            return []
+
+    def epoch(self) -> bytes | None:
+        headers = self._headers()
+        return headers[0].epoch if headers else None
+
+    def genesis_at_us(self) -> int:
+        """When the stream was created: the time of its GENESIS record."""
+        headers = self._headers()
+        if headers and headers[0].first_seq == 1:
+            return headers[0].created_unix_ns // 1000
+        return time.time_ns() // 1000
+
+    def head_seq(self) -> int:
+        now = time.monotonic()
+        if now - self.head_read_at >= HEAD_REFRESH_SECONDS:
+            self.head_read_at = now
+            try:
+                headers = self._headers()
+            except SourceCorrupt:
+                headers = []
+            if headers:
+                self.head = max(self.head, headers[-1].write_seq)
+        return max(self.head, self.pump_next - 1)
+
+    # -- retention ----------------------------------------------------------------------
+
+    def release(self, shipped_seq: int) -> None:
+        """Let the journal delete segments whose records are all checkpointed and
+        that were sealed longer than the retention period ago."""
+        assert shipped_seq >= self.released_through
+        self.released_through = shipped_seq
+        now = time.monotonic()
+        if now - self.release_checked_at < RELEASE_INTERVAL_SECONDS:
+            return
+        self.release_checked_at = now
+        try:
+            removed = journal.release_segments(self.path, shipped_seq, self.retention_seconds)
+        except (journal.JournalError, OSError) as exc:
+            log.warning("segment release failed; retried after the next batch",
+                        extra={"path": str(self.path), "error": f"{type(exc).__name__}: {exc}"})
+            return
+        if removed:
+            log.info("journal segments released", extra={"path": str(self.path), "shipped_seq": shipped_seq,
+                                                          "segments": [p.name for p in removed]})
+
+    def close(self) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+            self.pump = None
