@@ -2,21 +2,23 @@
 
 `ingress_attestations.canonical` holds, per row, the exact bytes of one journal
 record that its chain hash covers: `chain_hash = sha256(prev_hash || canonical)`,
-and the first record of a stream chains from `GENESIS_PREV_HASH`.
-
-The journal package owns the layout (journal/FORMAT.md). While it is written,
-this module carries a provisional layout with the same fields, and prefers the
-journal's own functions as soon as `journal` provides them (`chain_hash`,
-`GENESIS_PREV_HASH`, `parse_canonical`), so audit and the journal can never
-disagree once both exist. Provisional layout, little-endian:
+and the first record of a stream chains from 32 zero bytes (journal/FORMAT.md,
+F5 and F7f). The layout is the journal's (FORMAT.md, "Record header": bytes
+36 .. 64 + body_len - 1 of a record), little-endian:
 
 | offset | size | field |
 |---|---|---|
-| 0 | 1 | record type (1..5) |
-| 1 | 8 | stream seq (u64) |
-| 9 | 8 | attestation id (u64) |
-| 17 | 4 | body length N (u32) |
-| 21 | N | body (msgspec MessagePack, `symphony.attestation`) |
+| 0 | 4 | body_len (u32) |
+| 4 | 8 | seq (u64) |
+| 12 | 8 | attestation_id (u64) |
+| 20 | 2 | type (u16) |
+| 22 | 2 | flags, zero |
+| 24 | 4 | reserved, zero |
+| 28 | body_len | body: MessagePack (`symphony.attestation`), or the journal's own GENESIS layout (F11) |
+
+It is re-implemented here with `struct` and `hashlib` on purpose: an audit
+recomputes the chain with nothing from the code that wrote it.
+`tests/repair/test_canonical.py` checks it against records the journal writes.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from typing import Any
 from symphony import attestation
 from symphony.attestation import RecordType
 
-_HEADER = struct.Struct("<BQQI")
-_PROVISIONAL_GENESIS_PREV_HASH = bytes(32)
+_HEADER = struct.Struct("<IQQHHI")
+BODY_MAX = 1_048_576
+EPOCH_BYTES = 16
+GENESIS_PREV_HASH = bytes(32)
 
 
 class CanonicalError(ValueError):
@@ -46,55 +50,48 @@ class Canonical:
     body: bytes
 
 
-def _provisional_chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
+def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
     assert len(prev_hash) == 32, "a chain hash is 32 bytes"
     return hashlib.sha256(prev_hash + canonical).digest()
 
 
-def _provisional_parse(data: bytes) -> Canonical:
+def parse(data: bytes) -> Canonical:
     if len(data) < _HEADER.size:
         raise CanonicalError(f"{len(data)} bytes is shorter than the {_HEADER.size}-byte header")
-    record_type, seq, attestation_id, length = _HEADER.unpack_from(data, 0)
-    if _HEADER.size + length != len(data):
-        raise CanonicalError(f"body length {length} does not match {len(data) - _HEADER.size} bytes present")
+    length, seq, attestation_id, record_type, flags, reserved = _HEADER.unpack_from(data, 0)
+    if length > BODY_MAX or _HEADER.size + length != len(data):
+        raise CanonicalError(f"body length {length} does not match the {len(data) - _HEADER.size} bytes present")
+    if flags or reserved:
+        raise CanonicalError("flags or reserved bytes are not zero")
+    if not 1 <= record_type <= 5 or (record_type == RecordType.GENESIS) != (seq == 1):
+        raise CanonicalError(f"record type {record_type} is not valid at seq {seq}")
     return Canonical(record_type, seq, attestation_id, bytes(data[_HEADER.size:]))
-
-
-def _provisional_build(record_type: int, stream_seq: int, attestation_id: int, body: bytes) -> bytes:
-    return _HEADER.pack(record_type, stream_seq, attestation_id, len(body)) + body
-
-
-def _journal_functions() -> tuple[Any, Any, Any, Any]:
-    try:
-        import journal  # the journal's own layout, once it exists
-    except ImportError:
-        return None, None, None, None
-    return (getattr(journal, "chain_hash", None), getattr(journal, "GENESIS_PREV_HASH", None),
-            getattr(journal, "parse_canonical", None), getattr(journal, "build_canonical", None))
-
-
-_j_chain, _j_genesis, _j_parse, _j_build = _journal_functions()
-USES_JOURNAL_LAYOUT = _j_parse is not None and _j_build is not None
-GENESIS_PREV_HASH: bytes = _j_genesis if isinstance(_j_genesis, bytes) else _PROVISIONAL_GENESIS_PREV_HASH
-chain_hash = _j_chain if callable(_j_chain) else _provisional_chain_hash
-
-
-def parse(data: bytes) -> Canonical:
-    if USES_JOURNAL_LAYOUT:
-        parsed = _j_parse(bytes(data))
-        return Canonical(int(parsed.record_type), int(parsed.stream_seq), int(parsed.attestation_id), bytes(parsed.body))
-    return _provisional_parse(data)
 
 
 def build(record_type: int, stream_seq: int, attestation_id: int, body: bytes) -> bytes:
     """Canonical bytes of a record (tests and tools; the journal writes the real ones)."""
-    if USES_JOURNAL_LAYOUT:
-        return bytes(_j_build(record_type, stream_seq, attestation_id, body))
-    return _provisional_build(record_type, stream_seq, attestation_id, body)
+    return _HEADER.pack(len(body), stream_seq, attestation_id, record_type, 0, 0) + body
+
+
+def genesis_body(epoch: bytes, stream_id: int, node_id: str) -> bytes:
+    """The journal's GENESIS body (FORMAT.md F11): epoch, stream id u16, node id length u8, node id."""
+    node = node_id.encode("ascii")
+    assert len(epoch) == EPOCH_BYTES
+    return epoch + struct.pack("<HB", stream_id, len(node)) + node
+
+
+def _is_journal_genesis(body: bytes) -> bool:
+    return len(body) >= EPOCH_BYTES + 3 and len(body) == EPOCH_BYTES + 3 + body[EPOCH_BYTES + 2]
+
+
+_UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _at(us: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(us / 1_000_000, tz=dt.timezone.utc)
+    try:
+        return _UNIX_EPOCH + dt.timedelta(microseconds=us)
+    except OverflowError:
+        raise CanonicalError(f"record time {us} us is out of range") from None
 
 
 def columns(parsed: Canonical) -> dict[str, Any]:
@@ -103,9 +100,11 @@ def columns(parsed: Canonical) -> dict[str, Any]:
     Empty strings and empty hashes are compared as NULL, so a decoder that stores
     "" as NULL (or the other way round) is not reported as tampering.
     """
-    body = attestation.decode(parsed.record_type, parsed.body)
     cols: dict[str, Any] = {"record_type": parsed.record_type, "stream_seq": parsed.stream_seq,
                             "attestation_id": parsed.attestation_id}
+    if parsed.record_type == RecordType.GENESIS and _is_journal_genesis(parsed.body):
+        return cols  # its time is the segment's creation time, not in the hashed bytes
+    body = attestation.decode(parsed.record_type, parsed.body)
     if isinstance(body, attestation.IngressBody):
         cols.update(recorded_at=_at(body.received_at_us), participant_id=body.participant_id or None,
                     method=body.method or None, route=body.route or None, executes=body.executes,
@@ -126,6 +125,8 @@ def epoch_of(parsed: Canonical) -> bytes | None:
     """The stream epoch a GENESIS record carries."""
     if parsed.record_type != RecordType.GENESIS:
         return None
+    if _is_journal_genesis(parsed.body):
+        return parsed.body[:EPOCH_BYTES]
     body = attestation.decode(parsed.record_type, parsed.body)
     assert isinstance(body, attestation.GenesisBody)
     return body.epoch

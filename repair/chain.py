@@ -32,6 +32,8 @@ from symphony.attestation import BodyError
 # Columns the forwarder decodes from the bytes; each one is checked (C4).
 COMPARED_COLUMNS = ("record_type", "attestation_id", "recorded_at", "participant_id", "method", "route",
                     "executes", "status", "disposition", "latency_us", "idempotency_key_hash", "body_sha256")
+# Columns that must be NULL when the record's type does not carry them.
+NULLABLE_COLUMNS = COMPARED_COLUMNS[3:]
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ class StreamVerifier:
             return Break(seq, "reordered", f"the row at seq {seq} holds the bytes of record {parsed.stream_seq}")
         differing = [name for name in COMPARED_COLUMNS
                      if name in row and name in decoded and _normal(row[name]) != _normal(decoded[name])]
-        differing += [name for name in COMPARED_COLUMNS
-                      if name in row and name not in decoded and row[name] is not None]
+        differing += [name for name in NULLABLE_COLUMNS
+                      if name in row and name not in decoded and _normal(row[name]) is not None]
         if differing:
             return Break(seq, "column_mismatch", f"columns differ from the canonical bytes: {', '.join(differing)}")
         if seq == 1:

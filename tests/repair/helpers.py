@@ -56,7 +56,8 @@ class Stream:
     async def _append(self, record_type: RecordType, body: Any, attestation_id: int, at: dt.datetime,
                       columns: dict[str, Any]) -> int:
         self.seq += 1
-        data = canonical.build(int(record_type), self.seq, attestation_id, attestation.encode(body))
+        raw = body if isinstance(body, bytes) else attestation.encode(body)
+        data = canonical.build(int(record_type), self.seq, attestation_id, raw)
         chain_hash = canonical.chain_hash(self.prev_hash, data)
         cols = {"node_id": self.node, "stream_id": self.stream, "stream_seq": self.seq,
                 "record_type": int(record_type), "attestation_id": attestation_id, "recorded_at": at,
@@ -80,8 +81,9 @@ class Stream:
 
     async def genesis(self, at: dt.datetime | None = None) -> int:
         at = at or ago(minutes=30)
-        body = attestation.GenesisBody(1, self.epoch, self.node, self.stream, _us(at))
-        return await self._append(RecordType.GENESIS, body, 0, at, {})
+        # The journal writes GENESIS in its own binary layout (journal/FORMAT.md F11).
+        return await self._append(RecordType.GENESIS, canonical.genesis_body(self.epoch, self.stream, self.node),
+                                  0, at, {})
 
     async def ingress(self, participant: str = "bank-a", *, route: str = "/v1/payments", executes: bool = True,
                       at: dt.datetime | None = None, attestation_id: int | None = None,

@@ -186,10 +186,13 @@ async def test_cli_reports_first_bad_seq_per_stream_and_exit_codes(db: asyncpg.C
 def _rows(count: int) -> list[dict[str, Any]]:
     rows, prev = [], canonical.GENESIS_PREV_HASH
     for seq in range(1, count + 1):
-        body = attestation.encode(attestation.HeartbeatBody(1, 1_700_000_000_000_000 + seq))
-        data = canonical.build(int(RecordType.HEARTBEAT), seq, 0, body)
+        kind = RecordType.GENESIS if seq == 1 else RecordType.HEARTBEAT
+        body = (canonical.genesis_body(bytes(16), 0, "n") if seq == 1
+                else attestation.encode(attestation.HeartbeatBody(1, 1_700_000_000_000_000 + seq)))
+        data = canonical.build(int(kind), seq, 0, body)
         prev = canonical.chain_hash(prev, data)
-        rows.append({"stream_seq": seq, "record_type": 4, "attestation_id": 0, "chain_hash": prev, "canonical": data})
+        rows.append({"stream_seq": seq, "record_type": int(kind), "attestation_id": 0, "chain_hash": prev,
+                     "canonical": data})
     return rows
 
 
