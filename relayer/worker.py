@@ -195,9 +195,15 @@ class Relayer:
                         extra={"outbox_id": str(row.id), "attempt": row.attempt, "error": outcome.detail})
         self.metrics.rail_call_seconds.labels(row.rail).observe(time.perf_counter() - started)
         self.metrics.dispatches.labels(row.rail, outcome.kind.value).inc()
+        opens_before, state_before = rail.breaker.opens, rail.breaker.state
         rail.breaker.record(None if outcome.kind == Kind.POISON else outcome.rail_healthy)
-        if rail.breaker.opens > 0:
-            self.metrics.breaker_state.labels(row.rail).set(int(rail.breaker.state))
+        if rail.breaker.opens > opens_before:
+            self.metrics.breaker_opens.labels(row.rail).inc()
+            log.warning("circuit breaker open", extra={"rail": row.rail, "last_code": outcome.code,
+                                                       "reset_seconds": rail.breaker.reset_seconds})
+        elif rail.breaker.state != state_before:
+            log.info("circuit breaker state", extra={"rail": row.rail, "state": rail.breaker.state.name})
+        self.metrics.breaker_state.labels(row.rail).set(int(rail.breaker.state))
         self._report(pending, outcome)
 
     def _report(self, pending: _Pending, outcome: Outcome) -> None:
