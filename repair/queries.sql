@@ -329,3 +329,72 @@ LIMIT $2;
 SELECT node_id, stream_id, missing_from, missing_to, missing_to - missing_from + 1 AS missing_count, position
 FROM stream_sequence_gaps
 ORDER BY node_id, stream_id, missing_from;
+
+-- name: dashboard_participants
+-- One row per participant (view regulator_dashboard), worst first.
+SELECT participant_id, ingress_count, executions, handled, ghosts, gap, open_incidents, dead_letters,
+       integrity_score::float8 AS integrity_score, status
+FROM regulator_dashboard
+ORDER BY CASE status WHEN 'CRITICAL_GAP' THEN 0 WHEN 'ACTION_REQUIRED' THEN 1 ELSE 2 END, participant_id;
+
+-- name: dashboard_streams
+SELECT node_id, stream_id, last_seq, last_record_at, halted_at, halt_reason, last_heartbeat_at, lag_seconds,
+       last_verified_seq, verified_at, broken_seq, broken_reason
+FROM stream_status
+ORDER BY node_id, stream_id;
+
+-- name: dashboard_instances
+SELECT instance_id, role, became_leader_at, last_cycle_at, last_cycle_ms, last_error, updated_at
+FROM repair_instances
+WHERE role <> 'STOPPED' OR updated_at > now() - interval '1 hour'
+ORDER BY role, instance_id;
+
+-- name: dashboard_series
+-- Per minute over the last $1 minutes: INGRESS records, ghosts (by when the
+-- request arrived), retries (transitions into RECOVERING, or back to IN_FLIGHT
+-- after the first attempt), dead letters (transitions into FAILED), and the
+-- mean time to resolve of incidents resolved in that minute (seconds).
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1),
+                           date_trunc('minute', now()), interval '1 minute') AS minute
+),
+ingress AS (
+    SELECT date_trunc('minute', recorded_at) AS minute, count(*) AS n
+    FROM ingress_attestations
+    WHERE record_type = 2 AND recorded_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+),
+ghosts AS (
+    SELECT date_trunc('minute', recorded_at) AS minute, count(*) AS n
+    FROM attestation_ghosts
+    WHERE recorded_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+),
+transitions AS (
+    SELECT date_trunc('minute', occurred_at) AS minute,
+           count(*) FILTER (WHERE new_status = 'RECOVERING'
+                               OR (new_status = 'IN_FLIGHT' AND attempt > 1)) AS retries,
+           count(*) FILTER (WHERE new_status = 'FAILED') AS dead_letters
+    FROM outbox_events
+    WHERE occurred_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+),
+mttr AS (
+    SELECT date_trunc('minute', resolved_at) AS minute,
+           avg(extract(epoch FROM resolved_at - detected_at))::float8 AS seconds
+    FROM repair_incidents
+    WHERE resolved_at >= date_trunc('minute', now()) - make_interval(mins => $1 - 1)
+    GROUP BY 1
+)
+SELECT m.minute,
+       coalesce(i.n, 0) AS ingress,
+       coalesce(g.n, 0) AS ghosts,
+       coalesce(t.retries, 0) AS retries,
+       coalesce(t.dead_letters, 0) AS dead_letters,
+       coalesce(r.seconds, 0) AS mttr_seconds
+FROM minutes m
+LEFT JOIN ingress i USING (minute)
+LEFT JOIN ghosts g USING (minute)
+LEFT JOIN transitions t USING (minute)
+LEFT JOIN mttr r USING (minute)
+ORDER BY m.minute;

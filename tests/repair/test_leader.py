@@ -1,0 +1,98 @@
+"""Exactly one repair instance acts; a standby takes over when the leader dies.
+
+Method: run two real `symphony repair` processes against one database; read
+which session holds the advisory lock from pg_locks/pg_stat_activity (each
+instance names its session `symphony-repair:<instance>`); SIGKILL the leader
+and measure how long the standby takes to hold the lock. The time is recorded
+(junit property `leader_takeover_seconds`), bounded by a generous wait, never
+asserted against a number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+import pytest
+
+from repair.config import RepairConfig
+from tests.conftest import REPO_ROOT
+
+WAIT_SECONDS = 30.0
+_HOLDER = """
+SELECT a.application_name
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+"""
+
+
+def _start(instance: str, database_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SYMPHONY_REPAIR_INSTANCE_ID": instance, "SYMPHONY_REPAIR_CYCLE_SECONDS": "0.5",
+           "SYMPHONY_REPAIR_LEADER_RETRY_SECONDS": "0.2", "SYMPHONY_DATABASE_URL": database_url}
+    return subprocess.Popen([sys.executable, "-m", "symphony", "repair"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def _holders(db: asyncpg.Connection) -> list[str]:
+    return [row["application_name"] for row in await db.fetch(_HOLDER, RepairConfig().leader_lock_key)]
+
+
+async def _wait_for_holder(db: asyncpg.Connection, expected: str, processes: list[subprocess.Popen[bytes]]) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < WAIT_SECONDS:
+        for process in processes:
+            if process.poll() is not None and process.returncode not in (-signal.SIGKILL,):
+                raise AssertionError(f"repair exited with {process.returncode}: {process.stderr.read().decode()}")
+        if await _holders(db) == [f"symphony-repair:{expected}"]:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{expected} did not become leader within {WAIT_SECONDS} s; holders {await _holders(db)}")
+
+
+@pytest.mark.slow
+async def test_standby_takes_over_when_the_leader_is_killed(
+        db: asyncpg.Connection, database_url: str, record_property: pytest.RecordProperty) -> None:
+    first = _start("repair-a", database_url)
+    processes = [first]
+    try:
+        await _wait_for_holder(db, "repair-a", processes)
+        second = _start("repair-b", database_url)
+        processes.append(second)
+        # The standby is up (it reports itself) but does not act.
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            role = await db.fetchval("SELECT role FROM repair_instances WHERE instance_id = 'repair-b'")
+            if role == "STANDBY":
+                break
+            await asyncio.sleep(0.05)
+        assert role == "STANDBY"
+        assert await _holders(db) == ["symphony-repair:repair-a"]
+        assert await db.fetchval("SELECT role FROM repair_instances WHERE instance_id = 'repair-a'") == "LEADER"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        takeover_seconds = await _wait_for_holder(db, "repair-b", processes)
+        record_property("leader_takeover_seconds", round(takeover_seconds, 3))
+        print(f"leader takeover after SIGKILL: {takeover_seconds:.2f} s")
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            row = await db.fetchrow("SELECT role, last_cycle_at FROM repair_instances WHERE instance_id = 'repair-b'")
+            if row["role"] == "LEADER" and row["last_cycle_at"] is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row["role"] == "LEADER" and row["last_cycle_at"] is not None
+        # A graceful stop releases the lock and says so.
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0, second.stderr.read().decode()
+        assert await _holders(db) == []
+        assert await db.fetchval("SELECT role FROM repair_instances WHERE instance_id = 'repair-b'") == "STOPPED"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
