@@ -1,0 +1,793 @@
+/*
+ * journal_core.c: append, check and scan records of the Symphony journal.
+ *
+ * The format is specified in journal/FORMAT.md and summarised in
+ * journal_core.h; every function is documented there. This file holds only
+ * the hot path (append, CRC32C, SHA-256) and the record checks a reader needs;
+ * rotation, retention and recovery decisions live in Python (journal/_writer.py).
+ *
+ * Rules kept here:
+ * - The append path never allocates and never blocks: segments are
+ *   preallocated and pre-faulted by the caller before they are attached.
+ * - Assertions are always on (JN_ASSERT does not depend on NDEBUG): an offset
+ *   or length is checked before a store into the mapping, and a reader checks
+ *   CRC, seq and chain after every load. A failed assertion is a programmer
+ *   error and aborts the process rather than write a wrong journal.
+ * - Every loop has a bound derived from its arguments.
+ */
+#define _GNU_SOURCE
+#include "journal_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define JN_X86 1
+#else
+#define JN_X86 0
+#endif
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the journal format is little-endian and this core stores integers natively"
+#endif
+
+#define JN_ASSERT(condition)                                                          \
+    do {                                                                              \
+        if (__builtin_expect(!(condition), 0)) jn_panic(__FILE__, __LINE__, #condition); \
+    } while (0)
+
+static void jn_panic(const char *file, int line, const char *condition) {
+    fprintf(stderr, "journal_core: assertion failed at %s:%d: %s\n", file, line, condition);
+    abort();
+}
+
+/* The layout is the format: a change here must be a version change. */
+_Static_assert(sizeof(jn_segment_header) == JN_SEGMENT_HEADER_SIZE, "segment header size");
+_Static_assert(offsetof(jn_segment_header, header_crc) == 160, "header_crc offset");
+_Static_assert(offsetof(jn_segment_header, write_end) == 168, "write_end offset");
+_Static_assert(offsetof(jn_segment_header, flags) == 192, "flags offset");
+_Static_assert(sizeof(jn_record_header) == JN_RECORD_HEADER_SIZE, "record header size");
+_Static_assert(offsetof(jn_record_header, body_len) == JN_CANONICAL_OFFSET, "canonical offset");
+_Static_assert(offsetof(jn_record_header, seq) == 40, "seq offset");
+
+static const uint8_t JN_MAGIC[8] = {'S', 'Y', 'M', 'J', 'R', 'N', 'L', 0};
+
+#define JN_ACCEL_CRC 1
+#define JN_ACCEL_SHA 2
+
+static int jn_features_detected;  /* what the CPU has */
+static int jn_features_enabled;   /* what we use: detected & mask */
+
+/* ------------------------------------------------------------------------- */
+/* CRC32C                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static uint32_t crc32c_table[8][256];
+
+static void crc32c_table_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t crc = i;
+        for (int bit = 0; bit < 8; bit++) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+        crc32c_table[0][i] = crc;
+    }
+    /* Slicing-by-8: table k advances a byte that is k positions further back. */
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int k = 1; k < 8; k++) {
+            uint32_t prev = crc32c_table[k - 1][i];
+            crc32c_table[k][i] = (prev >> 8) ^ crc32c_table[0][prev & 0xFF];
+        }
+    }
+}
+
+static uint32_t crc32c_portable(uint32_t crc, const uint8_t *p, size_t n) {
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= crc;
+        crc = crc32c_table[7][v & 0xFF] ^ crc32c_table[6][(v >> 8) & 0xFF] ^
+              crc32c_table[5][(v >> 16) & 0xFF] ^ crc32c_table[4][(v >> 24) & 0xFF] ^
+              crc32c_table[3][(v >> 32) & 0xFF] ^ crc32c_table[2][(v >> 40) & 0xFF] ^
+              crc32c_table[1][(v >> 48) & 0xFF] ^ crc32c_table[0][v >> 56];
+        p += 8;
+        n -= 8;
+    }
+    for (size_t i = 0; i < n; i++) crc = (crc >> 8) ^ crc32c_table[0][(crc ^ p[i]) & 0xFF];
+    return crc;
+}
+
+#if JN_X86
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p,
+                                                               size_t n) {
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (size_t i = 0; i < n; i++) c32 = _mm_crc32_u8(c32, p[i]);
+    return c32;
+}
+#endif
+
+static inline uint32_t crc32c(const uint8_t *p, size_t n) {
+#if JN_X86
+    if (jn_features_enabled & JN_ACCEL_CRC) return ~crc32c_sse42(0xFFFFFFFFu, p, n);
+#endif
+    return ~crc32c_portable(0xFFFFFFFFu, p, n);
+}
+
+uint32_t jn_crc32c(const char *data, size_t length) {
+    return crc32c((const uint8_t *)data, length);
+}
+
+/* ------------------------------------------------------------------------- */
+/* SHA-256 (FIPS 180-4)                                                       */
+/* ------------------------------------------------------------------------- */
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+static const uint32_t SHA256_INIT[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static inline uint32_t load_be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static void sha256_blocks_portable(uint32_t state[8], const uint8_t *p, size_t blocks) {
+    for (size_t b = 0; b < blocks; b++, p += 64) {
+        uint32_t w[64];
+        for (int i = 0; i < 16; i++) w[i] = load_be32(p + 4 * i);
+        for (int i = 16; i < 64; i++) {
+            uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        }
+        uint32_t a = state[0], bb = state[1], c = state[2], d = state[3];
+        uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+        for (int i = 0; i < 64; i++) {
+            uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) +
+                          K256[i] + w[i];
+            uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
+            h = g;
+            g = f;
+            f = e;
+            e = d + t1;
+            d = c;
+            c = bb;
+            bb = a;
+            a = t1 + t2;
+        }
+        state[0] += a;
+        state[1] += bb;
+        state[2] += c;
+        state[3] += d;
+        state[4] += e;
+        state[5] += f;
+        state[6] += g;
+        state[7] += h;
+    }
+}
+
+#if JN_X86
+/* SHA-NI: 16 groups of 4 rounds. The four message registers rotate; from
+ * group 3 on, each group finishes the schedule of the message four groups
+ * ahead (sha256msg1 two groups early, sha256msg2 with alignr one group early),
+ * following Intel's reference flow for the SHA extensions. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_blocks_shani(uint32_t state[8],
+                                                                            const uint8_t *p,
+                                                                            size_t blocks) {
+    const __m128i shuffle_mask = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&state[0]);
+    __m128i state1 = _mm_loadu_si128((const __m128i *)&state[4]);
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);                /* CDAB */
+    state1 = _mm_shuffle_epi32(state1, 0x1B);          /* EFGH */
+    __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);  /* ABEF */
+    state1 = _mm_blend_epi16(state1, tmp, 0xF0);       /* CDGH */
+
+    for (size_t b = 0; b < blocks; b++, p += 64) {
+        __m128i abef_save = state0;
+        __m128i cdgh_save = state1;
+        __m128i m[4];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            if (i < 4) {
+                m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), shuffle_mask);
+            }
+            __m128i msg = _mm_add_epi32(m[i & 3], _mm_loadu_si128((const __m128i *)&K256[4 * i]));
+            state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
+            if (i >= 3 && i <= 14) {
+                __m128i t = _mm_alignr_epi8(m[i & 3], m[(i - 1) & 3], 4);
+                m[(i + 1) & 3] = _mm_add_epi32(m[(i + 1) & 3], t);
+                m[(i + 1) & 3] = _mm_sha256msg2_epu32(m[(i + 1) & 3], m[i & 3]);
+            }
+            msg = _mm_shuffle_epi32(msg, 0x0E);
+            state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
+            if (i >= 1 && i <= 12) m[(i - 1) & 3] = _mm_sha256msg1_epu32(m[(i - 1) & 3], m[i & 3]);
+        }
+        state0 = _mm_add_epi32(state0, abef_save);
+        state1 = _mm_add_epi32(state1, cdgh_save);
+    }
+
+    tmp = _mm_shuffle_epi32(state0, 0x1B);             /* FEBA */
+    state1 = _mm_shuffle_epi32(state1, 0xB1);          /* DCHG */
+    state0 = _mm_blend_epi16(tmp, state1, 0xF0);       /* DCBA */
+    state1 = _mm_alignr_epi8(state1, tmp, 8);          /* ABEF */
+    _mm_storeu_si128((__m128i *)&state[0], state0);
+    _mm_storeu_si128((__m128i *)&state[4], state1);
+}
+#endif
+
+static inline void sha256_blocks(uint32_t state[8], const uint8_t *p, size_t blocks) {
+#if JN_X86
+    if (jn_features_enabled & JN_ACCEL_SHA) {
+        sha256_blocks_shani(state, p, blocks);
+        return;
+    }
+#endif
+    sha256_blocks_portable(state, p, blocks);
+}
+
+typedef struct sha256_ctx {
+    uint32_t state[8];
+    uint8_t buffer[64];
+    uint64_t buffered;  /* bytes in buffer, < 64 */
+    uint64_t total;     /* bytes hashed so far */
+} sha256_ctx;
+
+static inline void sha256_init(sha256_ctx *ctx) {
+    memcpy(ctx->state, SHA256_INIT, sizeof SHA256_INIT);
+    ctx->buffered = 0;
+    ctx->total = 0;
+}
+
+static void sha256_update(sha256_ctx *ctx, const uint8_t *p, size_t n) {
+    ctx->total += n;
+    if (ctx->buffered > 0) {
+        size_t take = 64 - ctx->buffered;
+        if (take > n) take = n;
+        memcpy(ctx->buffer + ctx->buffered, p, take);
+        ctx->buffered += take;
+        p += take;
+        n -= take;
+        if (ctx->buffered < 64) return;
+        sha256_blocks(ctx->state, ctx->buffer, 1);
+        ctx->buffered = 0;
+    }
+    size_t blocks = n / 64;
+    if (blocks > 0) sha256_blocks(ctx->state, p, blocks);
+    p += blocks * 64;
+    n -= blocks * 64;
+    JN_ASSERT(n < 64);
+    memcpy(ctx->buffer, p, n);
+    ctx->buffered = n;
+}
+
+static void sha256_final(sha256_ctx *ctx, uint8_t digest[32]) {
+    uint64_t bits = ctx->total * 8;
+    uint8_t *b = ctx->buffer;
+    JN_ASSERT(ctx->buffered < 64);
+    b[ctx->buffered++] = 0x80;
+    if (ctx->buffered > 56) {
+        memset(b + ctx->buffered, 0, 64 - ctx->buffered);
+        sha256_blocks(ctx->state, b, 1);
+        ctx->buffered = 0;
+    }
+    memset(b + ctx->buffered, 0, 56 - ctx->buffered);
+    for (int i = 0; i < 8; i++) b[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha256_blocks(ctx->state, b, 1);
+    for (int i = 0; i < 8; i++) {
+        digest[4 * i + 0] = (uint8_t)(ctx->state[i] >> 24);
+        digest[4 * i + 1] = (uint8_t)(ctx->state[i] >> 16);
+        digest[4 * i + 2] = (uint8_t)(ctx->state[i] >> 8);
+        digest[4 * i + 3] = (uint8_t)(ctx->state[i]);
+    }
+}
+
+void jn_sha256(const char *data, size_t length, char *digest_out) {
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, (const uint8_t *)data, length);
+    sha256_final(&ctx, (uint8_t *)digest_out);
+}
+
+static inline void chain_hash(const uint8_t *prev, const uint8_t *canonical, size_t length,
+                              uint8_t *digest) {
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, prev, JN_HASH_SIZE);
+    sha256_update(&ctx, canonical, length);
+    sha256_final(&ctx, digest);
+}
+
+void jn_chain_hash(const char *prev_hash, const char *canonical, size_t length, char *digest_out) {
+    chain_hash((const uint8_t *)prev_hash, (const uint8_t *)canonical, length,
+               (uint8_t *)digest_out);
+}
+
+/* ------------------------------------------------------------------------- */
+/* CPU dispatch                                                               */
+/* ------------------------------------------------------------------------- */
+
+__attribute__((constructor)) static void jn_init(void) {
+    crc32c_table_init();
+    int features = 0;
+#if JN_X86
+    unsigned int eax, ebx, ecx, edx;
+    if (__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        int sse42 = (ecx >> 20) & 1, sse41 = (ecx >> 19) & 1, ssse3 = (ecx >> 9) & 1;
+        if (sse42) features |= JN_ACCEL_CRC;
+        if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+            int sha = (ebx >> 29) & 1;
+            if (sha && sse41 && ssse3) features |= JN_ACCEL_SHA;
+        }
+    }
+#endif
+    jn_features_detected = features;
+    jn_features_enabled = features;
+}
+
+int jn_cpu_features(void) { return jn_features_enabled; }
+
+void jn_set_accel(int mask) { jn_features_enabled = jn_features_detected & mask; }
+
+/* ------------------------------------------------------------------------- */
+/* Segment files                                                              */
+/* ------------------------------------------------------------------------- */
+
+static inline uint64_t record_size(uint32_t body_len) {
+    return ((uint64_t)JN_RECORD_HEADER_SIZE + body_len + 7u) & ~(uint64_t)7u;
+}
+
+static inline jn_segment_header *header_of(uint8_t *base) { return (jn_segment_header *)base; }
+
+static uint64_t page_size(void) {
+    long size = sysconf(_SC_PAGESIZE);
+    return size > 0 ? (uint64_t)size : 4096u;
+}
+
+static int all_zero(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) return 0;
+    }
+    return 1;
+}
+
+int jn_file_allocate(int fd, uint64_t size) {
+    JN_ASSERT(fd >= 0);
+    JN_ASSERT(size >= JN_SEGMENT_MIN);
+    return posix_fallocate(fd, 0, (off_t)size);
+}
+
+uint8_t *jn_map(int fd, uint64_t size, int writable, int *error_out) {
+    JN_ASSERT(fd >= 0);
+    JN_ASSERT(size >= JN_SEGMENT_HEADER_SIZE);
+    int protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ;
+    void *base = mmap(NULL, (size_t)size, protection, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        *error_out = errno;
+        return NULL;
+    }
+    *error_out = 0;
+    return (uint8_t *)base;
+}
+
+int jn_unmap(uint8_t *base, uint64_t size) {
+    JN_ASSERT(base != NULL);
+    return munmap(base, (size_t)size) == 0 ? 0 : errno;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int jn_prefault(uint8_t *base, uint64_t size) {
+    JN_ASSERT(base != NULL);
+    JN_ASSERT(size % 8 == 0);
+    if (madvise(base, (size_t)size, MADV_POPULATE_WRITE) == 0) return 0;
+    if (errno != EINVAL) return errno;
+    /* Kernels before 5.14: an atomic add of zero is a store that changes
+     * nothing, so it is safe on a page a reader may already be looking at. */
+    uint64_t step = page_size();
+    for (uint64_t off = 0; off < size; off += step) {
+        __atomic_fetch_add(base + off, (uint8_t)0, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+static int node_id_valid(const uint8_t *node_id, uint8_t length) {
+    if (length == 0 || length > JN_NODE_ID_MAX) return 0;
+    for (uint8_t i = 0; i < length; i++) {
+        uint8_t c = node_id[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-';
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+int jn_segment_init(uint8_t *base, uint64_t size, uint64_t first_seq, uint64_t created_unix_ns,
+                    uint16_t stream_id, const char *node_id, uint8_t node_id_len,
+                    const char *epoch, const char *prev_hash) {
+    if (base == NULL || size < JN_SEGMENT_MIN || size % 8 != 0) return JN_E_ARGUMENT;
+    if (first_seq == 0 || stream_id > 1023) return JN_E_ARGUMENT;
+    if (!node_id_valid((const uint8_t *)node_id, node_id_len)) return JN_E_ARGUMENT;
+    if (!all_zero(base, JN_SEGMENT_HEADER_SIZE + JN_RECORD_HEADER_SIZE)) return JN_E_ARGUMENT;
+    jn_segment_header *h = header_of(base);
+    memcpy(h->magic, JN_MAGIC, 8);
+    h->version = JN_VERSION;
+    h->header_size = JN_SEGMENT_HEADER_SIZE;
+    h->segment_size = size;
+    h->first_seq = first_seq;
+    h->created_unix_ns = created_unix_ns;
+    h->stream_id = stream_id;
+    h->node_id_len = node_id_len;
+    memcpy(h->node_id, node_id, node_id_len);
+    memcpy(h->epoch, epoch, JN_EPOCH_SIZE);
+    memcpy(h->prev_hash, prev_hash, JN_HASH_SIZE);
+    h->header_crc = crc32c(base, offsetof(jn_segment_header, header_crc));
+    h->write_end = JN_SEGMENT_HEADER_SIZE;
+    h->write_seq = first_seq - 1;
+    h->synced_end = JN_SEGMENT_HEADER_SIZE;
+    h->flags = 0;
+    JN_ASSERT(jn_segment_check(base, JN_SEGMENT_HEADER_SIZE, size) == JN_OK);
+    return JN_OK;
+}
+
+int jn_segment_check(const uint8_t *base, uint64_t length, uint64_t file_size) {
+    JN_ASSERT(base != NULL);
+    if (length < JN_SEGMENT_HEADER_SIZE) return JN_H_SIZE;
+    const jn_segment_header *h = (const jn_segment_header *)base;
+    if (memcmp(h->magic, JN_MAGIC, 8) != 0) return JN_H_MAGIC;
+    if (h->version != JN_VERSION) return JN_H_VERSION;
+    if (h->header_size != JN_SEGMENT_HEADER_SIZE) return JN_H_SIZE;
+    if (h->segment_size != file_size || file_size < JN_SEGMENT_MIN || file_size % 8 != 0) {
+        return JN_H_SIZE;
+    }
+    if (crc32c(base, offsetof(jn_segment_header, header_crc)) != h->header_crc) return JN_H_CRC;
+    if (h->first_seq == 0 || h->stream_id > 1023) return JN_H_FIELD;
+    if (!node_id_valid(h->node_id, h->node_id_len)) return JN_H_FIELD;
+    if (!all_zero(h->node_id + h->node_id_len, sizeof h->node_id - h->node_id_len)) return JN_H_FIELD;
+    if (!all_zero(h->reserved0, sizeof h->reserved0) || h->reserved1 != 0) return JN_H_FIELD;
+    if (!all_zero(h->reserved2, sizeof h->reserved2)) return JN_H_FIELD;
+    if ((h->flags & ~(uint32_t)JN_FLAG_SEALED) != 0) return JN_H_FIELD;
+    uint64_t write_end = __atomic_load_n(&h->write_end, __ATOMIC_ACQUIRE);
+    if (write_end < JN_SEGMENT_HEADER_SIZE || write_end > file_size || write_end % 8 != 0) {
+        return JN_H_FIELD;
+    }
+    return JN_OK;
+}
+
+void jn_segment_seal(uint8_t *base) {
+    JN_ASSERT(base != NULL);
+    JN_ASSERT(memcmp(header_of(base)->magic, JN_MAGIC, 8) == 0);
+    __atomic_or_fetch(&header_of(base)->flags, (uint32_t)JN_FLAG_SEALED, __ATOMIC_RELEASE);
+}
+
+int jn_segment_zero(uint8_t *base, uint64_t size, uint64_t from, uint64_t to,
+                    uint64_t write_seq) {
+    if (base == NULL || from < JN_SEGMENT_HEADER_SIZE || from % 8 != 0) return JN_E_ARGUMENT;
+    if (to < from || to > size) return JN_E_ARGUMENT;
+    jn_segment_header *h = header_of(base);
+    JN_ASSERT(h->segment_size == size);
+    memset(base + from, 0, (size_t)(to - from));
+    __atomic_store_n(&h->write_end, from, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->write_seq, write_seq, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&h->synced_end, __ATOMIC_ACQUIRE) > from) {
+        __atomic_store_n(&h->synced_end, from, __ATOMIC_RELEASE);
+    }
+    JN_ASSERT(all_zero(base + from, (size_t)(to - from)));
+    return JN_OK;
+}
+
+int jn_msync(uint8_t *base, uint64_t size, uint64_t from, uint64_t to) {
+    JN_ASSERT(base != NULL);
+    JN_ASSERT(from <= to && to <= size);
+    uint64_t page = page_size();
+    uint64_t start = from & ~(page - 1);
+    uint64_t end = (to + page - 1) & ~(page - 1);
+    if (end > size) end = size;
+    if (end <= start) return 0;
+    return msync(base + start, (size_t)(end - start), MS_SYNC) == 0 ? 0 : errno;
+}
+
+int jn_sync(uint8_t *base, uint64_t size, jn_sync_result *out) {
+    JN_ASSERT(base != NULL);
+    jn_segment_header *h = header_of(base);
+    /* write_seq before write_end: the writer stores them in the opposite
+     * order, so the end read here covers at least record `seq`. */
+    uint64_t seq = __atomic_load_n(&h->write_seq, __ATOMIC_ACQUIRE);
+    uint64_t end = __atomic_load_n(&h->write_end, __ATOMIC_ACQUIRE);
+    JN_ASSERT(end >= JN_SEGMENT_HEADER_SIZE && end <= size);
+    JN_ASSERT(end % 8 == 0);
+    /* One msync from offset 0 writes the header page (with the synced_end of
+     * the previous sync) and every dirty data page up to `end` together: only
+     * dirty pages cost anything, and one call means one journal commit. */
+    int error = jn_msync(base, size, 0, end);
+    if (error != 0) return -error;
+    if (__atomic_load_n(&h->synced_end, __ATOMIC_ACQUIRE) < end) {
+        __atomic_store_n(&h->synced_end, end, __ATOMIC_RELEASE);
+    }
+    out->seq = seq;
+    out->end = end;
+    return 0;
+}
+
+uint64_t jn_load_write_end(const uint8_t *base) {
+    JN_ASSERT(base != NULL);
+    return __atomic_load_n(&((const jn_segment_header *)base)->write_end, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Records                                                                    */
+/* ------------------------------------------------------------------------- */
+
+int jn_record_check(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+                    const char *prev_hash, jn_record_view *out) {
+    JN_ASSERT(base != NULL);
+    if (pos % 8 != 0 || pos < JN_SEGMENT_HEADER_SIZE || pos > size) return JN_R_ALIGN;
+    if (size - pos < JN_RECORD_HEADER_SIZE) return JN_R_END;
+    const uint8_t *p = base + pos;
+    if (all_zero(p, JN_RECORD_HEADER_SIZE)) return JN_R_END;
+    const jn_record_header *r = (const jn_record_header *)p;
+    /* Read each field once: a follower may race a writer, and every decision
+     * below must be about the same bytes the CRC then covers. */
+    uint32_t stored_crc = __atomic_load_n(&r->crc, __ATOMIC_ACQUIRE);
+    uint32_t body_len = r->body_len;
+    if (body_len > JN_BODY_MAX) return JN_R_LENGTH;
+    uint64_t total = record_size(body_len);
+    if (total > size - pos) return JN_R_LENGTH;
+    if (crc32c(p + 4, (size_t)(total - 4)) != stored_crc) return JN_R_CRC;
+    if (r->seq != expected_seq) return JN_R_SEQ;
+    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
+    if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
+    if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
+    if (!all_zero(p + JN_RECORD_HEADER_SIZE + body_len,
+                  (size_t)(total - JN_RECORD_HEADER_SIZE - body_len))) {
+        return JN_R_RESERVED;
+    }
+    if (prev_hash != NULL) {
+        uint8_t digest[JN_HASH_SIZE];
+        chain_hash((const uint8_t *)prev_hash, p + JN_CANONICAL_OFFSET,
+                   JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, digest);
+        if (memcmp(digest, r->chain_hash, JN_HASH_SIZE) != 0) return JN_R_CHAIN;
+    }
+    out->pos = pos;
+    out->record_size = total;
+    out->seq = r->seq;
+    out->attestation_id = r->attestation_id;
+    out->body_len = body_len;
+    out->type = r->type;
+    out->reserved = 0;
+    return JN_OK;
+}
+
+/* A later record that passes its CRC and has a higher seq (F10): evidence
+ * that the bad record is not a torn tail but damage in the middle. */
+static uint64_t find_valid_after(const uint8_t *base, uint64_t size, uint64_t from, uint64_t to,
+                                 uint64_t bad_seq) {
+    uint64_t limit = (size - JN_SEGMENT_HEADER_SIZE) / 8;
+    uint64_t steps = 0;
+    for (uint64_t q = from; q + JN_RECORD_HEADER_SIZE <= size && q < to; q += 8) {
+        JN_ASSERT(++steps <= limit);
+        const jn_record_header *r = (const jn_record_header *)(base + q);
+        if (r->seq <= bad_seq || r->seq - bad_seq > size / JN_RECORD_HEADER_SIZE) continue;
+        if (r->body_len > JN_BODY_MAX || record_size(r->body_len) > size - q) continue;
+        uint64_t total = record_size(r->body_len);
+        if (crc32c(base + q + 4, (size_t)(total - 4)) == r->crc) return q;
+    }
+    return 0;
+}
+
+int jn_scan(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+            const char *prev_hash, jn_scan_result *out) {
+    JN_ASSERT(base != NULL);
+    JN_ASSERT(prev_hash != NULL);
+    memset(out, 0, sizeof *out);
+    out->next_seq = expected_seq;
+    memcpy(out->last_hash, prev_hash, JN_HASH_SIZE);
+    uint64_t limit = size / JN_RECORD_HEADER_SIZE + 1;
+    int rc = JN_R_END;
+    for (uint64_t i = 0; i < limit; i++) {
+        jn_record_view view;
+        rc = jn_record_check(base, size, pos, out->next_seq, (const char *)out->last_hash, &view);
+        if (rc != JN_OK) break;
+        JN_ASSERT(view.pos == pos && view.seq == out->next_seq);
+        memcpy(out->last_hash, ((const jn_record_header *)(base + pos))->chain_hash, JN_HASH_SIZE);
+        pos += view.record_size;
+        out->next_seq += 1;
+        out->count += 1;
+        JN_ASSERT(pos <= size);
+    }
+    JN_ASSERT(rc != JN_OK);
+    out->end = pos;
+    /* Everything after the last valid record must be zero (F8); find where
+     * the nonzero bytes end, scanning back from the end of the segment. */
+    uint64_t nonzero_end = size;
+    while (nonzero_end > pos && (nonzero_end - pos) >= 8 &&
+           *(const uint64_t *)(base + nonzero_end - 8) == 0) {
+        nonzero_end -= 8;
+    }
+    while (nonzero_end > pos && base[nonzero_end - 1] == 0) nonzero_end -= 1;
+    out->nonzero_end = nonzero_end;
+    if (nonzero_end == pos) {
+        out->status = JN_SCAN_CLEAN;
+        out->reason = JN_OK;
+        return JN_OK;
+    }
+    out->status = JN_SCAN_INVALID;
+    out->reason = (rc == JN_R_END) ? JN_R_GARBAGE : rc;
+    out->valid_after_pos = find_valid_after(base, size, pos + 8, nonzero_end, out->next_seq);
+    return JN_OK;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Appending                                                                  */
+/* ------------------------------------------------------------------------- */
+
+int jn_writer_attach(jn_writer *w, uint8_t *base, uint64_t size, uint64_t pos,
+                     uint64_t next_seq, const char *last_hash) {
+    JN_ASSERT(w != NULL);
+    if (base == NULL || jn_segment_check(base, size, size) != JN_OK) return JN_E_ARGUMENT;
+    if (pos < JN_SEGMENT_HEADER_SIZE || pos > size || pos % 8 != 0 || next_seq == 0) {
+        return JN_E_ARGUMENT;
+    }
+    w->base = base;
+    w->size = size;
+    w->pos = pos;
+    w->next_seq = next_seq;
+    memcpy(w->last_hash, last_hash, JN_HASH_SIZE);
+    w->failed = 0;
+    return JN_OK;
+}
+
+static inline void publish(jn_writer *w, uint64_t seq) {
+    jn_segment_header *h = header_of(w->base);
+    /* write_end before write_seq: see jn_sync. */
+    __atomic_store_n(&h->write_end, w->pos, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->write_seq, seq, __ATOMIC_RELEASE);
+}
+
+static inline int64_t append_one(jn_writer *w, uint16_t type, uint64_t attestation_id,
+                                 const uint8_t *body, uint32_t body_len) {
+    uint64_t total = record_size(body_len);
+    if (total > w->size - w->pos) return JN_E_SEGMENT_FULL;
+    JN_ASSERT(w->pos % 8 == 0);
+    JN_ASSERT(w->pos >= JN_SEGMENT_HEADER_SIZE && w->pos + total <= w->size);
+    uint8_t *p = w->base + w->pos;
+    jn_record_header *r = (jn_record_header *)p;
+    /* Records only ever go into zeroed space (preallocated, or a zeroed torn tail). */
+    JN_ASSERT(r->crc == 0 && r->seq == 0);
+    r->body_len = body_len;
+    r->seq = w->next_seq;
+    r->attestation_id = attestation_id;
+    r->type = type;
+    r->flags = 0;
+    r->reserved = 0;
+    memcpy(p + JN_RECORD_HEADER_SIZE, body, body_len);
+    memset(p + JN_RECORD_HEADER_SIZE + body_len, 0, total - JN_RECORD_HEADER_SIZE - body_len);
+    chain_hash(w->last_hash, p + JN_CANONICAL_OFFSET,
+               JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, r->chain_hash);
+    uint32_t crc = crc32c(p + 4, (size_t)(total - 4));
+    __atomic_store_n(&r->crc, crc, __ATOMIC_RELEASE);
+    memcpy(w->last_hash, r->chain_hash, JN_HASH_SIZE);
+    w->pos += total;
+    return (int64_t)(w->next_seq++);
+}
+
+static inline int writer_usable(const jn_writer *w) {
+    if (w->base == NULL) return JN_E_CLOSED;
+    if (w->failed) return JN_E_FAILED;
+    return JN_OK;
+}
+
+int64_t jn_append(jn_writer *w, uint16_t type, uint64_t attestation_id, const char *body,
+                  uint32_t body_len, char *hash_out) {
+    int usable = writer_usable(w);
+    if (usable != JN_OK) return usable;
+    if (type <= JN_TYPE_GENESIS || type > JN_TYPE_DROPPED || body_len > JN_BODY_MAX) {
+        return JN_E_ARGUMENT;
+    }
+    int64_t seq = append_one(w, type, attestation_id, (const uint8_t *)body, body_len);
+    if (seq < 0) return seq;
+    publish(w, (uint64_t)seq);
+    if (hash_out != NULL) memcpy(hash_out, w->last_hash, JN_HASH_SIZE);
+    return seq;
+}
+
+int64_t jn_append_genesis(jn_writer *w, const char *body, uint32_t body_len) {
+    int usable = writer_usable(w);
+    if (usable != JN_OK) return usable;
+    if (w->next_seq != 1 || body_len > JN_BODY_MAX) return JN_E_ARGUMENT;
+    int64_t seq = append_one(w, JN_TYPE_GENESIS, 0, (const uint8_t *)body, body_len);
+    if (seq < 0) return seq;
+    publish(w, (uint64_t)seq);
+    return seq;
+}
+
+int64_t jn_append_many(jn_writer *w, uint32_t count, const uint16_t *types,
+                       const uint64_t *attestation_ids, const char *bodies,
+                       const uint32_t *lengths, char *hash_out) {
+    int usable = writer_usable(w);
+    if (usable != JN_OK) return usable;
+    /* Check every argument before the first store: a refused batch leaves no trace. */
+    for (uint32_t i = 0; i < count; i++) {
+        if (types[i] <= JN_TYPE_GENESIS || types[i] > JN_TYPE_DROPPED) return JN_E_ARGUMENT;
+        if (lengths[i] > JN_BODY_MAX) return JN_E_ARGUMENT;
+    }
+    const uint8_t *body = (const uint8_t *)bodies;
+    uint32_t appended = 0;
+    int64_t last = 0;
+    for (; appended < count; appended++) {
+        int64_t seq = append_one(w, types[appended], attestation_ids[appended], body,
+                                 lengths[appended]);
+        if (seq < 0) break;
+        last = seq;
+        body += lengths[appended];
+    }
+    if (appended > 0) {
+        publish(w, (uint64_t)last);
+        if (hash_out != NULL) memcpy(hash_out, w->last_hash, JN_HASH_SIZE);
+    }
+    return appended;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Benchmark entry points                                                     */
+/* ------------------------------------------------------------------------- */
+
+static inline uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t jn_bench_append(jn_writer *w, const char *body, uint32_t body_len, uint64_t count,
+                        uint64_t *latency_ns_out) {
+    int usable = writer_usable(w);
+    if (usable != JN_OK) return usable;
+    uint64_t done = 0;
+    for (; done < count; done++) {
+        uint64_t start = latency_ns_out ? now_ns() : 0;
+        int64_t seq = append_one(w, JN_TYPE_INGRESS, done, (const uint8_t *)body, body_len);
+        if (seq < 0) break;
+        publish(w, (uint64_t)seq);
+        if (latency_ns_out) latency_ns_out[done] = now_ns() - start;
+    }
+    return (int64_t)done;
+}
+
+uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint32_t length,
+                         uint64_t count) {
+    JN_ASSERT(base != NULL);
+    JN_ASSERT(length > 0 && JN_SEGMENT_HEADER_SIZE + (uint64_t)length <= size);
+    uint64_t step = ((uint64_t)length + 7u) & ~(uint64_t)7u;
+    uint64_t pos = JN_SEGMENT_HEADER_SIZE;
+    for (uint64_t i = 0; i < count; i++) {
+        if (pos + length > size) pos = JN_SEGMENT_HEADER_SIZE;
+        memcpy(base + pos, record, length);
+        pos += step;
+    }
+    return count * length;
+}

@@ -1,0 +1,341 @@
+/*
+ * journal_core.h: the native core of the Symphony journal.
+ *
+ * The on-disk format is specified in journal/FORMAT.md; the two structs below
+ * are that specification in C, and tests/journal/test_format.py checks that
+ * the offsets documented there equal the offsets the compiler gives here.
+ *
+ * All integers are little-endian (the core refuses to build on a big-endian
+ * host). Offsets below are bytes from the start of the structure.
+ *
+ * Segment header (256 bytes, at offset 0 of every segment file)
+ *
+ *   Offset  Size  Field
+ *   0       8     magic "SYMJRNL\0" (53 59 4D 4A 52 4E 4C 00)
+ *   8       4     version (1)
+ *   12      4     header_size (256)
+ *   16      8     segment_size: file size in bytes
+ *   24      8     first_seq: seq of the first record in this segment
+ *   32      8     created_unix_ns: wall clock when the segment was started
+ *   40      2     stream_id (0..1023)
+ *   42      1     node_id_len (1..63)
+ *   43      5     reserved, zero
+ *   48      64    node_id, ASCII, zero padded
+ *   112     16    epoch: the stream's random genesis value
+ *   128     32    prev_hash: chain hash of record first_seq - 1 (zero for seq 1)
+ *   160     4     header_crc: CRC32C of bytes 0..159
+ *   164     4     reserved, zero
+ *   168     8     write_end: offset past the last committed record (published)
+ *   176     8     write_seq: seq of the last committed record (first_seq - 1 if none)
+ *   184     8     synced_end: offset up to which records were made durable
+ *   192     4     flags: bit 0 SEALED (the writer moved to the next segment)
+ *   196     60    reserved, zero
+ *
+ * Record header (64 bytes, 8-byte aligned, followed by the body and zero padding
+ * up to the next multiple of 8)
+ *
+ *   Offset  Size  Field
+ *   0       4     crc: CRC32C of bytes 4 .. record_size - 1 (padding included)
+ *   4       32    chain_hash: SHA-256(previous chain_hash || bytes 36 .. 64 + body_len - 1)
+ *   36      4     body_len
+ *   40      8     seq
+ *   48      8     attestation_id
+ *   56      2     type (1 GENESIS, 2 INGRESS, 3 OUTCOME, 4 HEARTBEAT, 5 DROPPED)
+ *   58      2     flags, zero
+ *   60      4     reserved, zero
+ *
+ * Threading: one thread appends (jn_append*), another may call jn_sync on the
+ * same segment at the same time; the fields they share are accessed with
+ * atomic acquire/release operations. Everything else is single-threaded.
+ * Nothing here allocates memory; the caller owns every buffer.
+ */
+#ifndef SYMPHONY_JOURNAL_CORE_H
+#define SYMPHONY_JOURNAL_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The block between the CDEF markers is read verbatim by journal/_build.py as
+ * the cffi declaration, so it holds only what cffi's parser accepts: integer
+ * #defines, structs with fixed-size fields and prototypes. */
+/* CDEF-BEGIN */
+
+#define JN_VERSION 1
+#define JN_SEGMENT_HEADER_SIZE 256
+#define JN_RECORD_HEADER_SIZE 64
+#define JN_CANONICAL_OFFSET 36
+#define JN_HASH_SIZE 32
+#define JN_EPOCH_SIZE 16
+#define JN_NODE_ID_MAX 63
+#define JN_BODY_MAX 1048576
+#define JN_SEGMENT_MIN 65536
+#define JN_FLAG_SEALED 1
+
+#define JN_TYPE_GENESIS 1
+#define JN_TYPE_INGRESS 2
+#define JN_TYPE_OUTCOME 3
+#define JN_TYPE_HEARTBEAT 4
+#define JN_TYPE_DROPPED 5
+
+/* Return codes (negative). Record validity reasons share the same space so a
+ * scan can report exactly why a record is not valid (FORMAT.md rule F7). */
+#define JN_OK 0
+#define JN_E_SEGMENT_FULL -1
+#define JN_E_ARGUMENT -2
+#define JN_E_CLOSED -3
+#define JN_E_FAILED -4
+#define JN_R_END -10
+#define JN_R_LENGTH -11
+#define JN_R_CRC -12
+#define JN_R_SEQ -13
+#define JN_R_TYPE -14
+#define JN_R_RESERVED -15
+#define JN_R_CHAIN -16
+#define JN_R_ALIGN -17
+#define JN_R_GARBAGE -18
+#define JN_H_MAGIC -20
+#define JN_H_VERSION -21
+#define JN_H_CRC -22
+#define JN_H_SIZE -23
+#define JN_H_FIELD -24
+
+/* Scan outcome (jn_scan_result.status). */
+#define JN_SCAN_CLEAN 0
+#define JN_SCAN_INVALID 1
+
+typedef struct jn_segment_header {
+    uint8_t  magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t segment_size;
+    uint64_t first_seq;
+    uint64_t created_unix_ns;
+    uint16_t stream_id;
+    uint8_t  node_id_len;
+    uint8_t  reserved0[5];
+    uint8_t  node_id[64];
+    uint8_t  epoch[16];
+    uint8_t  prev_hash[32];
+    uint32_t header_crc;
+    uint32_t reserved1;
+    uint64_t write_end;
+    uint64_t write_seq;
+    uint64_t synced_end;
+    uint32_t flags;
+    uint8_t  reserved2[60];
+} jn_segment_header;
+
+typedef struct jn_record_header {
+    uint32_t crc;
+    uint8_t  chain_hash[32];
+    uint32_t body_len;
+    uint64_t seq;
+    uint64_t attestation_id;
+    uint16_t type;
+    uint16_t flags;
+    uint32_t reserved;
+} jn_record_header;
+
+/* The append state of one writer. Owned by the Python Writer (ffi.new). */
+typedef struct jn_writer {
+    uint8_t *base;            /* mapping of the current segment, NULL when closed */
+    uint64_t size;            /* segment size in bytes */
+    uint64_t pos;             /* offset of the next record */
+    uint64_t next_seq;        /* seq the next record gets */
+    uint8_t  last_hash[32];   /* chain hash of record next_seq - 1 */
+    int32_t  failed;          /* nonzero after an unrecoverable I/O error */
+    int32_t  reserved;
+} jn_writer;
+
+/* One validated record, as offsets into its segment. */
+typedef struct jn_record_view {
+    uint64_t pos;
+    uint64_t record_size;
+    uint64_t seq;
+    uint64_t attestation_id;
+    uint32_t body_len;
+    uint16_t type;
+    uint16_t reserved;
+} jn_record_view;
+
+typedef struct jn_scan_result {
+    int32_t  status;          /* JN_SCAN_CLEAN or JN_SCAN_INVALID */
+    int32_t  reason;          /* JN_R_* of the first invalid record */
+    uint64_t end;             /* offset past the last valid record */
+    uint64_t next_seq;        /* seq after the last valid record */
+    uint64_t count;           /* valid records scanned */
+    uint8_t  last_hash[32];   /* chain hash of the last valid record */
+    uint64_t nonzero_end;     /* offset past the last nonzero byte at or after end */
+    uint64_t valid_after_pos; /* offset of a CRC-valid later record, 0 if none */
+} jn_scan_result;
+
+typedef struct jn_sync_result {
+    uint64_t seq;             /* every record up to this seq is durable */
+    uint64_t end;             /* ... which is every byte below this offset */
+} jn_sync_result;
+
+/* Hashing and checksums ------------------------------------------------ */
+
+uint32_t jn_crc32c(const char *data, size_t length);
+void jn_sha256(const char *data, size_t length, char *digest_out);
+void jn_chain_hash(const char *prev_hash, const char *canonical, size_t length, char *digest_out);
+int jn_cpu_features(void);
+void jn_set_accel(int mask);
+
+/* Segment files ----------------------------------------------------------- */
+
+int jn_file_allocate(int fd, uint64_t size);
+uint8_t *jn_map(int fd, uint64_t size, int writable, int *error_out);
+int jn_unmap(uint8_t *base, uint64_t size);
+int jn_prefault(uint8_t *base, uint64_t size);
+int jn_segment_init(uint8_t *base, uint64_t size, uint64_t first_seq, uint64_t created_unix_ns,
+                    uint16_t stream_id, const char *node_id, uint8_t node_id_len,
+                    const char *epoch, const char *prev_hash);
+int jn_segment_check(const uint8_t *base, uint64_t length, uint64_t file_size);
+void jn_segment_seal(uint8_t *base);
+int jn_segment_zero(uint8_t *base, uint64_t size, uint64_t from, uint64_t to,
+                    uint64_t write_seq);
+int jn_msync(uint8_t *base, uint64_t size, uint64_t from, uint64_t to);
+int jn_sync(uint8_t *base, uint64_t size, jn_sync_result *out);
+uint64_t jn_load_write_end(const uint8_t *base);
+
+/* Records ------------------------------------------------------------------- */
+
+int jn_record_check(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+                    const char *prev_hash, jn_record_view *out);
+int jn_scan(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+            const char *prev_hash, jn_scan_result *out);
+
+/* Appending ----------------------------------------------------------------- */
+
+int jn_writer_attach(jn_writer *w, uint8_t *base, uint64_t size, uint64_t pos,
+                     uint64_t next_seq, const char *last_hash);
+int64_t jn_append(jn_writer *w, uint16_t type, uint64_t attestation_id,
+                  const char *body, uint32_t body_len, char *hash_out);
+int64_t jn_append_genesis(jn_writer *w, const char *body, uint32_t body_len);
+int64_t jn_append_many(jn_writer *w, uint32_t count, const uint16_t *types,
+                       const uint64_t *attestation_ids, const char *bodies,
+                       const uint32_t *lengths, char *hash_out);
+
+/* Benchmark entry points ------------------------------------------------------ */
+
+int64_t jn_bench_append(jn_writer *w, const char *body, uint32_t body_len, uint64_t count,
+                        uint64_t *latency_ns_out);
+uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint32_t length,
+                         uint64_t count);
+
+/* CDEF-END */
+
+/*
+ * Function reference (numpy style)
+ * ================================
+ *
+ * jn_crc32c(data, length) -> uint32_t
+ *     CRC32C (Castagnoli, reflected polynomial 0x82F63B78, initial value and
+ *     final xor 0xFFFFFFFF) of `length` bytes. Uses SSE4.2 `crc32` when the CPU
+ *     has it and jn_set_accel allows it, a lookup table otherwise; both give the
+ *     same value (CRC32C("123456789") = 0xE3069283).
+ *
+ * jn_sha256(data, length, digest_out) -> void
+ *     SHA-256 (FIPS 180-4) of `length` bytes into the 32 bytes at digest_out.
+ *     Uses the SHA-NI instructions when present, a portable version otherwise.
+ *
+ * jn_chain_hash(prev_hash, canonical, length, digest_out) -> void
+ *     SHA-256(prev_hash[0:32] || canonical[0:length]): the journal chain step.
+ *
+ * jn_cpu_features() -> int
+ *     Bit 0: SSE4.2 CRC32 available; bit 1: SHA-NI available (with SSSE3 and
+ *     SSE4.1). Already masked by jn_set_accel.
+ *
+ * jn_set_accel(mask) -> void
+ *     Parameters: mask, the accelerations to allow (bits as above). Tests pass 0
+ *     to force the portable paths and compare them with the accelerated ones.
+ *
+ * jn_file_allocate(fd, size) -> int
+ *     Reserves `size` bytes of real disk blocks for the file (posix_fallocate),
+ *     so a later store through the mapping can never fault on a full disk.
+ *     Returns 0 or an errno value (ENOSPC, EDQUOT, EFBIG, EIO...).
+ *
+ * jn_map(fd, size, writable, error_out) -> uint8_t *
+ *     MAP_SHARED mapping of the whole file; NULL with *error_out = errno.
+ *
+ * jn_unmap(base, size) -> int
+ *     munmap; 0 or errno.
+ *
+ * jn_prefault(base, size) -> int
+ *     Faults every page of a writable mapping in for writing
+ *     (MADV_POPULATE_WRITE, or a store per page on kernels before 5.14) so the
+ *     append path never takes a first-touch fault. Returns 0 or errno.
+ *
+ * jn_segment_init(base, size, first_seq, created_unix_ns, stream_id, node_id,
+ *                 node_id_len, epoch, prev_hash) -> int
+ *     Writes a fresh segment header into an all-zero mapping (FORMAT.md F2-F5).
+ *     Returns JN_OK or JN_E_ARGUMENT (bad size, node id or a nonzero mapping).
+ *
+ * jn_segment_check(base, length, file_size) -> int
+ *     Validates a segment header read from `base` (`length` >= 256 bytes
+ *     available) against the file's size: magic, version, header size, CRC,
+ *     reserved bytes, node id. Returns JN_OK or a JN_H_* reason.
+ *
+ * jn_segment_seal(base) -> void
+ *     Sets the SEALED flag (release store): no record will follow in this file.
+ *
+ * jn_segment_zero(base, size, from, to, write_seq) -> int
+ *     Zeroes the torn tail [from, to) and republishes write_end = from and
+ *     write_seq. synced_end is lowered to `from` if it was above.
+ *
+ * jn_msync(base, size, from, to) -> int
+ *     msync(MS_SYNC) of the pages covering [from, to). 0 or errno. Blocks.
+ *
+ * jn_sync(base, size, out) -> int
+ *     Makes every committed record of the segment durable: reads write_seq then
+ *     write_end (acquire), msyncs from synced_end to write_end, then stores
+ *     synced_end. out receives the seq and offset now durable. 0 or -errno.
+ *     May run in a second thread while the writer appends.
+ *
+ * jn_load_write_end(base) -> uint64_t
+ *     Acquire-load of the published write position, for followers.
+ *
+ * jn_record_check(base, size, pos, expected_seq, prev_hash, out) -> int
+ *     Validates the record at `pos` (FORMAT.md F7): alignment, length, CRC,
+ *     seq == expected_seq, type, reserved bytes, and chain_hash ==
+ *     SHA-256(prev_hash || canonical). Returns JN_OK with *out filled, JN_R_END
+ *     when the 64 header bytes are all zero or do not fit (no record here), or
+ *     the JN_R_* reason the record is invalid.
+ *
+ * jn_scan(base, size, pos, expected_seq, prev_hash, out) -> int
+ *     Validates records from `pos` until the first that is not valid. Fills
+ *     *out; for JN_SCAN_INVALID also the extent of nonzero bytes after it and
+ *     whether a CRC-valid record with a higher seq follows (FORMAT.md F9, F10).
+ *     At most size / 64 iterations. Returns JN_OK.
+ *
+ * jn_writer_attach(w, base, size, pos, next_seq, last_hash) -> int
+ *     Points the writer at a mapped, recovered segment. JN_OK or JN_E_ARGUMENT.
+ *
+ * jn_append(w, type, attestation_id, body, body_len, hash_out) -> int64_t
+ *     Appends one record (type 2..5) and publishes it. Returns its seq and
+ *     copies its chain hash to hash_out (32 bytes, may be NULL), or
+ *     JN_E_SEGMENT_FULL (nothing written: rotate and retry), JN_E_ARGUMENT,
+ *     JN_E_CLOSED, JN_E_FAILED. Never allocates, never blocks.
+ *
+ * jn_append_genesis(w, body, body_len) -> int64_t
+ *     Appends the GENESIS record; only valid as seq 1.
+ *
+ * jn_append_many(w, count, types, attestation_ids, bodies, lengths, hash_out)
+ *         -> int64_t
+ *     Appends records whose bodies are concatenated in `bodies`; publishes the
+ *     write position once. Stops before the first record that does not fit.
+ *     Returns how many were appended (hash_out: chain hash of the last) or a
+ *     negative JN_E_* code before anything was written.
+ *
+ * jn_bench_append(w, body, body_len, count, latency_ns_out) -> int64_t
+ *     Appends up to `count` INGRESS records in a C loop, stopping when the
+ *     segment is full; when latency_ns_out is not NULL stores each append's
+ *     duration (CLOCK_MONOTONIC). Returns the number appended.
+ *
+ * jn_bench_memcpy(base, size, record, length, count) -> uint64_t
+ *     Copies `record` back to back into the mapping `count` times (wrapping at
+ *     the end): the ceiling an append can approach. Returns bytes copied.
+ */
+
+#endif /* SYMPHONY_JOURNAL_CORE_H */
