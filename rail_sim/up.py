@@ -30,4 +30,5 @@ def components(ctx: UpContext) -> list[ChildSpec]:
         specs.append(ChildSpec(name=f"rail-sim-{profile}", argv=argv, wait_port=port,
                                endpoints={"url": url, "stats": f"{url}/_sim/stats"}))
     ctx.path(*ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2) + "\n")
+    ctx.rail_urls = endpoints  # type: ignore[attr-defined]
     return specs

@@ -165,6 +165,18 @@ def plan_requests(count: int, participants: list[str], duplicate_rate: float, in
     return plan
 
 
+def disposition_of(status: int, headers: Any) -> str:
+    """The service's X-Symphony-Disposition when the proxy passes it on; else inferred
+    from the answer (a sidecar keeps X-Symphony-* to itself): a replay says
+    `Idempotent-Replayed: true`, another 2xx executed, anything else was rejected."""
+    explicit = headers.get("X-Symphony-Disposition")
+    if explicit:
+        return str(explicit)
+    if headers.get("Idempotent-Replayed") == "true":
+        return "replayed"
+    return "executed" if 200 <= status < 300 else "rejected"
+
+
 async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[str, str], concurrency: int,
                 timeout_seconds: float) -> dict[str, Any]:
     import aiohttp
@@ -189,7 +201,7 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     statuses[str(response.status)] += 1
-                    dispositions[response.headers.get("X-Symphony-Disposition", "none")] += 1
+                    dispositions[disposition_of(response.status, response.headers)] += 1
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 errors[type(exc).__name__] += 1
 
