@@ -398,3 +398,40 @@ LEFT JOIN ghosts g USING (minute)
 LEFT JOIN transitions t USING (minute)
 LEFT JOIN mttr r USING (minute)
 ORDER BY m.minute;
+
+-- name: evidence_idempotency
+-- Duplicates answered by replay (no second execution), transitions out of a
+-- terminal SUCCESS (must never happen), keys in progress and stuck past $1 s.
+SELECT (SELECT count(*) FROM ingress_attestations WHERE record_type = 3 AND disposition = 'replayed') AS replayed,
+       (SELECT count(*) FROM outbox_events WHERE old_status = 'SUCCESS') AS terminal_reentry_attempts,
+       (SELECT count(*) FROM idempotency_keys WHERE state = 'IN_PROGRESS') AS keys_in_progress,
+       (SELECT count(*) FROM idempotency_keys
+        WHERE state = 'IN_PROGRESS' AND locked_at < now() - make_interval(secs => $1)) AS keys_stuck;
+
+-- name: evidence_retries
+SELECT coalesce((SELECT max(max_attempts) FROM payment_outbox), 5) AS retry_budget,
+       count(*) FILTER (WHERE new_status = 'RECOVERING' OR (new_status = 'IN_FLIGHT' AND attempt > 1)) AS retries_total,
+       count(DISTINCT outbox_id) FILTER (WHERE new_status = 'RECOVERING'
+                                            OR (new_status = 'IN_FLIGHT' AND attempt > 1)) AS rows_retried
+FROM outbox_events;
+
+-- name: evidence_zombies
+SELECT count(*) AS detected,
+       avg(extract(epoch FROM resolved_at - detected_at))::float8 AS mttr_seconds
+FROM repair_incidents WHERE kind = 'ZOMBIE';
+
+-- name: evidence_dlq
+-- Entered: rows that ever reached FAILED; recovered: rows redriven out of
+-- FAILED; terminal: rows FAILED now.
+SELECT (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE new_status = 'FAILED') AS records_entered,
+       (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE old_status = 'FAILED') AS records_recovered,
+       (SELECT count(*) FROM payment_outbox WHERE status = 'FAILED') AS records_terminal;
+
+-- name: evidence_integrity
+-- Ledger integrity violations: outbox rows that reached SUCCESS more than once
+-- (a second rail effect), or left SUCCESS; and intents with no outbox row.
+SELECT (SELECT count(*) FROM (SELECT outbox_id FROM outbox_events WHERE new_status = 'SUCCESS'
+                              GROUP BY outbox_id HAVING count(*) > 1) twice) AS duplicate_rail_effects,
+       (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE old_status = 'SUCCESS') AS left_success,
+       (SELECT count(*) FROM payment_intents p
+        WHERE NOT EXISTS (SELECT 1 FROM payment_outbox x WHERE x.intent_id = p.intent_id)) AS intents_without_outbox;
