@@ -1,0 +1,285 @@
+"""Relayer benchmark: outbox dispatch throughput and latency vs procrastinate.
+
+    .venv/bin/pip install procrastinate "psycopg[binary]"   # bench only; NOT a runtime dependency
+    .venv/bin/python bench/relayer_bench.py [--database-url URL] [--rows N]
+
+In one run, on one PostgreSQL 18 (the embedded one, fsync off, in a temp dir,
+unless --database-url is given), each phase in a fresh database:
+
+1. relayer + in-process no-op rail: N PENDING rows claimed, "dispatched" and
+   completed (claim and write-back batched, outbox_events written by trigger);
+2. relayer + the HTTP rail simulator (swiftpay profile, zero added latency) as a
+   separate process: dispatches/s with both on this machine;
+3. insert-to-rail-call latency: a separate process inserts payments (intent +
+   outbox row, one transaction each, as the service does) at a fixed rate while
+   the relayer (LISTEN/NOTIFY) dispatches to the no-op rail; p50/p99 of
+   (rail call time - outbox created_at);
+4. procrastinate (a well-known PostgreSQL task queue) on the same server: the
+   same count of no-op jobs deferred in one batch, then one worker (concurrency
+   10) runs them to completion.
+
+Figures are printed, with ratios; nothing is asserted (benchmarks, not tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from relayer import adapters  # noqa: E402
+from relayer.config import RelayerConfig  # noqa: E402
+from relayer.store import OutboxStore  # noqa: E402
+from relayer.worker import Relayer  # noqa: E402
+from symphony.db import connect, create_pool, migrate  # noqa: E402
+from symphony.embedded import EmbeddedPostgres  # noqa: E402
+
+INSERT_CHUNK = 5000
+
+
+async def fresh_database(admin_dsn: str, name: str) -> str:
+    conn = await connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = admin_dsn.rpartition("/")[0] + "/" + name
+    conn = await connect(dsn)
+    try:
+        await migrate.apply(conn)
+        await conn.execute("INSERT INTO participants (participant_id) VALUES ('bench')")
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def bulk_insert(dsn: str, rows: int, rail: str) -> None:
+    conn = await connect(dsn)
+    try:
+        for start in range(0, rows, INSERT_CHUNK):
+            count = min(INSERT_CHUNK, rows - start)
+            seqs = list(range(start + 1, start + count + 1))
+            await conn.execute(
+                """WITH i AS (
+                     INSERT INTO payment_intents (participant_id, idempotency_key, amount_minor, currency, rail,
+                                                  destination_account, attestation_id)
+                     SELECT 'bench', 'k' || s, 100, 'KES', $1, 'ACC1', s FROM unnest($2::bigint[]) AS s
+                     RETURNING intent_id, attestation_id)
+                   INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id,
+                                               ingress_stream_id, ingress_seq, rail, payload)
+                   SELECT intent_id, 'bench', attestation_id, 'bench', 0, attestation_id, $1,
+                          jsonb_build_object('amount_minor', 100, 'currency', 'KES',
+                                             'destination_account', 'ACC1')
+                   FROM i""", rail, seqs)
+    finally:
+        await conn.close()
+
+
+def relayer_settings(rail: str, kind: str, url: str, concurrency: int) -> RelayerConfig:
+    return msgspec.convert({
+        "rails": {rail: {"kind": kind, "url": url, "concurrency": concurrency, "timeout_seconds": 10}},
+        "batch_size": 1000, "completion_batch_max": 2000, "lease_seconds": 60, "poll_interval_seconds": 0.2,
+        "worker_id": "bench", "admin_port": 0}, RelayerConfig)
+
+
+async def run_relayer_until(dsn: str, settings: RelayerConfig, rail: str, rows: int,
+                            record_calls: bool = False) -> tuple[float, Relayer]:
+    pool = await create_pool(dsn, min_size=2, max_size=4, init=OutboxStore.init_connection)
+    built = {name: adapters.build(name, cfg) for name, cfg in settings.rails.items()}
+    for adapter in built.values():
+        if isinstance(adapter, adapters.NoopAdapter):
+            adapter.record_calls = record_calls
+    relayer = Relayer(settings, OutboxStore(pool, "bench"), built, database_url=dsn)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(relayer.run(stop))
+    succeeded = relayer.metrics.succeeded.labels(rail)
+    while succeeded._value.get() < rows or relayer.pending:  # noqa: SLF001 - reading our own counter
+        await asyncio.sleep(0.005)
+        if task.done():
+            task.result()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    await pool.close()
+    return elapsed, relayer
+
+
+async def phase_noop(admin_dsn: str, rows: int) -> dict[str, float]:
+    dsn = await fresh_database(admin_dsn, "bench_noop")
+    await bulk_insert(dsn, rows, "noop")
+    elapsed, _ = await run_relayer_until(dsn, relayer_settings("noop", "noop", "", 2000), "noop", rows)
+    await check_all_success(dsn, rows)
+    return {"rows": rows, "seconds": round(elapsed, 3), "rows_per_second": round(rows / elapsed)}
+
+
+async def check_all_success(dsn: str, rows: int) -> None:
+    conn = await connect(dsn)
+    try:
+        done = await conn.fetchval("SELECT count(*) FROM payment_outbox WHERE status = 'SUCCESS'")
+        events = await conn.fetchval("SELECT count(*) FROM outbox_events")
+    finally:
+        await conn.close()
+    assert done == rows and events == 3 * rows, (done, events)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def phase_http(admin_dsn: str, rows: int) -> dict[str, float]:
+    dsn = await fresh_database(admin_dsn, "bench_http")
+    await bulk_insert(dsn, rows, "swiftpay")
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "symphony", "rail-sim", "--profile", "swiftpay", "--port", str(port),
+                            "--log-level", "warning"], cwd=REPO, stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        settings = relayer_settings("swiftpay", "swiftpay", f"http://127.0.0.1:{port}", 64)
+        elapsed, _ = await run_relayer_until(dsn, settings, "swiftpay", rows)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    await check_all_success(dsn, rows)
+    return {"rows": rows, "seconds": round(elapsed, 3), "dispatches_per_second": round(rows / elapsed)}
+
+
+async def insert_paced(dsn: str, rate: float, seconds: float) -> int:
+    """Insert one payment per transaction (intent + outbox row) at `rate` per second."""
+    conn = await connect(dsn)
+    count = int(rate * seconds)
+    started = time.perf_counter()
+    try:
+        for index in range(count):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with conn.transaction():
+                intent = await conn.fetchval(
+                    "INSERT INTO payment_intents (participant_id, idempotency_key, amount_minor, currency, rail, "
+                    "destination_account, attestation_id) VALUES ('bench', $1, 100, 'KES', 'noop', 'ACC1', $2) "
+                    "RETURNING intent_id", uuid.uuid4().hex, index + 1)
+                await conn.execute(
+                    "INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id, "
+                    "ingress_stream_id, ingress_seq, rail, payload) VALUES ($1, 'bench', $2, 'lat', 0, $2, 'noop', "
+                    "'{\"amount_minor\": 100, \"currency\": \"KES\", \"destination_account\": \"A\"}')",
+                    intent, index + 1)
+    finally:
+        await conn.close()
+    return count
+
+
+async def phase_latency(admin_dsn: str, rate: float, seconds: float) -> dict[str, float]:
+    dsn = await fresh_database(admin_dsn, "bench_latency")
+    rows = int(rate * seconds)
+    inserter = subprocess.Popen([sys.executable, __file__, "--insert-only", dsn, "--rate", str(rate),
+                                 "--seconds", str(seconds)], cwd=REPO)
+    settings = relayer_settings("noop", "noop", "", 2000)
+    settings = msgspec.structs.replace(settings, poll_interval_seconds=1.0)  # NOTIFY, not polling, sets latency
+    _, relayer = await run_relayer_until(dsn, settings, "noop", rows, record_calls=True)
+    inserter.wait(30)
+    conn = await connect(dsn)
+    try:
+        created = {r["id"]: r["created_at"].timestamp()
+                   for r in await conn.fetch("SELECT id, created_at FROM payment_outbox")}
+    finally:
+        await conn.close()
+    adapter = relayer.adapters["noop"]
+    assert isinstance(adapter, adapters.NoopAdapter)
+    latencies = sorted((called - created[outbox_id]) * 1000 for outbox_id, _, called in adapter.calls)
+    return {"rate_per_second": rate, "rows": rows, "p50_ms": round(statistics.median(latencies), 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "max_ms": round(latencies[-1], 2)}
+
+
+async def phase_procrastinate(admin_dsn: str, jobs: int) -> dict[str, float] | None:
+    try:
+        import procrastinate
+    except ImportError:
+        print("procrastinate is not installed (pip install procrastinate 'psycopg[binary]'); skipped")
+        return None
+    dsn = await fresh_database(admin_dsn, "bench_procrastinate")
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
+
+    @app.task(name="noop", queue="bench")
+    async def noop() -> None:
+        return None
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        for start in range(0, jobs, 1000):
+            await noop.batch_defer_async(*({} for _ in range(min(1000, jobs - start))))
+        started = time.perf_counter()
+        await app.run_worker_async(queues=["bench"], wait=False, concurrency=10, install_signal_handlers=False,
+                                   listen_notify=False)
+        elapsed = time.perf_counter() - started
+    return {"jobs": jobs, "seconds": round(elapsed, 3), "jobs_per_second": round(jobs / elapsed),
+            "version": procrastinate.__version__ if hasattr(procrastinate, "__version__") else "?"}
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = None
+    root = None
+    admin_dsn = args.database_url
+    if not admin_dsn:
+        root = Path(tempfile.mkdtemp(prefix="symphony-bench-pg-"))
+        server = EmbeddedPostgres(root, fast=True)
+        admin_dsn = server.start().dsn
+    try:
+        results: dict[str, object] = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        }
+        results["relayer_noop"] = await phase_noop(admin_dsn, args.rows)
+        results["relayer_http"] = await phase_http(admin_dsn, args.http_rows)
+        results["latency"] = await phase_latency(admin_dsn, args.rate, args.seconds)
+        results["procrastinate"] = await phase_procrastinate(admin_dsn, args.jobs)
+        if results["procrastinate"]:
+            results["ratio_relayer_noop_vs_procrastinate"] = round(
+                results["relayer_noop"]["rows_per_second"] / results["procrastinate"]["jobs_per_second"], 1)
+        print(json.dumps(results, indent=2))
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="admin DSN of a PostgreSQL 18 (default: embedded, fsync off)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows for the no-op relayer phase")
+    parser.add_argument("--http-rows", type=int, default=4_000, help="rows for the HTTP simulator phase")
+    parser.add_argument("--jobs", type=int, default=3_000, help="no-op jobs for procrastinate")
+    parser.add_argument("--rate", type=float, default=500.0, help="payments/s for the latency phase")
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of the latency phase")
+    parser.add_argument("--insert-only", metavar="DSN", help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    import uvloop
+
+    if cli.insert_only:
+        uvloop.run(insert_paced(cli.insert_only, cli.rate, cli.seconds))
+    else:
+        uvloop.run(main(cli))
