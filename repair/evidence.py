@@ -56,7 +56,7 @@ COMPLIANCE = {
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("repair").joinpath("schemas", "evidence-bundle.schema.json").read_text(encoding="utf-8")
+    text = resources.files("repair").joinpath("evidence-bundle.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -123,3 +123,18 @@ async def test_report_of_a_dead_letter_shows_transitions_and_rail_attempts(
         "PENDING", "IN_FLIGHT", "RECOVERING", "IN_FLIGHT", "RECOVERING", "FAILED"]
     assert len(chain["rail_attempts"]) == 2 and chain["rail_attempts"][0]["response_code"] == "503"
     assert [a["record_type"] for a in chain["attestations"]] == [2, 3]
+
+
+def test_up_components_run_repair_and_a_token_protected_dashboard(tmp_path: Path) -> None:
+    from repair import up
+    from symphony.up import UpContext
+
+    ctx = UpContext(data_dir=tmp_path, database_url="postgresql://127.0.0.1:1/x", node_id="node-t")
+    specs = up.components(ctx)
+    assert [s.name for s in specs] == ["repair", "dashboard"]
+    token = tmp_path / "keys" / "dashboard-token"
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    assert "--token-file" in specs[1].argv and all(s.wait_port for s in specs)
+    first = token.read_text()
+    up.components(ctx)
+    assert token.read_text() == first  # created once
