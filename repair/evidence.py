@@ -207,7 +207,7 @@ def git_metadata(repo: Path) -> dict[str, Any]:
     declared = re.search(r"^AI-Assisted:\s*(yes|no)\s*$", body, re.I | re.M)
     return {"commit": commit, "author": author, "timestamp": timestamp, "signed": signature in ("G", "U"),
             "branch": branch, "repository": remote or str(repo.resolve()), "dirty": dirty,
-            "ai_declared": declared.group(1).capitalize() if declared else None}
+            "ai_declared": declared.group(1).capitalize() if declared else None, "path": str(repo)}
 
 
 # -- the bundle -----------------------------------------------------------------------------
@@ -246,32 +246,15 @@ def _bcdr_item(results: TestResults, pattern: re.Pattern[str]) -> dict[str, Any]
     return {"status": status, "tests": tests}
 
 
-async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path, results: TestResults,
-                artifacts: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
-    """The unsigned bundle and the numbers CI gates on."""
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
-    git = git_metadata(repo)
-    attestation_section, gates = await _attestation_section(conn)
-    idem = await conn.fetchrow(QUERIES["evidence_idempotency"], settings.stuck_key_seconds, timeout=TIMEOUT_SECONDS)
-    retries = await conn.fetchrow(QUERIES["evidence_retries"], timeout=TIMEOUT_SECONDS)
-    zombies = await conn.fetchrow(QUERIES["evidence_zombies"], timeout=TIMEOUT_SECONDS)
-    dlq = await conn.fetchrow(QUERIES["evidence_dlq"], timeout=TIMEOUT_SECONDS)
-    integrity = await conn.fetchrow(QUERIES["evidence_integrity"], timeout=TIMEOUT_SECONDS)
-    violations = integrity["duplicate_rail_effects"] + integrity["left_success"] + integrity["intents_without_outbox"]
-    gates["ledger_integrity_violations"] = violations
-    # A duplicate is a request answered by replay; it was blocked unless a second rail effect shows.
-    duplicates = idem["replayed"]
-    blocked = duplicates - min(integrity["duplicate_rail_effects"], duplicates)
-    failure = _scenarios(results, FAILURE_PATTERN)
-    governance_file = repo / "docs" / "architecture.md"
+def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResults, artifacts: list[str],
+                now: str) -> dict[str, Any]:
+    """The reference schema's sections: build, source, policy, AI use, tests, tooling, governance."""
+    governance_file = Path(git["path"]) / "docs" / "architecture.md"
     ci = os.environ.get("GITHUB_ACTIONS") == "true"
     run_url = (f"{os.environ.get('GITHUB_SERVER_URL')}/{os.environ.get('GITHUB_REPOSITORY')}/actions/runs/"
                f"{os.environ.get('GITHUB_RUN_ID')}" if ci else None)
     outcome = "success" if results.failed == 0 else "failure"
-    bundle: dict[str, Any] = {
-        "evidence_bundle_version": BUNDLE_VERSION, "bundle_id": str(uuid.uuid4()), "generated_at": now,
-        "environment": settings.evidence_environment, "phase": settings.evidence_phase,
-        "issuer": settings.evidence_issuer,
+    return {
         "build_attestation": {
             "ci_provider": "github-actions" if ci else "local", "ci_run_id": os.environ.get("GITHUB_RUN_ID", "local"),
             "ci_conclusion": outcome, "workflow_name": os.environ.get("GITHUB_WORKFLOW", "symphony evidence bundle"),
@@ -307,6 +290,31 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
                        "controls_active": CONTROLS},
         "compliance_mapping": COMPLIANCE,
         "artifacts": artifacts or ["evidence bundle only"],
+    }
+
+
+async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path, results: TestResults,
+                artifacts: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The unsigned bundle and the numbers CI gates on."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    git = git_metadata(repo)
+    attestation_section, gates = await _attestation_section(conn)
+    idem = await conn.fetchrow(QUERIES["evidence_idempotency"], settings.stuck_key_seconds, timeout=TIMEOUT_SECONDS)
+    retries = await conn.fetchrow(QUERIES["evidence_retries"], timeout=TIMEOUT_SECONDS)
+    zombies = await conn.fetchrow(QUERIES["evidence_zombies"], timeout=TIMEOUT_SECONDS)
+    dlq = await conn.fetchrow(QUERIES["evidence_dlq"], timeout=TIMEOUT_SECONDS)
+    integrity = await conn.fetchrow(QUERIES["evidence_integrity"], timeout=TIMEOUT_SECONDS)
+    violations = integrity["duplicate_rail_effects"] + integrity["left_success"] + integrity["intents_without_outbox"]
+    gates["ledger_integrity_violations"] = violations
+    # A duplicate is a request answered by replay; it was blocked unless a second rail effect shows.
+    duplicates = idem["replayed"]
+    blocked = duplicates - min(integrity["duplicate_rail_effects"], duplicates)
+    failure = _scenarios(results, FAILURE_PATTERN)
+    bundle: dict[str, Any] = {
+        "evidence_bundle_version": BUNDLE_VERSION, "bundle_id": str(uuid.uuid4()), "generated_at": now,
+        "environment": settings.evidence_environment, "phase": settings.evidence_phase,
+        "issuer": settings.evidence_issuer,
+        **_provenance(settings, git, results, artifacts, now),
         "idempotency_metrics": {
             "duplicate_requests": duplicates, "duplicates_blocked": blocked,
             "terminal_reentry_attempts": idem["terminal_reentry_attempts"],
