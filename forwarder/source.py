@@ -17,7 +17,7 @@ from pathlib import Path
 
 import journal
 from forwarder.rows import RecordLike
-from forwarder.stream import SourceCorrupt
+from forwarder.stream import SourceCorrupt, SourceMissing
 
 log = logging.getLogger("forwarder.source")
 HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
@@ -41,6 +41,7 @@ class JournalSource:
         self.pump: asyncio.Task[None] | None = None
         self.pump_next = 0  # the seq the pump's next record will carry
         self.failure: journal.JournalCorrupt | None = None
+        self.missing_from = 0  # set when the pump's next seq is older than the journal's oldest
         self.head = 0
         self.head_read_at = 0.0
         self.released_through = 0
@@ -59,6 +60,8 @@ class JournalSource:
             self.space.set()
         if not out and self.failure is not None:
             raise SourceCorrupt(self.failure.seq, self.failure.reason)
+        if not out and self.missing_from:
+            raise SourceMissing(self.pump_next, self.missing_from)
         return out
 
     def _next_buffered(self) -> int:
@@ -69,6 +72,7 @@ class JournalSource:
             self.pump.cancel()
         self.buffer.clear()
         self.failure = None
+        self.missing_from = 0
         self.pump_next = from_seq
         self.space.set()
         self.pump = asyncio.get_running_loop().create_task(self._run_pump(from_seq), name=f"pump-{self.path}")
@@ -89,6 +93,10 @@ class JournalSource:
                 self.failure = exc  # reported once the records before it are shipped
                 return
             except (journal.JournalError, OSError) as exc:
+                oldest = self._oldest_seq()
+                if oldest > self.pump_next:
+                    self.missing_from = oldest  # released or deleted before it was shipped
+                    return
                 # The stream directory or a segment is not readable yet (being
                 # created) or any more: try again; a real loss shows as a gap.
                 log.warning("journal not readable; retrying",
@@ -118,6 +126,13 @@ class JournalSource:
             raise SourceCorrupt(exc.seq, exc.reason) from None
         except (journal.JournalError, OSError):
             return []
+
+    def _oldest_seq(self) -> int:
+        try:
+            headers = self._headers()
+        except SourceCorrupt:
+            return 0
+        return headers[0].first_seq if headers else 0
 
     def epoch(self) -> bytes | None:
         headers = self._headers()

@@ -71,10 +71,17 @@ class Shipped:
 
 @dataclass(frozen=True)
 class Stale:
-    """The database is ahead of the batch (a commit whose answer was lost, or a
-    second forwarder): nothing was written; resume from `checkpoint`."""
+    """The batch does not start right after the database's checkpoint: nothing
+    was written; resume from `checkpoint` (None: nothing shipped yet).
 
-    checkpoint: Checkpoint
+    The database is ahead after a commit whose answer was lost or with a second
+    forwarder; it is behind after it lost commits (failover to a replica that
+    had not received them). Either way the journal decides: the shipper
+    re-reads it from the checkpoint, and a seq the journal cannot give any more
+    is a SEQ_GAP incident there.
+    """
+
+    checkpoint: Checkpoint | None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,15 @@ class Store:
                 days = sorted({rows.recorded_at(row).date() for row in batch_rows})
                 for day in days:
                     await self.ensure_partitions(day, day)
+            except asyncpg.UniqueViolationError:
+                # Rows past the checkpoint are already in the table: the
+                # checkpoint was moved back (altered, or restored alone).
+                first = records[0].seq
+                brk = Break("CHAIN_BREAK", first, f"checkpoint at seq {first} or later",
+                            f"checkpoint at seq {first - 1}",
+                            "rows past the checkpoint are already in PostgreSQL: the checkpoint was moved back")
+                await self.halt(stream_id, brk)
+                return Halted(brk.subject(self.node_id, stream_id))
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                 raise RefusedBatch(f"{type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
@@ -157,7 +173,9 @@ class Store:
         then_halt_reason: str | None,
     ) -> ShipResult:
         async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
-            checkpoint, brk = await self._lock_or_create(conn, stream_id, records)
+            checkpoint, brk, stale = await self._lock_or_create(conn, stream_id, records)
+            if stale:
+                return Stale(None)
             if brk is not None:
                 reason = await self._halt(conn, stream_id, brk, created=checkpoint is not None)
                 return Halted(reason)
@@ -172,7 +190,7 @@ class Store:
                 return Halted(then_halt_reason)
             if checkpoint.halt_reason is not None:
                 return Halted(checkpoint.halt_reason)
-            if records and records[0].seq <= checkpoint.last_seq:
+            if records and records[0].seq != checkpoint.last_seq + 1:
                 return Stale(checkpoint)
             brk = _continuity_break(checkpoint, records)
             if brk is not None:
@@ -191,22 +209,25 @@ class Store:
 
     async def _lock_or_create(
         self, conn: asyncpg.Connection, stream_id: int, records: Sequence[RecordLike]
-    ) -> tuple[Checkpoint | None, Break | None]:
-        """The locked checkpoint; on first contact, create it from the GENESIS record."""
+    ) -> tuple[Checkpoint | None, Break | None, bool]:
+        """(locked checkpoint, break, stale); on first contact the checkpoint is
+        created from the GENESIS record (invariant 3: seq 1, zero hash, epoch)."""
         row = await conn.fetchrow(QUERIES["lock_checkpoint"], self.node_id, stream_id, timeout=self.timeout)
         if row is not None:
-            return Checkpoint.from_row(row), None
+            return Checkpoint.from_row(row), None, False
         if not records:
-            return None, None
+            return None, None, False
+        if records[0].seq != 1:
+            return None, None, True
         brk = rows.genesis_break(records[0])
         if brk is not None:
-            return None, brk
+            return None, brk, False
         epoch = rows.genesis_epoch(records[0])
         await conn.execute(QUERIES["create_checkpoint"], self.node_id, stream_id, epoch,
                            rows.GENESIS_PREV_HASH, timeout=self.timeout)
         row = await conn.fetchrow(QUERIES["lock_checkpoint"], self.node_id, stream_id, timeout=self.timeout)
         assert row is not None
-        return Checkpoint.from_row(row), None
+        return Checkpoint.from_row(row), None, False
 
     async def _copy_and_advance(
         self,
@@ -256,14 +277,11 @@ class Store:
 
 
 def _continuity_break(checkpoint: Checkpoint, records: Sequence[RecordLike]) -> Break | None:
-    """The batch must start right after the checkpoint and chain to its hash."""
+    """A batch that starts right after the checkpoint must chain to its hash."""
     if not records:
         return None
     first = records[0]
-    expected_seq = checkpoint.last_seq + 1
-    if first.seq != expected_seq:
-        return Break("SEQ_GAP", expected_seq, f"seq {expected_seq}", f"seq {first.seq}",
-                     "the journal does not continue at the checkpoint")
+    assert first.seq == checkpoint.last_seq + 1
     if first.prev_hash != checkpoint.last_hash:
         return Break("CHAIN_BREAK", first.seq, checkpoint.last_hash.hex(), first.prev_hash.hex(),
                      "the record does not chain to the checkpoint hash")

@@ -38,13 +38,23 @@ class SourceCorrupt(Exception):
         self.records = list(records)  # the valid records read before it
 
 
+class SourceMissing(Exception):
+    """The journal no longer holds `seq` (released or deleted): its oldest record is `first_available`."""
+
+    def __init__(self, seq: int, first_available: int) -> None:
+        super().__init__(f"seq {seq} is not in the journal; it starts at seq {first_available}")
+        self.seq = seq
+        self.first_available = first_available
+
+
 class Source(Protocol):
     """What the shipper needs from one journal stream (see forwarder/source.py)."""
 
     def read(self, from_seq: int, limit: int) -> list[RecordLike]:
         """Up to `limit` consecutive valid records from `from_seq`, without waiting.
 
-        Raises SourceCorrupt carrying the valid records read before the bad one."""
+        Raises SourceCorrupt carrying the valid records read before the bad one,
+        SourceMissing when `from_seq` is older than the journal's oldest record."""
         ...
 
     def head_seq(self) -> int:
@@ -126,8 +136,10 @@ class StreamShipper:
         self.node_id = settings.node_id
         self.backoff = Backoff(settings.retry_delay_ms_initial, settings.retry_delay_ms_max)
         self.head: Checkpoint | None = None  # the checkpoint this loop believes in
-        self._pending_corruption: SourceCorrupt | None = None
-        self._resume_from: Checkpoint | None = None  # set when the database was ahead
+        self._pending_break: Break | None = None  # what the journal said after the records read
+        self._resume_from: Checkpoint | None = None  # where the database says to resume
+        self._resume_pending = False
+        self._stale_in_a_row = 0  # resumes without progress back off like failures
 
     async def run(self, checkpoint: Checkpoint | None) -> None:
         """Ship until stopped or halted. A stop request is honoured between batches."""
@@ -135,12 +147,14 @@ class StreamShipper:
             if not await self._resume(checkpoint):
                 return
             while not self.stopping.is_set():
-                if self._resume_from is not None:
-                    checkpoint, self._resume_from = self._resume_from, None
+                if self._resume_pending:
+                    checkpoint, self._resume_from, self._resume_pending = self._resume_from, None, False
+                    if self._stale_in_a_row > 2 and await self._sleep(self.backoff.next_delay()):
+                        return
                     if not await self._resume(checkpoint):
                         return
                 batch = await self._collect()
-                if not batch and self._pending_corruption is None:
+                if not batch and self._pending_break is None:
                     continue
                 if not await self._ship(batch):
                     return
@@ -151,7 +165,7 @@ class StreamShipper:
 
     async def _resume(self, checkpoint: Checkpoint | None) -> bool:
         """Adopt `checkpoint` and check that the journal still agrees with it."""
-        self._pending_corruption = None
+        self._pending_break = None
         self.head = checkpoint
         if checkpoint is None:
             self.state.shipped_seq = 0
@@ -177,6 +191,8 @@ class StreamShipper:
             found = self.source.record_at(checkpoint.last_seq) if checkpoint.last_seq else None
         except SourceCorrupt as exc:
             return Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
+        except SourceMissing:
+            found = None  # released after shipping: the next batch is checked against the hash
         if found is not None and found.chain_hash != checkpoint.last_hash:
             return Break("CHAIN_BREAK", checkpoint.last_seq, checkpoint.last_hash.hex(),
                          found.chain_hash.hex(),
@@ -198,12 +214,12 @@ class StreamShipper:
         if not batch:
             self._refresh_head()
             self.source.release(self.state.shipped_seq)
-            if self._pending_corruption is None:
+            if self._pending_break is None:
                 await self._sleep(poll)
             return batch
         self._note_pending(batch)
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-        while len(batch) < limit and self._pending_corruption is None and not self.stopping.is_set():
+        while len(batch) < limit and self._pending_break is None and not self.stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -216,8 +232,13 @@ class StreamShipper:
         try:
             return self.source.read(from_seq, limit)
         except SourceCorrupt as exc:
-            self._pending_corruption = exc
+            self._pending_break = Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason,
+                                        "the journal is corrupt")
             return exc.records
+        except SourceMissing as exc:
+            self._pending_break = Break("SEQ_GAP", exc.seq, f"seq {exc.seq}", f"seq {exc.first_available}",
+                                        "records not yet in PostgreSQL are no longer in the journal")
+            return []
 
     def _next_seq(self) -> int:
         return 1 if self.head is None else self.head.last_seq + 1
@@ -241,9 +262,8 @@ class StreamShipper:
             brk_first = rows.genesis_break(batch[0])
             if brk_first is not None:
                 sound, brk = 0, brk_first
-        if brk is None and self._pending_corruption is not None and sound == len(batch):
-            exc = self._pending_corruption
-            brk = Break("CHAIN_BREAK", exc.seq, "a valid record", exc.reason, "the journal is corrupt")
+        if brk is None and self._pending_break is not None and sound == len(batch):
+            brk = self._pending_break
         good = batch[:sound]
         genesis_at_us = self.source.genesis_at_us() if good and good[0].seq == 1 else 0
         batch_rows, undecodable = rows.to_rows(self.node_id, self.stream_id, good, genesis_at_us)
@@ -268,12 +288,17 @@ class StreamShipper:
 
     def _apply(self, result: Shipped | Stale | Halted | str, brk: Break | None) -> bool:
         if isinstance(result, Shipped):
+            self._stale_in_a_row = 0
             self._advance(result.checkpoint, result.count)
             return True
         if isinstance(result, Stale):
-            log.info("stream behind its checkpoint; resuming from it",
-                     extra={"stream_id": self.stream_id, "checkpoint_seq": result.checkpoint.last_seq})
+            seq = result.checkpoint.last_seq if result.checkpoint else 0
+            log.warning("the database checkpoint is not where this forwarder left it; resuming from it",
+                        extra={"stream_id": self.stream_id, "checkpoint_seq": seq,
+                               "expected_seq": self._head_position()[0]})
             self._resume_from = result.checkpoint
+            self._resume_pending = True
+            self._stale_in_a_row += 1
             return True
         if isinstance(result, Halted):
             if result.shipped is not None:

@@ -21,6 +21,7 @@ from forwarder.config import ForwarderConfig
 from forwarder.rows import RecordLike
 from forwarder.server import Forwarder
 from forwarder.store import Store
+from forwarder.stream import SourceMissing
 from symphony import db as symphony_db
 from tests.forwarder import records as fake
 
@@ -37,6 +38,8 @@ class MemorySource:
         self.closed = False
 
     def read(self, from_seq: int, limit: int) -> list[RecordLike]:
+        if self.records and from_seq < self.records[0].seq:
+            raise SourceMissing(from_seq, self.records[0].seq)
         start = max(0, from_seq - self.records[0].seq) if self.records else 0
         return list(self.records[start:start + limit])
 
@@ -44,6 +47,8 @@ class MemorySource:
         return self.records[-1].seq if self.records else 0
 
     def record_at(self, seq: int) -> RecordLike | None:
+        if not self.records or seq < self.records[0].seq:
+            return None
         found = self.read(seq, 1)
         return found[0] if found and found[0].seq == seq else None
 
@@ -202,3 +207,21 @@ async def test_truncated_journal_tail_is_a_gap(tmp_path: Path, store: Store, db:
         await forwarder.drain()
     row = await db.fetchrow("SELECT kind, evidence->>'found' AS found FROM repair_incidents")
     assert row["kind"] == "SEQ_GAP" and "40" in row["found"]
+
+
+async def test_records_gone_from_the_journal_before_shipping_are_a_gap(
+        tmp_path: Path, store: Store, db: asyncpg.Connection) -> None:
+    """A journal whose oldest record is past the checkpoint lost records that
+    PostgreSQL never got: SEQ_GAP with expected and found seqs, stream halted."""
+    chain = fake.stream(NODE, 0, 80)
+    forwarder = await _run(_settings(tmp_path), store, {0: MemorySource(list(chain[:30]))})
+    await _until(lambda: _bigger(db, 0, 29), "the first part")
+    await forwarder.drain()
+    forwarder = await _run(_settings(tmp_path), store, {0: MemorySource(list(chain[50:]))})
+    try:
+        await _until(lambda: _halted(db, 0), "the stream to halt")
+    finally:
+        await forwarder.drain()
+    row = await db.fetchrow("SELECT kind, evidence->>'expected' AS expected, evidence->>'found' AS found "
+                            "FROM repair_incidents")
+    assert (row["kind"], row["expected"], row["found"]) == ("SEQ_GAP", "seq 31", "seq 51")

@@ -71,20 +71,27 @@ async def test_batch_the_database_already_holds_is_stale_not_an_incident(store: 
     assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
 
 
-async def test_gap_opens_seq_gap_and_halts_only_that_stream(store: Store, db: asyncpg.Connection) -> None:
-    broken, healthy = fake.stream(NODE, 2, 10), fake.stream(NODE, 3, 10)
-    await store.ship(2, broken[:4], _rows(2, broken[:4]))
-    await store.ship(3, healthy[:4], _rows(3, healthy[:4]))
-    result = await store.ship(2, broken[5:], _rows(2, broken[5:]))
+async def test_batch_past_the_checkpoint_is_stale_not_an_incident(store: Store, db: asyncpg.Connection) -> None:
+    """A batch that starts past the checkpoint means the database lost commits
+    (or the checkpoint moved back): nothing is written and the shipper
+    re-reads the journal from the checkpoint; only the journal can prove a gap."""
+    chain = fake.stream(NODE, 2, 10)
+    await store.ship(2, chain[:4], _rows(2, chain[:4]))
+    result = await store.ship(2, chain[5:], _rows(2, chain[5:]))
+    assert isinstance(result, Stale) and result.checkpoint is not None and result.checkpoint.last_seq == 4
+    assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
+    assert isinstance(await store.ship(2, chain[4:], _rows(2, chain[4:])), Shipped)
+    assert await _seqs(db, 2) == list(range(1, 11))
+
+
+async def test_checkpoint_moved_back_under_existing_rows_is_an_incident(store: Store, db: asyncpg.Connection) -> None:
+    chain = fake.stream(NODE, 3, 10)
+    await store.ship(3, chain, _rows(3, chain))
+    await db.execute("UPDATE journal_checkpoints SET last_seq = 5, last_hash = $1 WHERE stream_id = 3",
+                     chain[4].chain_hash)
+    result = await store.ship(3, chain[5:], _rows(3, chain[5:]))
     assert isinstance(result, Halted)
-    incident = await db.fetchrow("SELECT * FROM repair_incidents")
-    assert incident["kind"] == "SEQ_GAP" and incident["node_id"] == NODE and incident["stream_id"] == 2
-    evidence = json.loads(incident["evidence"])
-    assert evidence["expected"] == "seq 5" and evidence["found"] == "seq 6"
-    again = await store.ship(2, broken[4:], _rows(2, broken[4:]))
-    assert isinstance(again, Halted)  # halted stays halted
-    assert isinstance(await store.ship(3, healthy[4:], _rows(3, healthy[4:])), Shipped)
-    assert await _seqs(db, 2) == [1, 2, 3, 4]
+    assert await db.fetchval("SELECT kind FROM repair_incidents WHERE stream_id = 3") == "CHAIN_BREAK"
     assert await _seqs(db, 3) == list(range(1, 11))
 
 
@@ -102,11 +109,18 @@ async def test_altered_checkpoint_hash_is_a_chain_break(store: Store, db: asyncp
     assert halted["halted_at"] is not None and "CHAIN_BREAK" in halted["halt_reason"] and halted["last_seq"] == 5
 
 
-async def test_first_contact_not_at_genesis_halts_with_placeholder(store: Store, db: asyncpg.Connection) -> None:
+async def test_first_contact_not_at_seq_one_is_stale(store: Store, db: asyncpg.Connection) -> None:
     chain = fake.stream(NODE, 5, 10)
     result = await store.ship(5, chain[3:], _rows(5, chain[3:]))
+    assert isinstance(result, Stale) and result.checkpoint is None
+    assert await _seqs(db, 5) == []
+
+
+async def test_first_record_not_genesis_halts_with_placeholder(store: Store, db: asyncpg.Connection) -> None:
+    rogue = fake.make(1, fake.RecordType.INGRESS, 1, fake.ingress_body(1), fake.ZERO_HASH)
+    result = await store.ship(5, [rogue], _rows(5, [rogue]))
     assert isinstance(result, Halted)
-    assert await db.fetchval("SELECT kind FROM repair_incidents") == "SEQ_GAP"
+    assert await db.fetchval("SELECT kind FROM repair_incidents") == "CHAIN_BREAK"
     row = await db.fetchrow("SELECT last_seq, halted_at FROM journal_checkpoints WHERE stream_id = 5")
     assert row["last_seq"] == 0 and row["halted_at"] is not None
     assert await _seqs(db, 5) == []

@@ -1,0 +1,239 @@
+"""Faults around the forwarder process: PostgreSQL outage, tampering, retention.
+
+Method: as in test_process.py (real journals, real forwarder process, real
+PostgreSQL 18); the outage test runs its own embedded server so it can kill
+and restart it. Each test states the invariant it guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+import journal
+from journal._journal import lib
+from symphony.db import connect, migrate
+from symphony.embedded import EmbeddedPostgres
+from tests.forwarder.conftest import (
+    NODE,
+    ForwarderProcess,
+    LiveWriters,
+    assert_shipped_exactly,
+    checkpoints,
+    fill,
+    open_writer,
+    stream_dir,
+    wait_for,
+)
+
+Factory = Callable[..., ForwarderProcess]
+HEADER_SIZE = 256
+RECORD_HEADER_SIZE = 64
+
+
+async def _until_caught_up(db: asyncpg.Connection, heads: dict[int, int], forwarder: ForwarderProcess) -> None:
+    async def done() -> bool:
+        found = await checkpoints(db)
+        return all(found.get(stream_id, 0) >= head for stream_id, head in heads.items())
+
+    await wait_for(done, f"checkpoints to reach {heads}", diagnostics=forwarder.log_tail)
+
+
+def _segments(journal_dir: Path, stream_id: int) -> list[journal.SegmentHeader]:
+    return journal.Reader(stream_dir(journal_dir, stream_id)).segments()
+
+
+def _lag_records(metrics: str, stream_id: int) -> float:
+    match = re.search(rf'symphony_forwarder_lag_records{{node_id="{NODE}",stream_id="{stream_id}"}} (\S+)', metrics)
+    return float(match.group(1)) if match else -1.0
+
+
+@pytest.mark.slow
+async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: Factory) -> None:
+    """Invariant 3 across an outage: while PostgreSQL is down the journal keeps
+    taking records (the writers never wait on it), no unshipped segment is
+    released, lag shows on /metrics; after the restart the forwarder catches up
+    and PostgreSQL holds every record exactly once."""
+    # Outside pytest's tmp_path: as root the server runs as another user, who
+    # cannot enter /tmp/pytest-of-root (mode 0700).
+    pg_root = Path(tempfile.mkdtemp(prefix="symphony-forwarder-outage-"))
+    # Durable settings (fsync, synchronous_commit on): a crashed server keeps
+    # every commit it acknowledged, as production does. (With fast=True it
+    # forgets its last commits; the forwarder then re-ships them from the
+    # journal, see test_shipper.py, unless retention 0 already released them.)
+    server = EmbeddedPostgres(pg_root, fast=False)
+    url = server.start().dsn
+    try:
+        conn = await connect(url)
+        await migrate.apply(conn)
+        await conn.close()
+        journal_dir = tmp_path / "journal"
+        forwarder = forwarder_factory(url, journal_dir, journal_retention_seconds=0, batch_rows_max=300,
+                                      retry_delay_ms_max=500).start()
+        with LiveWriters(journal_dir, [0, 1, 2], records_per_second=3000) as writers:
+            db = await connect(url)
+            await wait_for(lambda: _all_positive(db), "shipping to start", diagnostics=forwarder.log_tail)
+            shipped_before = await checkpoints(db)
+            await db.close()
+            server.kill()
+            heads_at_kill = writers.heads()
+            await wait_for(lambda: _lag_records(forwarder.metrics(), 0) > 1000, "lag to grow on /metrics")
+            assert 'symphony_forwarder_stream_retrying{node_id="node-p",stream_id="0"} 1.0' in forwarder.metrics()
+            heads_in_outage = writers.heads()
+            assert all(heads_in_outage[s] > heads_at_kill[s] + 1000 for s in heads_at_kill)
+            for stream_id, shipped in shipped_before.items():
+                assert _segments(journal_dir, stream_id)[0].first_seq <= shipped + 1
+            server.restart()
+            heads = writers.finish()
+        db = await connect(url)
+        try:
+            await _until_caught_up(db, heads, forwarder)
+            await assert_shipped_exactly(db, journal_dir, heads)
+            assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
+
+            def released() -> bool:
+                return all(_segments(journal_dir, s)[0].first_seq > heads_in_outage[s] // 2 for s in heads)
+
+            await wait_for(released, "shipped segments to be released")
+        finally:
+            await db.close()
+        assert forwarder.terminate() == 0
+    finally:
+        server.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+async def _all_positive(db: asyncpg.Connection) -> bool:
+    found = await checkpoints(db)
+    return len(found) == 3 and all(seq > 500 for seq in found.values())
+
+
+def _record_offset(segment: Path, seq: int) -> tuple[int, int]:
+    """(offset, body length) of record `seq` in a segment file (journal FORMAT.md)."""
+    data = segment.read_bytes()
+    pos = HEADER_SIZE
+    while pos + RECORD_HEADER_SIZE <= len(data):
+        body_len, record_seq = struct.unpack_from("<IQ", data, pos + 36)
+        if record_seq == seq:
+            return pos, body_len
+        assert record_seq != 0, f"seq {seq} not in {segment}"
+        pos += RECORD_HEADER_SIZE + (body_len + 7) // 8 * 8
+    raise AssertionError(f"seq {seq} not in {segment}")
+
+
+def _tamper(journal_dir: Path, stream_id: int, seq: int, *, fix_crc: bool) -> None:
+    """Change one byte of record `seq`'s body in place; optionally recompute its
+    CRC so only the chain can tell (what a careful attacker would do)."""
+    headers = [h for h in _segments(journal_dir, stream_id) if h.first_seq <= seq]
+    segment = stream_dir(journal_dir, stream_id) / f"{headers[-1].first_seq:020d}.seg"
+    offset, body_len = _record_offset(segment, seq)
+    with segment.open("r+b") as handle:
+        handle.seek(offset + RECORD_HEADER_SIZE + body_len - 1)
+        last = handle.read(1)
+        handle.seek(offset + RECORD_HEADER_SIZE + body_len - 1)
+        handle.write(bytes([last[0] ^ 0x01]))
+        if fix_crc:
+            handle.seek(offset + 4)
+            size = RECORD_HEADER_SIZE - 4 + (body_len + 7) // 8 * 8
+            covered = handle.read(size)
+            handle.seek(offset)
+            handle.write(struct.pack("<I", lib.jn_crc32c(covered, len(covered))))
+
+
+@pytest.mark.parametrize("fix_crc", [False, True], ids=["crc-broken", "crc-recomputed"])
+async def test_altered_journal_record_halts_that_stream_only(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory,
+        fix_crc: bool) -> None:
+    """Invariant 4 at ingest: a record altered in the journal after the
+    checkpoint stops its stream with a CHAIN_BREAK incident naming the seq;
+    the other stream ships on."""
+    journal_dir = tmp_path / "journal"
+    writers = {stream_id: open_writer(journal_dir, stream_id) for stream_id in (0, 1)}
+    heads = {stream_id: fill(writer, 1000) for stream_id, writer in writers.items()}
+    forwarder = forwarder_factory(database_url, journal_dir, batch_rows_max=200)
+    forwarder.start()
+    await _until_caught_up(db, heads, forwarder)
+    assert forwarder.terminate() == 0
+    heads = {stream_id: fill(writer, 1000) for stream_id, writer in writers.items()}
+    for writer in writers.values():
+        writer.close()
+    _tamper(journal_dir, 0, 1500, fix_crc=fix_crc)
+    forwarder.start()
+    await _until_caught_up(db, {1: heads[1]}, forwarder)
+
+    async def halted() -> bool:
+        return bool(await db.fetchval("SELECT halted_at IS NOT NULL FROM journal_checkpoints WHERE stream_id = 0"))
+
+    await wait_for(halted, "stream 0 to halt", diagnostics=forwarder.log_tail)
+    assert forwarder.terminate() == 0
+    incident = await db.fetchrow("SELECT kind, node_id, stream_id, evidence FROM repair_incidents")
+    assert (incident["kind"], incident["node_id"], incident["stream_id"]) == ("CHAIN_BREAK", NODE, 0)
+    assert json.loads(incident["evidence"])["seq"] == 1500
+    shipped = (await checkpoints(db))[0]
+    assert 1001 <= shipped < 1500
+    await assert_shipped_exactly(db, journal_dir, {1: heads[1]})
+    seqs = await db.fetch("SELECT stream_seq FROM ingress_attestations WHERE stream_id = 0 ORDER BY 1")
+    assert [row["stream_seq"] for row in seqs] == list(range(1, shipped + 1))
+
+
+async def test_altered_checkpoint_halts_that_stream_only(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """Invariant 3's external anchor: a checkpoint hash altered in PostgreSQL
+    no longer matches the journal; the stream halts with CHAIN_BREAK while the
+    other stream, written all along, ships to its end."""
+    journal_dir = tmp_path / "journal"
+    forwarder = forwarder_factory(database_url, journal_dir, batch_rows_max=200).start()
+    with LiveWriters(journal_dir, [0, 1], records_per_second=2000) as writers:
+        await wait_for(lambda: _all_past(db, 300), "both streams to ship", diagnostics=forwarder.log_tail)
+        await db.execute("UPDATE journal_checkpoints SET last_hash = $1 WHERE node_id = $2 AND stream_id = 0",
+                         b"\x01" * 32, NODE)
+
+        async def halted() -> bool:
+            return bool(await db.fetchval("SELECT halted_at IS NOT NULL FROM journal_checkpoints WHERE stream_id = 0"))
+
+        await wait_for(halted, "stream 0 to halt", diagnostics=forwarder.log_tail)
+        heads = writers.finish()
+    await _until_caught_up(db, {1: heads[1]}, forwarder)
+    assert forwarder.terminate() == 0
+    incident = await db.fetchrow("SELECT kind, stream_id, evidence FROM repair_incidents")
+    assert (incident["kind"], incident["stream_id"]) == ("CHAIN_BREAK", 0)
+    assert json.loads(incident["evidence"])["expected"] == "01" * 32
+    await assert_shipped_exactly(db, journal_dir, {1: heads[1]})
+
+
+async def _all_past(db: asyncpg.Connection, seq: int) -> bool:
+    found = await checkpoints(db)
+    return len(found) == 2 and all(value > seq for value in found.values())
+
+
+async def test_segments_released_only_after_checkpoint(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """Retention: with a halted stream nothing past its checkpoint is released,
+    while a healthy stream's shipped segments are."""
+    journal_dir = tmp_path / "journal"
+    writers = {stream_id: open_writer(journal_dir, stream_id) for stream_id in (0, 1)}
+    heads = {stream_id: fill(writer, 3000) for stream_id, writer in writers.items()}
+    for writer in writers.values():
+        writer.close()
+    _tamper(journal_dir, 0, 1200, fix_crc=False)
+    segments_before = {s: [h.first_seq for h in _segments(journal_dir, s)] for s in (0, 1)}
+    assert len(segments_before[0]) > 5
+    forwarder = forwarder_factory(database_url, journal_dir, journal_retention_seconds=0).start()
+    await _until_caught_up(db, {1: heads[1]}, forwarder)
+    await wait_for(lambda: len(_segments(journal_dir, 1)) == 1, "stream 1's shipped segments to go")
+    shipped = (await checkpoints(db))[0]
+    await asyncio.sleep(1.5)  # more than the release interval: a wrong release would have happened
+    assert forwarder.terminate() == 0
+    kept = [h.first_seq for h in _segments(journal_dir, 0)]
+    assert kept[0] <= shipped + 1
+    assert [seq for seq in segments_before[0] if seq > shipped] == [seq for seq in kept if seq > shipped]
+    assert journal.verify(stream_dir(journal_dir, 1)).ok
