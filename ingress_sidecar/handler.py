@@ -77,7 +77,7 @@ class RequestHandler:
     def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
                  jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
                  limiter: SourceLimiter, drops: DropCounter, signer: uh.HeaderSigner,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, stats: metrics.WorkerStats) -> None:
         self.settings = settings
         self.attestor = attestor
         self.clock = clock
@@ -93,13 +93,15 @@ class RequestHandler:
         self.upstream_timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds,
                                                       connect=settings.upstream_connect_timeout_seconds)
         self.shutting_down = False
+        self.stats = stats
+        self.in_flight = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        metrics.IN_FLIGHT.inc()
+        self.in_flight += 1
         try:
             return await self._handle(request)
         finally:
-            metrics.IN_FLIGHT.dec()
+            self.in_flight -= 1
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = self.routes.match(request.method, request.path) or UNMATCHED
@@ -127,7 +129,7 @@ class RequestHandler:
         except asyncio.CancelledError:
             self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
             raise
-        metrics.ATTEST_DURABLE.observe(time.perf_counter() - started)
+        self.stats.observe("attest_to_durable_seconds", time.perf_counter() - started)
         assert body is not None, "an accepted request has its body"
         return await self._forward(request, route, verdict.identity, body, ingress, attestation_id, seq)
 
@@ -193,8 +195,8 @@ class RequestHandler:
             except CounterExhausted:
                 await asyncio.sleep(COUNTER_WAIT_SECONDS)
             except ClockRefused as refused:
-                metrics.CLOCK_REFUSALS.inc()
-                metrics.CLOCK_ALARM.labels(self.stream_label).set(1)
+                self.stats.count("clock_refusals")
+                self.stats.gauges["clock_alarm"] = 1.0
                 log.error("clock refused: wall clock behind the attestation ids beyond the max offset",
                           extra={"offset_ms": refused.offset_ms, "offset_ms_max": self.clock.offset_ms_max,
                                  "stream_id": self.attestor.stream_id})
@@ -220,8 +222,8 @@ class RequestHandler:
     def _drop(self, reason: str, status: int, *, error: str | None = None) -> web.Response:
         """Refused before attestation: counted for the next DROPPED record."""
         self.drops.add(reason)
-        metrics.DROPPED.labels(reason).inc()
-        metrics.REQUESTS.labels("", str(status), "dropped").inc()
+        self.stats.count("dropped", reason)
+        self.stats.count("requests", "", str(status), "dropped")
         return error_response(status, error or reason)
 
     def _reject(self, route: ResolvedRoute, verdict: Verdict, attestation_id: int,
@@ -241,8 +243,8 @@ class RequestHandler:
         return response
 
     def _journal_refused(self, route: ResolvedRoute, refused: AttestationRefused, attestation_id: int) -> web.Response:
-        metrics.JOURNAL_REFUSALS.labels(refused.reason).inc()
-        metrics.REQUESTS.labels(route.template, "503", "not_attested").inc()
+        self.stats.count("journal_refusals", refused.reason)
+        self.stats.count("requests", route.template, "503", "not_attested")
         log.error("journal refused a record; request answered 503 and not forwarded",
                   extra={"reason": refused.reason, "detail": refused.detail, "attestation_id": attestation_id})
         return error_response(503, refused.reason, detail=refused.detail)
@@ -253,7 +255,7 @@ class RequestHandler:
                                status=status, disposition=disposition.value, latency_us=latency_us,
                                reason=reason[:att.MAX_TEXT])
         self.attestor.append_outcome(body, attestation_id)
-        metrics.REQUESTS.labels(route.template, str(status), disposition.value).inc()
+        self.stats.count("requests", route.template, str(status), disposition.value)
 
     def _finish(self, route: ResolvedRoute, attestation_id: int, seq: int, status: int,
                 disposition: Disposition, started: float, reason: str) -> None:
@@ -262,7 +264,7 @@ class RequestHandler:
         try:
             self._outcome(route, attestation_id, seq, status, disposition, latency_us, reason)
         except AttestationRefused as refused:
-            metrics.JOURNAL_REFUSALS.labels(refused.reason).inc()
+            self.stats.count("journal_refusals", refused.reason)
             log.error("journal refused an OUTCOME: the INGRESS stays open and repair classifies it",
                       extra={"reason": refused.reason, "attestation_id": attestation_id, "ingress_seq": seq})
 
@@ -286,7 +288,7 @@ class RequestHandler:
         except asyncio.CancelledError:
             self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
             raise
-        metrics.UPSTREAM_LATENCY.observe(time.perf_counter() - started)
+        self.stats.observe("upstream_seconds", time.perf_counter() - started)
         disposition = _disposition(status, upstream_headers.get(uh.DISPOSITION))
         self._finish(route, attestation_id, seq, status, disposition, started, "" if status < 400 else f"http_{status}")
         response = web.Response(status=status, body=payload, headers=_response_headers(upstream_headers))

@@ -1,75 +1,145 @@
-"""Prometheus metrics of the sidecar.
+"""Metrics: plain counters on the hot path, published once per tick.
 
-Workers are separate processes, so prometheus-client runs in multiprocess mode:
-the supervisor sets PROMETHEUS_MULTIPROC_DIR before it starts them, each worker
-writes its values to memory-mapped files there, and the supervisor's /metrics
-merges them (`registry()`). Import this module only after that variable is set.
+Workers are separate processes. Each keeps its numbers in ordinary Python
+dicts and lists (an increment is a dict update, no lock, no I/O) and writes a
+snapshot to `<metrics dir>/stream-<id>.json` once per housekeeping tick and at
+exit: batching at its own pace instead of paying per request. The supervisor's
+/metrics reads the snapshots on scrape and exposes them with a `stream` label
+(a restarted worker starts its counters at zero, which Prometheus handles as
+a counter reset of that series), plus the journal's file sizes per stream.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-REQUESTS = Counter(
-    "symphony_sidecar_requests_total", "Requests answered, by route template, HTTP status and disposition",
-    ["route", "status", "disposition"],
-)
-ATTEST_DURABLE = Histogram(
-    "symphony_sidecar_attest_to_durable_seconds", "From INGRESS append to durable at the configured level",
-    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-)
-UPSTREAM_LATENCY = Histogram(
-    "symphony_sidecar_upstream_seconds", "Upstream answer time (forward to response read)",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-JOURNAL_REFUSALS = Counter(
-    "symphony_sidecar_journal_refusals_total", "Records the journal refused (request answered 503)", ["reason"],
-)
-DROPPED = Counter(
-    "symphony_sidecar_dropped_total", "Requests refused before attestation (counted in DROPPED records)", ["reason"],
-)
-CLOCK_REFUSALS = Counter(
-    "symphony_sidecar_clock_refusals_total", "Requests refused with 503 CLOCK_BACKWARDS",
-)
-CLOCK_OFFSET = Gauge(
-    "symphony_sidecar_clock_offset_ms", "How far the HLC runs ahead of the wall clock", ["stream"],
-    multiprocess_mode="livemax",
-)
-CLOCK_ALARM = Gauge(
-    "symphony_sidecar_clock_alarm", "1 while the wall clock is behind the HLC by more than the max offset",
-    ["stream"], multiprocess_mode="livemax",
-)
-POLICY_STALENESS = Gauge(
-    "symphony_sidecar_policy_staleness_seconds", "Seconds since the participant policy cache was last refreshed",
-    ["stream"], multiprocess_mode="livemax",
-)
-POLICY_PROPAGATION = Histogram(
-    "symphony_sidecar_policy_propagation_seconds",
-    "From a participant row update (updated_at) to this sidecar applying it",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-)
-WORKER_READY = Gauge(
-    "symphony_sidecar_worker_ready", "1 when the worker's journal is writable and its policy cache fresh",
-    ["stream"], multiprocess_mode="livemax",
-)
-IN_FLIGHT = Gauge(
-    "symphony_sidecar_in_flight", "Requests being handled", multiprocess_mode="livesum",
-)
+PREFIX = "symphony_sidecar_"
+COUNTERS = {
+    "requests": ("Requests answered, by route template, HTTP status and disposition", ("route", "status", "disposition")),
+    "journal_refusals": ("Records the journal refused (request answered 503)", ("reason",)),
+    "dropped": ("Requests refused before attestation (counted in DROPPED records)", ("reason",)),
+    "clock_refusals": ("Requests refused with 503 CLOCK_BACKWARDS", ()),
+}
+HISTOGRAMS = {
+    "attest_to_durable_seconds": ("From INGRESS append to durable at the configured level",
+                                  (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                   0.25, 1.0)),
+    "upstream_seconds": ("Upstream answer time (forward to response read)",
+                         (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)),
+    "policy_propagation_seconds": ("From a participant row update (updated_at) to this sidecar applying it",
+                                   (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)),
+}
+GAUGES = {
+    "clock_offset_ms": "How far the HLC runs ahead of the wall clock",
+    "clock_alarm": "1 while the wall clock is behind the HLC by more than the max offset",
+    "policy_staleness_seconds": "Seconds since the participant policy cache was last refreshed (-1: never)",
+    "worker_ready": "1 when the worker's journal is writable and its policy cache fresh",
+    "in_flight": "Requests being handled",
+    "open_ingress": "INGRESS records whose OUTCOME is not written yet",
+}
 
 
-class JournalFilesCollector:
-    """Journal bytes and segment files per stream, read from the directory on scrape."""
+class Histogram:
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self, node_dir: Path) -> None:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        index = 0
+        for bound in self.bounds:
+            if value <= bound:
+                break
+            index += 1
+        self.counts[index] += 1
+        self.total += value
+
+
+class WorkerStats:
+    """One worker's numbers; `publish()` writes them for the supervisor."""
+
+    def __init__(self, directory: Path | None, stream_id: int) -> None:
+        self.path = directory / f"stream-{stream_id}.json" if directory else None
+        self.counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in COUNTERS}
+        self.histograms = {name: Histogram(bounds) for name, (_, bounds) in HISTOGRAMS.items()}
+        self.gauges: dict[str, float] = dict.fromkeys(GAUGES, 0.0)
+
+    def count(self, name: str, *labels: str) -> None:
+        series = self.counters[name]
+        series[labels] = series.get(labels, 0.0) + 1.0
+
+    def observe(self, name: str, value: float) -> None:
+        self.histograms[name].observe(value)
+
+    def publish(self) -> None:
+        if self.path is None:
+            return
+        snapshot = {
+            "pid": os.getpid(),
+            "counters": {name: [[list(labels), value] for labels, value in series.items()]
+                         for name, series in self.counters.items()},
+            "histograms": {name: [h.counts, h.total] for name, h in self.histograms.items()},
+            "gauges": self.gauges,
+        }
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(snapshot))
+        temporary.replace(self.path)
+
+
+def read_snapshots(directory: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    """stream id -> the last snapshot its worker published."""
+    snapshots = {}
+    for path in sorted(directory.glob("stream-*.json")):
+        try:
+            snapshots[path.stem.removeprefix("stream-")] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # replaced while we read it: the next scrape sees it
+    return snapshots
+
+
+class SidecarCollector:
+    """The supervisor's view: every worker's snapshot, plus journal files per stream."""
+
+    def __init__(self, metrics_dir: Path, node_dir: Path) -> None:
+        self.metrics_dir = metrics_dir
         self.node_dir = node_dir
 
-    def collect(self):  # noqa: ANN201 - prometheus collector protocol
-        size = GaugeMetricFamily("symphony_sidecar_journal_bytes", "Bytes of journal files per stream", labels=["stream"])
-        count = GaugeMetricFamily("symphony_sidecar_journal_segments", "Journal files per stream", labels=["stream"])
+    def collect(self) -> Iterator[Metric]:
+        snapshots = read_snapshots(self.metrics_dir)
+        for name, (help_text, labels) in COUNTERS.items():
+            family = CounterMetricFamily(PREFIX + name, help_text, labels=["stream", *labels])
+            for stream, snapshot in snapshots.items():
+                for label_values, value in snapshot["counters"].get(name, []):
+                    family.add_metric([stream, *label_values], value)
+            yield family
+        for name, (help_text, bounds) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(PREFIX + name, help_text, labels=["stream"])
+            for stream, snapshot in snapshots.items():
+                counts, total = snapshot["histograms"][name]
+                cumulative, buckets = 0, []
+                for bound, count in zip([*map(str, bounds), "+Inf"], counts):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                family.add_metric([stream], buckets, total)
+            yield family
+        for name, help_text in GAUGES.items():
+            family = GaugeMetricFamily(PREFIX + name, help_text, labels=["stream"])
+            for stream, snapshot in snapshots.items():
+                family.add_metric([stream], snapshot["gauges"].get(name, 0.0))
+            yield family
+        yield from self._journal_files()
+
+    def _journal_files(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily(PREFIX + "journal_bytes", "Bytes of journal files per stream", labels=["stream"])
+        count = GaugeMetricFamily(PREFIX + "journal_segments", "Journal files per stream", labels=["stream"])
         try:
             streams = sorted(p for p in self.node_dir.iterdir() if p.is_dir())
         except FileNotFoundError:
@@ -82,22 +152,7 @@ class JournalFilesCollector:
         yield count
 
 
-def registry(node_dir: Path) -> CollectorRegistry:
-    """The supervisor's registry: every worker's values merged, plus journal files."""
-    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR"), "multiprocess directory not set"
+def registry(metrics_dir: Path, node_dir: Path) -> CollectorRegistry:
     merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged)
-    merged.register(JournalFilesCollector(node_dir))
+    merged.register(SidecarCollector(metrics_dir, node_dir))
     return merged
-
-
-def worker_ready_values() -> dict[str, float]:
-    """stream -> the worker_ready gauge of live workers (read from the mmap files)."""
-    scratch = CollectorRegistry()
-    multiprocess.MultiProcessCollector(scratch)
-    values: dict[str, float] = {}
-    for family in scratch.collect():
-        if family.name == "symphony_sidecar_worker_ready":
-            for sample in family.samples:
-                values[sample.labels["stream"]] = sample.value
-    return values

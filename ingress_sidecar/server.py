@@ -36,6 +36,7 @@ from symphony.lifecycle import Shutdown
 
 log = logging.getLogger("sidecar")
 POLICY_FIRST_LOAD_SECONDS = 5.0
+METRICS_DIR_ENV = "SYMPHONY_SIDECAR_METRICS_DIR"  # set by the supervisor for its workers
 
 
 def worker_id_for(settings: SidecarConfig, stream_id: int) -> int:
@@ -85,6 +86,8 @@ class Worker:
         self.label = str(stream_id)
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        metrics_dir = os.environ.get(METRICS_DIR_ENV)
+        self.stats = metrics.WorkerStats(Path(metrics_dir) if metrics_dir else None, stream_id)
 
     def _clock(self) -> HybridClock:
         source = system_clock_ms
@@ -119,7 +122,7 @@ class Worker:
                                         lifetime_seconds_max=s.client_cert_lifetime_seconds_max)
         self.policy = PolicyCache(self.database_url, poll_seconds=s.policy_poll_seconds,
                                   staleness_seconds_max=s.policy_staleness_seconds_max,
-                                  on_propagation=metrics.POLICY_PROPAGATION.observe)
+                                  on_propagation=lambda lag: self.stats.observe("policy_propagation_seconds", lag))
         self.drops = DropCounter()
         return RequestHandler(
             s, attestor=attestor, clock=self._clock(), routes=RouteTable(s.routes, s.upstream_url),
@@ -128,7 +131,7 @@ class Worker:
             cert_verifier=certs, policy=self.policy,
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
-            drops=self.drops, signer=self._signer(), session=session,
+            drops=self.drops, signer=self._signer(), session=session, stats=self.stats,
         )
 
     async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
@@ -154,6 +157,7 @@ class Worker:
             await session.close()
             self._flush_drops(attestor)
             attestor.close()
+            self.stats.publish()
             log.info("worker stopped; journal flushed", extra={"stream_id": self.stream_id})
 
     async def _await_first_policy_load(self) -> None:
@@ -219,11 +223,17 @@ class Worker:
             self._update_gauges(attestor, handler)
 
     def _update_gauges(self, attestor: Attestor, handler: RequestHandler) -> None:
+        gauges = self.stats.gauges
         staleness = self.policy.staleness_seconds()
-        metrics.POLICY_STALENESS.labels(self.label).set(staleness if staleness != float("inf") else -1)
+        gauges["policy_staleness_seconds"] = staleness if staleness != float("inf") else -1.0
         offset = handler.clock.offset_ms()
-        metrics.CLOCK_OFFSET.labels(self.label).set(offset)
+        gauges["clock_offset_ms"] = float(offset)
         if offset <= handler.clock.offset_ms_max:
-            metrics.CLOCK_ALARM.labels(self.label).set(0)
-        ready = attestor.writable and self.policy.is_fresh()
-        metrics.WORKER_READY.labels(self.label).set(1 if ready else 0)
+            gauges["clock_alarm"] = 0.0
+        gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0
+        gauges["in_flight"] = float(handler.in_flight)
+        gauges["open_ingress"] = float(attestor.open_requests)
+        try:
+            self.stats.publish()
+        except OSError as exc:
+            log.warning("metrics snapshot not written", extra={"error": str(exc)})

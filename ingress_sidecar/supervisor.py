@@ -58,14 +58,13 @@ class Supervisor:
         self.workers = [WorkerProcess(i) for i in range(settings.worker_count())]
         self.port = settings.listen_port
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="symphony-sidecar-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         self.stopping = False
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["SYMPHONY_DATABASE_URL"] = self.database_url
         env["SYMPHONY_SIDECAR_DATA_DIR"] = str(self.data_dir)
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        env["SYMPHONY_SIDECAR_METRICS_DIR"] = str(self.metrics_dir)
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         return env
 
@@ -125,7 +124,7 @@ class Supervisor:
         self._reserve_port()
         node_dir = self.settings.journal_root() / self.settings.node_id
         node_dir.mkdir(parents=True, exist_ok=True)
-        admin = await self._start_admin(metrics.registry(node_dir))
+        admin = await self._start_admin(metrics.registry(self.metrics_dir, node_dir))
         try:
             for worker in self.workers:
                 await self._start_worker(worker)
@@ -161,8 +160,9 @@ class Supervisor:
 
         if not self._all_alive():
             return False, "a worker is not running"
-        values = metrics.worker_ready_values()
-        not_ready = [str(w.stream_id) for w in self.workers if values.get(str(w.stream_id)) != 1.0]
+        snapshots = metrics.read_snapshots(self.metrics_dir)
+        not_ready = [str(w.stream_id) for w in self.workers
+                     if _not_ready(snapshots.get(str(w.stream_id)), w.process.pid if w.process else -1)]
         if not_ready:
             return False, f"streams not ready (journal not writable or policy stale): {', '.join(not_ready)}"
         return True, f"{len(self.workers)} workers ready"
@@ -183,8 +183,6 @@ class Supervisor:
         return True, f"{len(table.upstreams)} upstreams reachable"
 
     async def _supervise(self, shutdown: lifecycle.Shutdown) -> int:
-        from prometheus_client import multiprocess
-
         while not shutdown.requested.is_set():
             try:
                 await asyncio.wait_for(shutdown.requested.wait(), timeout=0.2)
@@ -196,7 +194,6 @@ class Supervisor:
                 code = worker.process.poll()
                 if code is None:
                     continue
-                multiprocess.mark_process_dead(worker.process.pid)
                 now = time.monotonic()
                 worker.restarts = [t for t in worker.restarts if now - t < RESTART_WINDOW_SECONDS] + [now]
                 log.error("sidecar worker died; restarting it on the same stream",
@@ -229,6 +226,11 @@ class Supervisor:
             elif process.returncode != 0:
                 worst = EXIT_RUNTIME
         return worst
+
+
+def _not_ready(snapshot: dict | None, pid: int) -> bool:  # type: ignore[type-arg]
+    """True when the snapshot does NOT show this very process as ready."""
+    return snapshot is None or snapshot.get("pid") != pid or snapshot["gauges"].get("worker_ready") != 1.0
 
 
 def _die_with_parent() -> None:

@@ -110,8 +110,12 @@ async def test_clock_stepped_back(sidecar: Sidecar, keys: Keys, clock_file: Path
                    if r.type == RecordType.DROPPED)
 
     assert await wait_until(clock_drops) >= 1
-    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/metrics", timeout=5) as response:
-        assert "symphony_sidecar_clock_refusals_total 1.0" in response.read().decode()
+
+    def refusals_metric() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/metrics", timeout=5) as response:
+            return 'symphony_sidecar_clock_refusals_total{stream="0"} 1.0' in response.read().decode()
+
+    await wait_until(refusals_metric, timeout=10)
     status, _, later = await _send(http, sidecar, keys)
     assert status == 201 and later > ids[-1]
 

@@ -109,8 +109,12 @@ async def test_stale_policy_version_and_suspension_are_refused_within_the_bound(
         await db.execute("UPDATE participants SET status = 'ACTIVE' WHERE participant_id = 'mfi-b'")
         await db.close()
     assert (await _post(http, sidecar, keys.token("nobody")))[1]["error"] == "unknown_participant"
-    metrics = await wait_until(lambda: _metric_line(sidecar, "symphony_sidecar_policy_propagation_seconds_count"))
-    assert float(metrics.split()[-1]) >= 1
+
+    def propagation_observed() -> bool:
+        line = _metric_line(sidecar, "symphony_sidecar_policy_propagation_seconds_count")
+        return line is not None and float(line.split()[-1]) >= 1
+
+    await wait_until(propagation_observed, timeout=10)
 
 
 async def _poll_until_refused(http: aiohttp.ClientSession, sidecar: Sidecar, token: str) -> tuple[int, dict[str, Any], int]:

@@ -119,7 +119,10 @@ async def test_kill_9_worker_under_load(sidecar_factory: Any, module_database_ur
     assert victim_pid is not None
     os.kill(victim_pid, signal.SIGKILL)
     await wait_until(lambda: (_stream_pid(sidecar, victim_stream) or victim_pid) != victim_pid, timeout=30)
-    await asyncio.sleep(1.0)  # more load on both workers, and a HEARTBEAT after the restart
+    records_at_kill = len(read_stream(sidecar.stream_dir(victim_stream)))
+    # The restarted worker writes to the same stream (requests or a HEARTBEAT).
+    await wait_until(lambda: len(read_stream(sidecar.stream_dir(victim_stream))) > records_at_kill, timeout=30)
+    await asyncio.sleep(0.5)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*clients), timeout=30)
     assert sidecar.stop() == 0

@@ -261,3 +261,20 @@ def test_invalid_config_is_refused_with_the_key(tmp_path: Path) -> None:
         config.load(SidecarConfig, "sidecar", bad, environ={})
     with pytest.raises(ConfigError, match="clock_offset_ms_max"):
         config.load(SidecarConfig, "sidecar", None, environ={"SYMPHONY_SIDECAR_CLOCK_OFFSET_MS_MAX": "0"})
+
+
+def test_up_component_runs_the_sidecar_in_front_of_the_service(tmp_path: Path) -> None:
+    """Goal: `symphony up` starts the sidecar with the data dir's keys and journal,
+    pointed at the service URL that payments_service.up publishes on the context."""
+    from ingress_sidecar import up
+    from symphony.up import UpContext
+
+    ctx = UpContext(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1:1/db", node_id="node-x")
+    ctx.service_url = "http://127.0.0.1:18123"  # type: ignore[attr-defined]
+    (spec,) = up.components(ctx)
+    assert spec.argv[-4:] == ["sidecar", "--data-dir", str(tmp_path)][-3:] or "sidecar" in spec.argv
+    assert spec.env["SYMPHONY_SIDECAR_UPSTREAM_URL"] == "http://127.0.0.1:18123"
+    assert spec.env["SYMPHONY_SIDECAR_NODE_ID"] == "node-x"
+    assert spec.wait_port == int(spec.env["SYMPHONY_SIDECAR_LISTEN_PORT"])
+    loaded = config.load(SidecarConfig, "sidecar", None, environ=spec.env)
+    assert loaded.upstream_url == "http://127.0.0.1:18123" and loaded.workers == 2
