@@ -6,22 +6,28 @@ beside the appending thread:
 
 - the preparer allocates and pre-faults the next segment ahead of the writer,
   so rotation only renames a ready file (no first-touch stalls);
-- the flusher (durability "batch" only) msyncs the current segment and
-  releases the asyncio waiters whose records are now durable.
+- the flusher (durability "batch" only) is a C thread (journal_core.c) that
+  msyncs the current segment whenever records are pending and signals an
+  eventfd the asyncio loop watches; the loop then releases the waiters whose
+  records are durable. It is in C because a Python thread would need the GIL
+  to run, and a busy appending thread hands the GIL over only every switch
+  interval (5 ms): group-commit latency would be bounded by that, not by the
+  disk.
 
-Both call into C with the GIL released (cffi does that for every call), so a
-sync never stalls the event loop.
+Blocking calls (msync, fallocate, pre-faulting) run with the GIL released
+(cffi releases it around every call).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -131,7 +137,7 @@ class Writer:
         self._level = Durability(durability)
         self._segment_bytes = segment_bytes
         self._max_bytes = max_bytes
-        self._flush_interval = flush_interval_us / 1e6
+        self._flush_interval_ns = flush_interval_us * 1000
         self._flush_records = flush_records
         self._prefault = prefault
         self._recover_unsynced = recover_unsynced
@@ -147,12 +153,10 @@ class Writer:
         self._stopping = False
         self.recovered_tail_bytes = 0
 
-        # Group commit state. `_flusher_idle` is read without a lock on the
-        # append path: a stale read costs at most one idle wait.
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flusher_idle = False
-        self._last_flush_start = 0.0
+        # Group commit: the C flusher, the eventfd it signals after a sync
+        # when there are waiters, and the waiters (seq order) on one loop.
+        self._flusher = ffi.NULL
+        self._notify_fd = -1
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -162,9 +166,6 @@ class Writer:
         self._prepare_error: JournalError | None = None
         self._preparing = False
         self._allocate_lock = threading.Lock()
-
-        # At level "none" nobody waits for the flusher, so never wake it.
-        self._wake_threshold = flush_records if self._level is Durability.BATCH else 2**64
 
         self._dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = lock_stream(self._dir)
@@ -176,10 +177,14 @@ class Writer:
             self._release_resources()
             raise
         self._threads: list[threading.Thread] = []
+        if self._level is Durability.BATCH:
+            try:
+                self._start_flusher()
+            except BaseException:
+                self._release_resources()
+                raise
         if prefault:
             self._start_thread(self._prepare_loop, "journal-prepare")
-        if self._level is Durability.BATCH:
-            self._start_thread(self._flush_loop, "journal-flush")
         _LIVE_WRITERS.add(self)
 
     # ------------------------------------------------------------------ open
@@ -282,8 +287,6 @@ class Writer:
             seq = self._append_slow(type, body, attestation_id, seq)
         if self._level is Durability.ALWAYS:
             self._sync_current()
-        elif self._flusher_idle or seq - self._durable_seq >= self._wake_threshold:
-            self._wake_flusher()
         return seq, ffi.unpack(self._hash_out, HASH_SIZE)
 
     def _append_slow(self, type: RecordType, body: bytes, attestation_id: int, code: int) -> int:
@@ -338,8 +341,6 @@ class Writer:
         assert done == count
         if self._level is Durability.ALWAYS:
             self._sync_current()
-        elif self._flusher_idle or self._w.next_seq - 1 - self._durable_seq >= self._wake_threshold:
-            self._wake_flusher()
         return first_seq, ffi.unpack(self._hash_out, HASH_SIZE)
 
     def _reserve_for(self, lengths: list[int]) -> None:
@@ -366,7 +367,7 @@ class Writer:
         if code == lib.JN_E_CLOSED:
             return JournalError("the writer is closed (or this is a forked child)")
         if code == lib.JN_E_FAILED:
-            return self._failure or JournalIOError("the writer failed")
+            return self._current_failure() or JournalIOError("the writer failed")
         if code == lib.JN_E_ARGUMENT:
             return ValueError(f"invalid record type {type} or body length (max {lib.JN_BODY_MAX})")
         return JournalError(f"append failed with code {code}")
@@ -385,61 +386,92 @@ class Writer:
         """Wait until record `seq` is durable at this writer's level.
 
         "none": returns at once (the mapping is that level). "always": appends
-        are synced before they return. "batch": waits for the flusher; raises
-        JournalIOError if the sync fails.
+        are synced before they return. "batch": waits, without blocking the
+        loop, for the group commit that covers `seq`; raises JournalIOError
+        if that sync fails.
         """
-        if self._level is not Durability.BATCH or seq <= self._durable_seq:
-            if self._failure is not None and seq > self._durable_seq:
-                raise self._failure
+        if self._level is not Durability.BATCH or self._flusher == ffi.NULL:
+            failure = self._current_failure()
+            if failure is not None and seq > self._durable_seq:
+                raise failure
+            return
+        if seq <= lib.jn_flusher_durable(self._flusher):
             return
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            loop.add_reader(self._notify_fd, self._on_notify)
         elif self._loop is not loop:
             raise JournalError("a writer serves durability waiters on one event loop only")
         future: asyncio.Future[None] = loop.create_future()
         self._waiters.append((seq, future))
-        self._release_waiters()  # the flusher may have finished before the append above
-        self._wake_flusher()
+        lib.jn_flusher_want_notify(self._flusher, 1)
+        self._release_waiters()  # the sync may have finished before want_notify was set
         await future
 
     @property
     def durable_seq(self) -> int:
         """Highest seq known durable (synced); 0 at level "none" until close."""
+        if self._flusher != ffi.NULL:
+            return int(lib.jn_flusher_durable(self._flusher))
         return self._durable_seq
 
-    def _wake_flusher(self) -> None:
-        self._flusher_idle = False
-        self._wake.set()
+    def _start_flusher(self) -> None:
+        self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        error = ffi.new("int *")
+        flusher = lib.jn_flusher_start(self._w, self._flush_interval_ns, self._flush_records,
+                                       self._notify_fd, error)
+        if flusher == ffi.NULL:
+            raise os_error(error[0], "start the journal flusher")
+        self._flusher = flusher
+        lib.jn_flusher_set_durable(flusher, self._durable_seq)
 
-    def _flush_loop(self) -> None:
-        # Runs until close(); every wait below is bounded.
-        while not self._stopping:
-            pending = self._w.next_seq - 1 - self._durable_seq
-            if pending <= 0 or self._failure is not None:
-                self._flusher_idle = True
-                if self._w.next_seq - 1 - self._durable_seq <= 0 or self._failure is not None:
-                    self._wake.wait(_IDLE_WAIT_SECONDS)
-                self._wake.clear()
-                continue
-            if pending < self._flush_records:
-                delay = self._last_flush_start + self._flush_interval - time.monotonic()
-                if delay > 0:
-                    self._wake.wait(delay)
-                    self._wake.clear()
-            self._last_flush_start = time.monotonic()
-            self._flush_once()
-        self._flusher_idle = False
+    def _on_notify(self) -> None:
+        """The flusher finished a sync (runs on the event loop)."""
+        try:
+            os.eventfd_read(self._notify_fd)
+        except BlockingIOError:
+            pass  # already drained by an earlier callback
+        self._release_waiters()
 
-    def _flush_once(self) -> None:
-        with self._flush_lock:
-            if self._current is None or self._failure is not None:
-                return
-            try:
-                self._sync_segment(self._current)
-            except JournalIOError:
-                pass  # _sync_segment recorded the failure; waiters get it below
-        self._notify_waiters()
+    def _current_failure(self) -> JournalError | None:
+        if self._failure is None and self._flusher != ffi.NULL:
+            code = lib.jn_flusher_error(self._flusher)
+            if code:
+                self._failure = JournalIOError(f"msync failed: {os.strerror(code)}", code)
+        return self._failure
+
+    def _release_waiters(self) -> None:
+        """Resolve waiters whose records are durable (runs on the event loop)."""
+        durable = self.durable_seq
+        failure = self._current_failure()
+        for _ in range(len(self._waiters)):
+            seq, future = self._waiters[0]
+            if seq > durable and failure is None:
+                break
+            self._waiters.popleft()
+            if future.done():
+                continue  # cancelled by its caller
+            if seq <= durable:
+                future.set_result(None)
+            else:
+                assert failure is not None
+                future.set_exception(failure)
+        if not self._waiters and self._flusher != ffi.NULL:
+            lib.jn_flusher_want_notify(self._flusher, 0)
+
+    @contextlib.contextmanager
+    def _flusher_excluded(self) -> Iterator[None]:
+        """Keep the flusher out while segments are swapped (it may be mid-sync)."""
+        flusher = self._flusher
+        if flusher == ffi.NULL:
+            yield
+            return
+        lib.jn_flusher_lock(flusher)  # the GIL is released while this waits
+        try:
+            yield
+        finally:
+            lib.jn_flusher_unlock(flusher)
 
     def _sync_current(self) -> None:
         assert self._current is not None
@@ -459,31 +491,8 @@ class Writer:
             raise failure
         if self._sync_result.seq > self._durable_seq:
             self._durable_seq = self._sync_result.seq
-
-    def _notify_waiters(self) -> None:
-        loop = self._loop
-        if self._waiters and loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._release_waiters)
-            except RuntimeError:
-                pass  # the loop is closed: nobody is waiting any more
-
-    def _release_waiters(self) -> None:
-        """Resolve waiters whose records are durable (runs on the event loop)."""
-        durable = self._durable_seq
-        failure = self._failure
-        for _ in range(len(self._waiters)):
-            seq, future = self._waiters[0]
-            if seq > durable and failure is None:
-                break
-            self._waiters.popleft()
-            if future.done():
-                continue  # cancelled by its caller
-            if seq <= durable:
-                future.set_result(None)
-            else:
-                assert failure is not None
-                future.set_exception(failure)
+        if self._flusher != ffi.NULL:
+            lib.jn_flusher_set_durable(self._flusher, self._durable_seq)  # we hold its lock
 
     # -------------------------------------------------------------- rotation
 
@@ -492,7 +501,7 @@ class Writer:
         if self._failure is not None:
             raise self._failure
         segment = self._take_prepared()
-        with self._flush_lock:
+        with self._flusher_excluded():
             old = self._current
             assert old is not None
             first_seq = self._w.next_seq
@@ -633,34 +642,51 @@ class Writer:
         self._closed = True
         _LIVE_WRITERS.discard(self)
         self._stopping = True
-        self._wake.set()
         with self._prepare_cond:
             self._prepare_cond.notify_all()
         for thread in self._threads:
             thread.join(_JOIN_SECONDS)
-        with self._flush_lock:
-            if self._current is not None and self._failure is None and self._w.base != ffi.NULL:
-                try:
-                    # Twice: the second sync makes the first one's synced_end durable.
-                    self._sync_segment(self._current)
-                    self._sync_segment(self._current)
-                except JournalIOError:
-                    pass  # recorded in _failure; waiters receive it
-        self._notify_waiters_now_or_later()
+        flusher, self._flusher = self._flusher, ffi.NULL
+        if flusher != ffi.NULL:
+            self._durable_seq = max(self._durable_seq, lib.jn_flusher_durable(flusher))
+            code = lib.jn_flusher_error(flusher)
+            if code and self._failure is None:
+                self._failure = JournalIOError(f"msync failed: {os.strerror(code)}", code)
+            lib.jn_flusher_stop(flusher)  # joins the C thread
+        if self._current is not None and self._failure is None and self._w.base != ffi.NULL:
+            try:
+                # Twice: the second sync makes the first one's synced_end durable.
+                self._sync_segment(self._current)
+                self._sync_segment(self._current)
+            except JournalIOError:
+                pass  # recorded in _failure; waiters receive it
+        self._close_waiters()
         self._release_resources()
 
-    def _notify_waiters_now_or_later(self) -> None:
-        loop = self._loop
-        if not self._waiters or loop is None:
+    def _close_waiters(self) -> None:
+        """Resolve the remaining waiters and unhook the eventfd from the loop."""
+        loop, fd = self._loop, self._notify_fd
+        self._notify_fd = -1
+        if loop is None:
+            if fd >= 0:
+                os.close(fd)
             return
+
+        def finish() -> None:
+            self._release_waiters()
+            loop.remove_reader(fd)
+            os.close(fd)
+
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            self._release_waiters()
+            finish()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(finish)
         else:
-            self._notify_waiters()
+            os.close(fd)
 
     def _release_resources(self) -> None:
         self._w.base = ffi.NULL

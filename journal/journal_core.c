@@ -20,9 +20,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -659,14 +662,18 @@ int jn_writer_attach(jn_writer *w, uint8_t *base, uint64_t size, uint64_t pos,
     w->next_seq = next_seq;
     memcpy(w->last_hash, last_hash, JN_HASH_SIZE);
     w->failed = 0;
+    /* w->flusher is left as it is: rotation re-attaches under the flusher lock. */
     return JN_OK;
 }
+
+static void flusher_poke(jn_flusher *f, uint64_t seq);
 
 static inline void publish(jn_writer *w, uint64_t seq) {
     jn_segment_header *h = header_of(w->base);
     /* write_end before write_seq: see jn_sync. */
     __atomic_store_n(&h->write_end, w->pos, __ATOMIC_RELEASE);
     __atomic_store_n(&h->write_seq, seq, __ATOMIC_RELEASE);
+    if (w->flusher != NULL) flusher_poke(w->flusher, seq);
 }
 
 static inline int64_t append_one(jn_writer *w, uint16_t type, uint64_t attestation_id,
@@ -693,12 +700,15 @@ static inline int64_t append_one(jn_writer *w, uint16_t type, uint64_t attestati
     __atomic_store_n(&r->crc, crc, __ATOMIC_RELEASE);
     memcpy(w->last_hash, r->chain_hash, JN_HASH_SIZE);
     w->pos += total;
-    return (int64_t)(w->next_seq++);
+    uint64_t seq = w->next_seq;
+    /* Atomic because the flusher thread reads it to see what is pending. */
+    __atomic_store_n(&w->next_seq, seq + 1, __ATOMIC_RELEASE);
+    return (int64_t)seq;
 }
 
 static inline int writer_usable(const jn_writer *w) {
     if (w->base == NULL) return JN_E_CLOSED;
-    if (w->failed) return JN_E_FAILED;
+    if (__atomic_load_n(&w->failed, __ATOMIC_RELAXED)) return JN_E_FAILED;
     return JN_OK;
 }
 
@@ -754,7 +764,7 @@ int64_t jn_append_many(jn_writer *w, uint32_t count, const uint16_t *types,
 }
 
 /* ------------------------------------------------------------------------- */
-/* Benchmark entry points                                                     */
+/* Group commit                                                               */
 /* ------------------------------------------------------------------------- */
 
 static inline uint64_t now_ns(void) {
@@ -762,6 +772,206 @@ static inline uint64_t now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t jn_now_ns(void) { return now_ns(); }
+
+#define JN_FLUSHER_IDLE_NS 100000000u  /* an idle flusher re-checks every 100 ms */
+
+struct jn_flusher {
+    jn_writer *writer;
+    pthread_t thread;
+    pthread_mutex_t mutex;   /* held while syncing; rotation holds it to swap segments */
+    int wake_fd;             /* eventfd: an append pokes it when the flusher is idle */
+    int notify_fd;           /* eventfd read by the asyncio loop; not owned */
+    uint64_t interval_ns;
+    uint64_t flush_records;
+    uint64_t durable_seq;    /* atomic; written under mutex */
+    uint64_t syncs;          /* atomic */
+    int32_t idle;            /* atomic */
+    int32_t stop;            /* atomic */
+    int32_t error;           /* atomic errno of a failed sync */
+    int32_t want_notify;     /* atomic */
+    uint64_t *log;           /* benchmark log of (seq, ns) pairs, or NULL */
+    uint64_t log_capacity;
+    uint64_t log_length;     /* atomic */
+};
+
+static void eventfd_signal(int fd) {
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already nonzero: the reader will wake anyway. */
+    ssize_t written = write(fd, &one, sizeof one);
+    (void)written;
+}
+
+static void eventfd_drain(int fd) {
+    uint64_t value;
+    ssize_t got = read(fd, &value, sizeof value);  /* nonblocking; EAGAIN when empty */
+    (void)got;
+}
+
+static void eventfd_wait(int fd, uint64_t timeout_ns) {
+    struct pollfd entry = {.fd = fd, .events = POLLIN, .revents = 0};
+    struct timespec timeout = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+                               .tv_nsec = (long)(timeout_ns % 1000000000u)};
+    (void)ppoll(&entry, 1, &timeout, NULL);
+}
+
+/* Called on the append path after publishing: cheap unless the flusher sleeps. */
+static void flusher_poke(jn_flusher *f, uint64_t seq) {
+    /* Pairs with the flusher's idle store then next_seq load: either it sees
+     * our record, or we see it idle and wake it (no lost wake-up). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&f->idle, __ATOMIC_RELAXED) &&
+        __atomic_exchange_n(&f->idle, 0, __ATOMIC_SEQ_CST)) {
+        eventfd_signal(f->wake_fd);
+    } else if (seq - __atomic_load_n(&f->durable_seq, __ATOMIC_RELAXED) == f->flush_records) {
+        eventfd_signal(f->wake_fd);  /* enough pending: do not wait out the interval */
+    }
+}
+
+static void flusher_sync(jn_flusher *f) {
+    jn_writer *w = f->writer;
+    jn_sync_result result = {0, 0};
+    int rc = 0;
+    pthread_mutex_lock(&f->mutex);
+    if (w->base != NULL) {
+        rc = jn_sync(w->base, w->size, &result);
+        if (rc == 0 && result.seq > __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&f->durable_seq, result.seq, __ATOMIC_SEQ_CST);
+        }
+    }
+    pthread_mutex_unlock(&f->mutex);
+    if (rc < 0) {
+        __atomic_store_n(&f->error, -rc, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&w->failed, 1, __ATOMIC_SEQ_CST);
+    } else {
+        __atomic_add_fetch(&f->syncs, 1, __ATOMIC_RELAXED);
+        uint64_t n = __atomic_load_n(&f->log_length, __ATOMIC_RELAXED);
+        if (f->log != NULL && n < f->log_capacity) {
+            f->log[2 * n] = __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE);
+            f->log[2 * n + 1] = now_ns();
+            __atomic_store_n(&f->log_length, n + 1, __ATOMIC_RELEASE);
+        }
+    }
+    if (__atomic_load_n(&f->want_notify, __ATOMIC_SEQ_CST)) eventfd_signal(f->notify_fd);
+}
+
+static void *flusher_main(void *argument) {
+    jn_flusher *f = argument;
+    jn_writer *w = f->writer;
+    uint64_t last_start = 0;
+    /* Runs until jn_flusher_stop; every wait below is bounded. */
+    while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t durable = __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE);
+        uint64_t appended = __atomic_load_n(&w->next_seq, __ATOMIC_ACQUIRE) - 1;
+        int failed = __atomic_load_n(&f->error, __ATOMIC_ACQUIRE) != 0;
+        if (appended <= durable || failed) {
+            __atomic_store_n(&f->idle, 1, __ATOMIC_SEQ_CST);
+            appended = __atomic_load_n(&w->next_seq, __ATOMIC_SEQ_CST) - 1;
+            if ((appended <= durable || failed) && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+                eventfd_wait(f->wake_fd, JN_FLUSHER_IDLE_NS);
+            }
+            __atomic_store_n(&f->idle, 0, __ATOMIC_SEQ_CST);
+            eventfd_drain(f->wake_fd);
+            continue;
+        }
+        uint64_t now = now_ns();
+        if (f->interval_ns > 0 && appended - durable < f->flush_records &&
+            now < last_start + f->interval_ns) {
+            eventfd_wait(f->wake_fd, last_start + f->interval_ns - now);
+            eventfd_drain(f->wake_fd);
+        }
+        last_start = now_ns();
+        flusher_sync(f);
+    }
+    return NULL;
+}
+
+jn_flusher *jn_flusher_start(jn_writer *w, uint64_t interval_ns, uint64_t flush_records,
+                             int notify_fd, int *error_out) {
+    JN_ASSERT(w != NULL && w->base != NULL);
+    JN_ASSERT(w->flusher == NULL && flush_records > 0);
+    jn_flusher *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        *error_out = ENOMEM;
+        return NULL;
+    }
+    f->writer = w;
+    f->notify_fd = notify_fd;
+    f->interval_ns = interval_ns;
+    f->flush_records = flush_records;
+    f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f->wake_fd < 0) {
+        *error_out = errno;
+        free(f);
+        return NULL;
+    }
+    pthread_mutex_init(&f->mutex, NULL);
+    w->flusher = f;
+    int rc = pthread_create(&f->thread, NULL, flusher_main, f);
+    if (rc != 0) {
+        w->flusher = NULL;
+        pthread_mutex_destroy(&f->mutex);
+        close(f->wake_fd);
+        free(f);
+        *error_out = rc;
+        return NULL;
+    }
+    *error_out = 0;
+    return f;
+}
+
+void jn_flusher_stop(jn_flusher *f) {
+    JN_ASSERT(f != NULL);
+    __atomic_store_n(&f->stop, 1, __ATOMIC_SEQ_CST);
+    eventfd_signal(f->wake_fd);
+    pthread_join(f->thread, NULL);
+    JN_ASSERT(f->writer->flusher == f);
+    f->writer->flusher = NULL;
+    pthread_mutex_destroy(&f->mutex);
+    close(f->wake_fd);
+    free(f);
+}
+
+void jn_flusher_lock(jn_flusher *f) { pthread_mutex_lock(&f->mutex); }
+
+void jn_flusher_unlock(jn_flusher *f) { pthread_mutex_unlock(&f->mutex); }
+
+uint64_t jn_flusher_durable(jn_flusher *f) {
+    return __atomic_load_n(&f->durable_seq, __ATOMIC_SEQ_CST);
+}
+
+void jn_flusher_set_durable(jn_flusher *f, uint64_t seq) {
+    /* Caller holds the mutex (jn_flusher_lock) or the thread is not syncing. */
+    if (seq > __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&f->durable_seq, seq, __ATOMIC_SEQ_CST);
+    }
+}
+
+int jn_flusher_error(jn_flusher *f) { return __atomic_load_n(&f->error, __ATOMIC_SEQ_CST); }
+
+void jn_flusher_want_notify(jn_flusher *f, int want) {
+    __atomic_store_n(&f->want_notify, want ? 1 : 0, __ATOMIC_SEQ_CST);
+}
+
+void jn_flusher_wake(jn_flusher *f) { eventfd_signal(f->wake_fd); }
+
+uint64_t jn_flusher_syncs(jn_flusher *f) { return __atomic_load_n(&f->syncs, __ATOMIC_RELAXED); }
+
+void jn_flusher_set_log(jn_flusher *f, uint64_t *log, uint64_t capacity) {
+    f->log_capacity = 0;
+    __atomic_store_n(&f->log_length, 0, __ATOMIC_SEQ_CST);
+    f->log = log;
+    f->log_capacity = capacity;
+}
+
+uint64_t jn_flusher_log_length(jn_flusher *f) {
+    return __atomic_load_n(&f->log_length, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Benchmark entry points                                                     */
+/* ------------------------------------------------------------------------- */
 
 int64_t jn_bench_append(jn_writer *w, const char *body, uint32_t body_len, uint64_t count,
                         uint64_t *latency_ns_out) {

@@ -136,6 +136,9 @@ typedef struct jn_record_header {
     uint32_t reserved;
 } jn_record_header;
 
+/* The group-commit thread of a writer (opaque: it holds pthread objects). */
+typedef struct jn_flusher jn_flusher;
+
 /* The append state of one writer. Owned by the Python Writer (ffi.new). */
 typedef struct jn_writer {
     uint8_t *base;            /* mapping of the current segment, NULL when closed */
@@ -145,6 +148,7 @@ typedef struct jn_writer {
     uint8_t  last_hash[32];   /* chain hash of record next_seq - 1 */
     int32_t  failed;          /* nonzero after an unrecoverable I/O error */
     int32_t  reserved;
+    jn_flusher *flusher;      /* group-commit thread to poke, or NULL */
 } jn_writer;
 
 /* One validated record, as offsets into its segment. */
@@ -216,6 +220,23 @@ int64_t jn_append_genesis(jn_writer *w, const char *body, uint32_t body_len);
 int64_t jn_append_many(jn_writer *w, uint32_t count, const uint16_t *types,
                        const uint64_t *attestation_ids, const char *bodies,
                        const uint32_t *lengths, char *hash_out);
+
+/* Group commit ("batch" durability) ------------------------------------------ */
+
+jn_flusher *jn_flusher_start(jn_writer *w, uint64_t interval_ns, uint64_t flush_records,
+                             int notify_fd, int *error_out);
+void jn_flusher_stop(jn_flusher *f);
+void jn_flusher_lock(jn_flusher *f);
+void jn_flusher_unlock(jn_flusher *f);
+uint64_t jn_flusher_durable(jn_flusher *f);
+void jn_flusher_set_durable(jn_flusher *f, uint64_t seq);
+int jn_flusher_error(jn_flusher *f);
+void jn_flusher_want_notify(jn_flusher *f, int want);
+void jn_flusher_wake(jn_flusher *f);
+uint64_t jn_flusher_syncs(jn_flusher *f);
+void jn_flusher_set_log(jn_flusher *f, uint64_t *log, uint64_t capacity);
+uint64_t jn_flusher_log_length(jn_flusher *f);
+uint64_t jn_now_ns(void);
 
 /* Benchmark entry points ------------------------------------------------------ */
 
@@ -327,6 +348,47 @@ uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint3
  *     write position once. Stops before the first record that does not fit.
  *     Returns how many were appended (hash_out: chain hash of the last) or a
  *     negative JN_E_* code before anything was written.
+ *
+ * jn_flusher_start(w, interval_ns, flush_records, notify_fd, error_out) -> jn_flusher *
+ *     Starts the group-commit thread of writer `w` ("batch" durability). It
+ *     never takes the GIL: it sleeps on an eventfd until an append finds it
+ *     idle, then msyncs the current segment back to back while records are
+ *     pending, waiting at least interval_ns between syncs unless flush_records
+ *     are pending. After each sync it publishes the durable seq and, when
+ *     asked to (jn_flusher_want_notify), writes 1 to notify_fd (an eventfd the
+ *     asyncio loop reads). Allocates once here, never on the append path.
+ *     Returns NULL with *error_out = errno on failure.
+ *
+ * jn_flusher_stop(f) -> void
+ *     Stops and joins the thread, detaches it from the writer, frees it.
+ *
+ * jn_flusher_lock(f), jn_flusher_unlock(f) -> void
+ *     Excludes the flusher while the caller swaps segments (rotation): lock
+ *     waits for a sync in progress to finish (the GIL is released meanwhile).
+ *
+ * jn_flusher_durable(f) -> uint64_t
+ *     Highest seq known durable. jn_flusher_set_durable raises it (after the
+ *     caller synced a segment itself, e.g. at rotation).
+ *
+ * jn_flusher_error(f) -> int
+ *     errno of the sync that failed, 0 if none. After a failure the writer is
+ *     marked failed and the flusher stops syncing.
+ *
+ * jn_flusher_want_notify(f, want) -> void
+ *     Whether to write notify_fd after each sync (there are waiters).
+ *
+ * jn_flusher_wake(f) -> void
+ *     Makes the flusher look for pending records now.
+ *
+ * jn_flusher_syncs(f) -> uint64_t
+ *     Number of syncs done (statistics).
+ *
+ * jn_flusher_set_log(f, log, capacity), jn_flusher_log_length(f)
+ *     Benchmarks: after each sync the flusher appends (durable seq,
+ *     jn_now_ns()) to `log` (2 * capacity uint64_t) while room remains.
+ *
+ * jn_now_ns() -> uint64_t
+ *     CLOCK_MONOTONIC in nanoseconds.
  *
  * jn_bench_append(w, body, body_len, count, latency_ns_out) -> int64_t
  *     Appends up to `count` INGRESS records in a C loop, stopping when the
