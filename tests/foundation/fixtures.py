@@ -42,7 +42,10 @@ async def add_record(
     status: int | None = None,
     at: dt.datetime | None = None,
 ) -> None:
-    """One journal record as the forwarder ships it (chain hash not checked here)."""
+    """One journal record as the forwarder ships it (chain hash not checked here).
+
+    Records default to ten minutes ago: past the dashboard's ghost grace period.
+    """
     canonical = f"{node}/{stream}/{seq}/{record_type}/{attestation_id}".encode()
     await db.execute(
         """
@@ -52,7 +55,7 @@ async def add_record(
              idempotency_key_hash, chain_hash, canonical)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
         """,
-        node, stream, seq, int(record_type), attestation_id, at or now(),
+        node, stream, seq, int(record_type), attestation_id, at or now() - dt.timedelta(minutes=10),
         participant, "POST" if route else None, route, executes, status, disposition,
         hashlib.sha256(b"key-%d" % attestation_id).digest() if record_type == RecordType.INGRESS else None,
         hashlib.sha256(canonical).digest(), canonical,

@@ -312,3 +312,16 @@ async def test_archived_prefix_is_not_a_gap(db: asyncpg.Connection) -> None:
                         VALUES ('ingress_attestations_p20200101', 'node-a', 0, 1, 100, $1, $2, 'k')""",
                      b"\0" * 32, b"sig")
     assert await db.fetch("SELECT * FROM stream_sequence_gaps") == []
+
+
+async def test_dashboard_counts_young_unexplained_ingress_as_in_flight(db: asyncpg.Connection) -> None:
+    """A request still in flight is not yet a ghost on the live dashboard, but the
+    strict audit view (no grace: used after quiescence) already counts it."""
+    await add_participant(db, "bank-a")
+    await add_record(db, seq=1, record_type=I, attestation_id=next_attestation_id(), participant="bank-a",
+                     route="POST /v1/payments", executes=True, at=now())
+    row = await db.fetchrow("SELECT status, gap, in_flight FROM regulator_dashboard WHERE participant_id = 'bank-a'")
+    assert (row["status"], row["gap"], row["in_flight"]) == ("HEALTHY", 0, 1)
+    assert await db.fetchval("SELECT gap FROM attestation_gap WHERE participant_id = 'bank-a'") == 1
+    strict = await db.fetchrow("SELECT gap, in_flight FROM attestation_gap_v2('-infinity', 'infinity', '0 seconds')")
+    assert (strict["gap"], strict["in_flight"]) == (1, 0)
