@@ -28,6 +28,10 @@ ERROR_RETRY_SECONDS = 1.0
 class JournalSource:
     """One stream directory; not thread-safe, used from the event loop only."""
 
+    # The Reader re-checks CRC, seq and chain hash of every record it returns
+    # (journal FORMAT.md, reader contract), so the shipper need not hash again.
+    verifies_chain = True
+
     def __init__(self, path: Path, *, buffer_records_max: int, poll_seconds: float,
                  retention_seconds: float) -> None:
         assert buffer_records_max >= 1 and poll_seconds > 0 and retention_seconds >= 0

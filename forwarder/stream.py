@@ -50,6 +50,10 @@ class SourceMissing(Exception):
 class Source(Protocol):
     """What the shipper needs from one journal stream (see forwarder/source.py)."""
 
+    # True when read() returns only records whose chain hash it has verified
+    # against (prev_hash, canonical); the shipper then skips its own SHA-256.
+    verifies_chain: bool
+
     def read(self, from_seq: int, limit: int) -> list[RecordLike]:
         """Up to `limit` consecutive valid records from `from_seq`, without waiting.
 
@@ -257,7 +261,7 @@ class StreamShipper:
     async def _ship(self, batch: list[RecordLike]) -> bool:
         """Ship `batch` (and halt after it if it ends in a break); False once halted."""
         prev_seq, prev_hash = self._head_position()
-        sound, brk = rows.first_break(batch, prev_seq, prev_hash)
+        sound, brk = rows.first_break(batch, prev_seq, prev_hash, recompute=not self.source.verifies_chain)
         if self.head is None and batch and sound > 0:
             brk_first = rows.genesis_break(batch[0])
             if brk_first is not None:

@@ -108,3 +108,22 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_sd_notify_ready_and_stopping(tmp_path: Path, database_url: str, forwarder_factory: Factory) -> None:
+    """systemd integration: READY=1 once serving, STOPPING=1 on SIGTERM, exit 0."""
+    import socket
+
+    address = tmp_path / "notify.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(address))
+    sink.settimeout(30)
+    try:
+        forwarder = forwarder_factory(database_url, tmp_path / "journal")
+        forwarder.env["NOTIFY_SOCKET"] = str(address)
+        forwarder.start()
+        assert sink.recv(256) == b"READY=1"
+        assert forwarder.terminate() == 0
+        assert sink.recv(256) == b"STOPPING=1"
+    finally:
+        sink.close()

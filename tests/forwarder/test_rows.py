@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from forwarder import rows
+from symphony import attestation
 from symphony.attestation import RecordType
 from tests.forwarder import records as fake
 
@@ -74,3 +75,28 @@ def test_undecodable_body_stops_the_rows() -> None:
     produced, error = rows.to_rows("n", 0, [chain[0], chain[1], broken])
     assert len(produced) == 2
     assert error is not None and error.seq == 3
+
+
+def test_fast_path_rows_equal_the_reference_rows() -> None:
+    """to_rows decodes INGRESS and OUTCOME inline; it must agree with to_row."""
+    chain = fake.stream("n", 1, 5)
+    outcome = attestation.encode(attestation.OutcomeBody(
+        version=1, ingress_seq=2, completed_at_us=1_760_000_000_000_001, status=201, disposition="executed",
+        latency_us=1500, reason=""))
+    heartbeat = attestation.encode(attestation.HeartbeatBody(version=1, at_us=1_760_000_000_000_002))
+    chain.append(fake.make(6, RecordType.OUTCOME, 6, outcome, chain[-1].chain_hash))
+    chain.append(fake.make(7, RecordType.HEARTBEAT, 0, heartbeat, chain[-1].chain_hash))
+    produced, error = rows.to_rows("n", 1, chain, 1_760_000_000_000_000)
+    assert error is None
+    assert produced == [rows.to_row("n", 1, record, 1_760_000_000_000_000) for record in chain]
+
+
+def test_wrong_hash_length_is_refused_with_its_seq() -> None:
+    chain = fake.stream("n", 0, 3)
+    bad = attestation.encode(attestation.IngressBody(
+        version=1, received_at_us=1, participant_id="p", auth_method="jwt", key_id="k", policy_version=1,
+        method="POST", route="/r", executes=True, body_sha256=b"short", idempotency_key_hash=b"",
+        traceparent="", verdict="accepted"))
+    record = fake.make(4, RecordType.INGRESS, 4, bad, chain[-1].chain_hash)
+    produced, error = rows.to_rows("n", 0, [*chain, record])
+    assert len(produced) == 3 and error is not None and error.seq == 4

@@ -30,7 +30,10 @@ WAIT_SECONDS = 30.0
 
 
 class MemorySource:
-    """A stream held in a list: what a journal Reader would return."""
+    """A stream held in a list: what a journal Reader would return, except that
+    it does not verify chain hashes, so the shipper's own check is exercised."""
+
+    verifies_chain = False
 
     def __init__(self, records: list[fake.FakeRecord]) -> None:
         self.records = records
