@@ -173,7 +173,9 @@ def _collect_components(ctx: UpContext) -> list[ChildSpec]:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                continue  # that daemon is not built yet
+                # Said out loud: a missing daemon must never look like a running one.
+                print(f"skipped: {module_name} is not installed", file=sys.stderr, flush=True)
+                continue
             raise
         specs.extend(module.components(ctx))
     return specs

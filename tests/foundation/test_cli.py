@@ -68,6 +68,9 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             if line.strip() == "ready":
                 break
         assert lines and lines[-1] == "ready", (lines, process.poll())
+        # Every daemon of the system is up, none skipped.
+        for endpoint in ("sidecar ingress:", "service ", "relayer ", "forwarder ", "repair ", "dashboard "):
+            assert any(line.startswith(endpoint) for line in lines), (endpoint, lines)
         assert any(line.startswith("database: embedded PostgreSQL") for line in lines)
         # The password never appears in what `up` prints.
         password = (data_dir / "pg-password").read_text().strip()
