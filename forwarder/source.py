@@ -23,6 +23,7 @@ log = logging.getLogger("forwarder.source")
 HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
 RELEASE_INTERVAL_SECONDS = 1.0  # retention is applied at most this often per stream
 ERROR_RETRY_SECONDS = 1.0
+YIELD_EVERY_RECORDS = 512
 
 
 class JournalSource:
@@ -92,6 +93,10 @@ class JournalSource:
                     if len(buffer) >= cap:
                         self.space.clear()
                         await self.space.wait()
+                    elif record.seq % YIELD_EVERY_RECORDS == 0:
+                        # follow() yields records without suspending while it has a
+                        # backlog: let the other streams' COPYs make progress.
+                        await asyncio.sleep(0)
                 return
             except journal.JournalCorrupt as exc:
                 self.failure = exc  # reported once the records before it are shipped
