@@ -40,13 +40,22 @@ COLUMNS = (
 
 
 class RecordLike(Protocol):
-    seq: int
-    type: int
-    attestation_id: int
-    body: bytes
-    chain_hash: bytes
-    prev_hash: bytes
-    canonical: bytes
+    """The fields of `journal.Record` the forwarder reads (read-only)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def attestation_id(self) -> int: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def chain_hash(self) -> bytes: ...
+    @property
+    def prev_hash(self) -> bytes: ...
+    @property
+    def canonical(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -234,12 +243,12 @@ def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike],
                         body.route, body.executes, None, None, None, key_hash or None, body.body_sha256,
                         record.chain_hash, record.canonical))
             elif kind == RecordType.OUTCOME:
-                body = decode_outcome(record.body)
-                if body.version != attestation.BODY_VERSION:
+                result = decode_outcome(record.body)
+                if result.version != attestation.BODY_VERSION:
                     raise msgspec.ValidationError("version")
                 append((node_id, stream_id, record.seq, 3, record.attestation_id,
-                        epoch + timedelta(microseconds=body.completed_at_us), None, None, None, None,
-                        body.status, body.disposition, body.latency_us, None, None,
+                        epoch + timedelta(microseconds=result.completed_at_us), None, None, None, None,
+                        result.status, result.disposition, result.latency_us, None, None,
                         record.chain_hash, record.canonical))
             else:
                 append(to_row(node_id, stream_id, record, genesis_at_us))

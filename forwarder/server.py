@@ -18,10 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from forwarder.config import ForwarderConfig
@@ -49,6 +50,7 @@ class Forwarder:
         self.checkpoints: dict[int, Checkpoint] = {}
         self.skipped_entries: set[str] = set()
         self.last_partition_check = 0.0
+        self.crashed: BaseException | None = None
 
     # -- discovery --------------------------------------------------------------
 
@@ -100,8 +102,6 @@ class Forwarder:
             self.crashed = exc
             self.stopping.set()
 
-    crashed: BaseException | None = None
-
     # -- maintenance --------------------------------------------------------------
 
     async def ensure_partitions(self) -> None:
@@ -151,11 +151,11 @@ class ForwarderCollector(Collector):
     def __init__(self, forwarder: Forwarder) -> None:
         self.forwarder = forwarder
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         node = self.forwarder.settings.node_id
         labels = ["node_id", "stream_id"]
         now = time.time()
-        families = {
+        families: dict[str, Any] = {
             "lag_records": GaugeMetricFamily("symphony_forwarder_lag_records",
                                              "Records in the journal not yet checkpointed in PostgreSQL", labels=labels),
             "lag_seconds": GaugeMetricFamily("symphony_forwarder_lag_seconds",

@@ -121,7 +121,7 @@ class JournalSource:
             try:
                 record = next(scan, None)
             finally:
-                scan.close()
+                getattr(scan, "close")()  # a generator: releases its mapping now
         except journal.JournalCorrupt as exc:
             raise SourceCorrupt(exc.seq, exc.reason) from None
         except (journal.JournalError, OSError):
