@@ -86,10 +86,13 @@ async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: 
             await db.close()
             server.kill()
             heads_at_kill = writers.heads()
+            # The writers never wait on PostgreSQL: the journal keeps growing.
+            await wait_for(lambda: all(writers.heads()[s] > heads_at_kill[s] + 1000 for s in heads_at_kill),
+                           "the journal to keep taking records during the outage")
             await wait_for(lambda: _lag_records(forwarder.metrics(), 0) > 1000, "lag to grow on /metrics")
-            assert 'symphony_forwarder_stream_retrying{node_id="node-p",stream_id="0"} 1.0' in forwarder.metrics()
+            await wait_for(lambda: 'symphony_forwarder_stream_retrying{node_id="node-p",stream_id="0"} 1.0'
+                           in forwarder.metrics(), "the stream to report retrying")
             heads_in_outage = writers.heads()
-            assert all(heads_in_outage[s] > heads_at_kill[s] + 1000 for s in heads_at_kill)
             for stream_id, shipped in shipped_before.items():
                 assert _segments(journal_dir, stream_id)[0].first_seq <= shipped + 1
             server.restart()
