@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+import journal
 from symphony import attestation
 from symphony.attestation import RecordType
 
@@ -149,26 +150,16 @@ def genesis_break(record: RecordLike) -> Break | None:
 def genesis_epoch(record: RecordLike) -> bytes:
     """The random epoch a GENESIS record carries (16 bytes)."""
     assert record.type == RecordType.GENESIS
-    epoch, _ = _genesis(record)
-    return epoch
+    return _genesis(record)
 
 
-def _genesis(record: RecordLike) -> tuple[bytes, int | None]:
-    """(epoch, created_at_us or None) of a GENESIS body.
-
-    The journal writes GENESIS itself in its own binary layout (journal
-    FORMAT.md F11: epoch[16], stream_id u16, node_id_len u8, node_id), which
-    carries no time; `symphony.attestation.GenesisBody` (MessagePack) is
-    accepted too.
-    """
-    body = record.body
-    if len(body) >= EPOCH_BYTES + 3 and len(body) == EPOCH_BYTES + 3 + body[EPOCH_BYTES + 2]:
-        return body[:EPOCH_BYTES], None
-    decoded = _decode(record)
-    assert isinstance(decoded, attestation.GenesisBody)
-    if len(decoded.epoch) != EPOCH_BYTES:
-        raise UndecodableRecord(record.seq, f"GENESIS epoch is {len(decoded.epoch)} bytes, not {EPOCH_BYTES}")
-    return decoded.epoch, decoded.created_at_us
+def _genesis(record: RecordLike) -> bytes:
+    """The epoch of a GENESIS record, whose body is the journal's own layout
+    (journal FORMAT.md F11) and carries no time."""
+    try:
+        return journal.parse_genesis(record.body).epoch
+    except ValueError as exc:
+        raise UndecodableRecord(record.seq, str(exc)) from None
 
 
 def to_row(node_id: str, stream_id: int, record: RecordLike, genesis_at_us: int = 0) -> tuple[Any, ...]:
@@ -178,8 +169,8 @@ def to_row(node_id: str, stream_id: int, record: RecordLike, genesis_at_us: int 
     journal's layout): the creation time of the stream's first segment.
     """
     if record.type == RecordType.GENESIS:
-        _, created_at_us = _genesis(record)
-        return _row(node_id, stream_id, record, created_at_us or genesis_at_us,
+        _genesis(record)
+        return _row(node_id, stream_id, record, genesis_at_us,
                     None, None, None, None, None, None, None, None, None)
     body = _decode(record)
     if isinstance(body, attestation.IngressBody) and (

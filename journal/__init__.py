@@ -14,13 +14,14 @@ The C core is the private extension journal._journal (cffi, API mode).
 """
 
 from journal._errors import JournalCorrupt, JournalError, JournalFull, JournalIOError, JournalLocked
-from journal._format import Durability, Record, RecordType, SegmentHeader, chain_hash
+from journal._format import Durability, Genesis, Record, RecordType, SegmentHeader, chain_hash, parse_genesis
 from journal._reader import Reader, VerifyResult, release_segments, verify
 from journal._writer import DEFAULT_SEGMENT_BYTES, Writer
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
     "Durability",
+    "Genesis",
     "JournalCorrupt",
     "JournalError",
     "JournalFull",
@@ -33,6 +34,7 @@ __all__ = [
     "VerifyResult",
     "Writer",
     "chain_hash",
+    "parse_genesis",
     "release_segments",
     "verify",
 ]

@@ -153,6 +153,28 @@ def genesis_body(epoch: bytes, stream_id: int, node_id: str) -> bytes:
     return epoch + struct.pack("<HB", stream_id, len(node)) + node
 
 
+class Genesis(NamedTuple):
+    """What a GENESIS record says (FORMAT.md F11)."""
+
+    epoch: bytes
+    stream_id: int
+    node_id: str
+
+
+def parse_genesis(body: bytes) -> Genesis:
+    """Decode a GENESIS body; ValueError when it is not one (F11)."""
+    fixed = EPOCH_SIZE + 3
+    if len(body) < fixed:
+        raise ValueError(f"GENESIS body is {len(body)} bytes, shorter than {fixed}")
+    stream_id, node_len = struct.unpack_from("<HB", body, EPOCH_SIZE)
+    if len(body) != fixed + node_len:
+        raise ValueError(f"GENESIS body is {len(body)} bytes; its node id length says {fixed + node_len}")
+    node_id = body[fixed:].decode("ascii", errors="replace")
+    if not NODE_ID.fullmatch(node_id) or stream_id > STREAM_ID_MAX:
+        raise ValueError("GENESIS names an invalid node id or stream id")
+    return Genesis(body[:EPOCH_SIZE], stream_id, node_id)
+
+
 def chain_hash(prev: bytes, canonical: bytes) -> bytes:
     """SHA-256(prev || canonical): the chain step, for audits outside the journal.
 

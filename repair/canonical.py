@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import journal
 from symphony import attestation
 from symphony.attestation import RecordType
 
@@ -80,10 +81,6 @@ def genesis_body(epoch: bytes, stream_id: int, node_id: str) -> bytes:
     return epoch + struct.pack("<HB", stream_id, len(node)) + node
 
 
-def _is_journal_genesis(body: bytes) -> bool:
-    return len(body) >= EPOCH_BYTES + 3 and len(body) == EPOCH_BYTES + 3 + body[EPOCH_BYTES + 2]
-
-
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
@@ -102,7 +99,7 @@ def columns(parsed: Canonical) -> dict[str, Any]:
     """
     cols: dict[str, Any] = {"record_type": parsed.record_type, "stream_seq": parsed.stream_seq,
                             "attestation_id": parsed.attestation_id}
-    if parsed.record_type == RecordType.GENESIS and _is_journal_genesis(parsed.body):
+    if parsed.record_type == RecordType.GENESIS:
         return cols  # its time is the segment's creation time, not in the hashed bytes
     body = attestation.decode(parsed.record_type, parsed.body)
     if isinstance(body, attestation.IngressBody):
@@ -114,8 +111,6 @@ def columns(parsed: Canonical) -> dict[str, Any]:
                     latency_us=body.latency_us)
     elif isinstance(body, attestation.HeartbeatBody):
         cols.update(recorded_at=_at(body.at_us))
-    elif isinstance(body, attestation.GenesisBody):
-        cols.update(recorded_at=_at(body.created_at_us))
     elif isinstance(body, attestation.DroppedBody):
         cols.update(recorded_at=_at(body.window_end_us))
     return cols
@@ -125,8 +120,7 @@ def epoch_of(parsed: Canonical) -> bytes | None:
     """The stream epoch a GENESIS record carries."""
     if parsed.record_type != RecordType.GENESIS:
         return None
-    if _is_journal_genesis(parsed.body):
-        return parsed.body[:EPOCH_BYTES]
-    body = attestation.decode(parsed.record_type, parsed.body)
-    assert isinstance(body, attestation.GenesisBody)
-    return body.epoch
+    try:
+        return journal.parse_genesis(parsed.body).epoch
+    except ValueError:
+        return None

@@ -3,7 +3,9 @@
 The journal's record header carries the type, stream seq, attestation id and the
 chain hash; the body is one of these structs, MessagePack-encoded as an array
 (compact, and field order is the wire order). The first field of every body is
-its schema version so a reader can refuse what it does not understand.
+its schema version so a reader can refuse what it does not understand. GENESIS
+is the exception: the journal writes it itself in its own layout
+(journal/FORMAT.md F11, `journal.parse_genesis`).
 
 Invariant 8: attestations carry who, when, which route and a SHA-256 of the
 request body, never the body, never personal data. Nothing here has room for a
@@ -17,18 +19,11 @@ import hashlib
 
 import msgspec
 
+# Record types are the journal's (its format and the schema share the values).
+from journal import RecordType
+
 BODY_VERSION = 1
 MAX_TEXT = 256  # longest route/method/participant/key id we attest
-
-
-class RecordType(enum.IntEnum):
-    """Record types; values are part of the journal format and the database schema."""
-
-    GENESIS = 1
-    INGRESS = 2
-    OUTCOME = 3
-    HEARTBEAT = 4
-    DROPPED = 5
 
 
 class Disposition(enum.StrEnum):
@@ -47,17 +42,6 @@ class Disposition(enum.StrEnum):
 HANDLED_DISPOSITIONS = frozenset(
     {Disposition.REPLAYED, Disposition.REJECTED, Disposition.UPSTREAM_ERROR, Disposition.CLIENT_GONE}
 )
-
-
-class GenesisBody(msgspec.Struct, array_like=True, frozen=True):
-    """First record of a stream. `epoch` is random, so a wiped journal that
-    starts again at seq 1 is never mistaken for the stream it replaces."""
-
-    version: int
-    epoch: bytes  # 16 random bytes
-    node_id: str
-    stream_id: int
-    created_at_us: int
 
 
 class IngressBody(msgspec.Struct, array_like=True, frozen=True):
@@ -107,10 +91,9 @@ class DroppedBody(msgspec.Struct, array_like=True, frozen=True):
     counts: dict[str, int]
 
 
-Body = GenesisBody | IngressBody | OutcomeBody | HeartbeatBody | DroppedBody
+Body = IngressBody | OutcomeBody | HeartbeatBody | DroppedBody
 
 _BODY_TYPES: dict[RecordType, type[Body]] = {
-    RecordType.GENESIS: GenesisBody,
     RecordType.INGRESS: IngressBody,
     RecordType.OUTCOME: OutcomeBody,
     RecordType.HEARTBEAT: HeartbeatBody,
@@ -129,11 +112,14 @@ def encode(body: Body) -> bytes:
 
 
 def decode(record_type: int, data: bytes) -> Body:
-    """Decode a body by its record type; unknown types or versions are refused."""
+    """Decode a body by its record type; unknown types or versions are refused.
+
+    GENESIS bodies are the journal's own layout: use `journal.parse_genesis`.
+    """
     try:
         decoder = _DECODERS[RecordType(record_type)]
-    except ValueError:
-        raise BodyError(f"unknown record type {record_type}") from None
+    except (ValueError, KeyError):
+        raise BodyError(f"record type {record_type} has no MessagePack body") from None
     try:
         body = decoder.decode(data)
     except msgspec.DecodeError as exc:

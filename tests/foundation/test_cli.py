@@ -87,6 +87,11 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+    # pg_ctl stop -w returns once the postmaster has exited; its children are
+    # reaped by then, but allow the kernel a bounded moment to drop them.
+    deadline = time.monotonic() + 10
+    while _postgres_processes_for(data_dir / "pg") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _postgres_processes_for(data_dir / "pg") == []
     assert not (data_dir / "embedded-db.json").exists()
     gone = symphony_cli("db", "url", "--data-dir", str(data_dir), env=env)
