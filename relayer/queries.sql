@@ -1,6 +1,8 @@
 -- SQL of the outbox relayer. Every statement that changes a row's status runs in
 -- a transaction that first sets `symphony.actor` (set_actor), so the transition
 -- trigger records which worker (or operator) made each change in outbox_events.
+-- Each UPDATE sets updated_at itself, which spares the per-row BEFORE trigger
+-- that would otherwise do it (migration 0021).
 
 -- name: set_actor
 -- Transaction-local actor for the outbox_events rows the trigger writes.
@@ -33,7 +35,8 @@ UPDATE payment_outbox o
 SET status = 'IN_FLIGHT',
     lease_owner = $1,
     lease_expires_at = clock_timestamp() + make_interval(secs => $2),
-    attempt_count = o.attempt_count + 1
+    attempt_count = o.attempt_count + 1,
+    updated_at = now()
 FROM claimable c
 WHERE o.id = c.id
 RETURNING o.id, o.rail, o.payload, o.participant_id, o.created_at,
@@ -65,7 +68,8 @@ done AS (
         next_attempt_at = CASE WHEN i.status = 'RECOVERING'
                                THEN clock_timestamp() + make_interval(secs => i.retry_delay_seconds)
                                ELSE o.next_attempt_at END,
-        completed_at = CASE WHEN i.status IN ('SUCCESS', 'FAILED') THEN clock_timestamp() END
+        completed_at = CASE WHEN i.status IN ('SUCCESS', 'FAILED') THEN clock_timestamp() END,
+        updated_at = now()
     FROM input i
     WHERE o.id = i.id
       AND o.status = 'IN_FLIGHT'
@@ -118,7 +122,8 @@ done AS (
         lease_owner = NULL,
         lease_expires_at = NULL,
         next_attempt_at = clock_timestamp(),
-        completed_at = CASE WHEN o.attempt_count >= o.max_attempts THEN clock_timestamp() END
+        completed_at = CASE WHEN o.attempt_count >= o.max_attempts THEN clock_timestamp() END,
+        updated_at = now()
     FROM expired e
     WHERE o.id = e.id
     RETURNING o.id, o.participant_id, o.rail, NEW.status AS new_status, NEW.attempt_count,
@@ -149,7 +154,8 @@ SET status = r.previous_status,
     attempt_count = o.attempt_count - 1,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    next_attempt_at = clock_timestamp()
+    next_attempt_at = clock_timestamp(),
+    updated_at = now()
 FROM unnest($2::uuid[], $3::int[], $4::outbox_status[]) AS r(id, attempt, previous_status)
 WHERE o.id = r.id AND o.status = 'IN_FLIGHT' AND o.lease_owner = $1 AND o.attempt_count = r.attempt
 RETURNING o.id;
@@ -165,7 +171,8 @@ SET status = 'RECOVERING',
     next_attempt_at = clock_timestamp(),
     completed_at = NULL,
     last_response_code = 'REDRIVE',
-    last_error = $3
+    last_error = $3,
+    updated_at = now()
 WHERE id = $1 AND status = 'FAILED'
 RETURNING id, attempt_count, max_attempts, OLD.last_error AS previous_error;
 
