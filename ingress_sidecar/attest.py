@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import journal
-from journal import _format as journal_format
 from symphony import attestation as att
 from symphony.attestation import RecordType
 
@@ -35,7 +34,7 @@ OUTCOME_BODY_BYTES_MAX = len(att.encode(att.OutcomeBody(
     version=att.BODY_VERSION, ingress_seq=2**63 - 1, completed_at_us=2**63 - 1, status=65535,
     disposition="upstream_error", latency_us=2**63 - 1, reason="x" * att.MAX_TEXT)))
 
-OUTCOME_RECORD_BYTES = journal_format.record_size(OUTCOME_BODY_BYTES_MAX)
+OUTCOME_RECORD_BYTES = journal.record_size(OUTCOME_BODY_BYTES_MAX)
 
 
 class AttestationRefused(Exception):
@@ -111,9 +110,10 @@ class Attestor:
     def _append(self, record_type: RecordType, encoded: bytes, attestation_id: int, body: att.Body,
                 outcomes_reserved: int) -> int:
         try:
-            if outcomes_reserved and not self._fits(len(encoded), outcomes_reserved):
-                reserve = [len(encoded)] + [OUTCOME_BODY_BYTES_MAX] * outcomes_reserved
-                self.writer._reserve_for(reserve)  # noqa: SLF001 - see module docstring; public API requested
+            if outcomes_reserved:
+                # Room for this record and the OUTCOMEs promised to every open
+                # request, or JournalFull now, before anything is written.
+                self.writer.reserve(journal.record_size(len(encoded)) + outcomes_reserved * OUTCOME_RECORD_BYTES)
             seq, _ = self.writer.append(record_type, encoded, attestation_id)
         except (journal.JournalError, OSError) as exc:
             self.writable = False
@@ -130,13 +130,6 @@ class Attestor:
         except (journal.JournalError, OSError) as exc:
             self.writable = False
             raise _refusal(exc) from None
-
-    def _fits(self, body_bytes: int, outcomes: int) -> bool:
-        """Cheap check that the current segment has room for the record and the
-        reserved OUTCOMEs; only when it does not is the journal asked to reserve."""
-        state = self.writer._w  # noqa: SLF001 - the C writer's position; public API requested
-        needed = journal_format.record_size(body_bytes) + outcomes * OUTCOME_RECORD_BYTES
-        return needed <= state.size - state.pos
 
     def _appended(self, seq: int, record_type: RecordType, attestation_id: int, body: att.Body) -> None:
         assert seq >= 1, seq

@@ -14,7 +14,16 @@ The C core is the private extension journal._journal (cffi, API mode).
 """
 
 from journal._errors import JournalCorrupt, JournalError, JournalFull, JournalIOError, JournalLocked
-from journal._format import Durability, Genesis, Record, RecordType, SegmentHeader, chain_hash, parse_genesis
+from journal._format import (
+    Durability,
+    Genesis,
+    Record,
+    RecordType,
+    SegmentHeader,
+    chain_hash,
+    parse_genesis,
+    record_size,
+)
 from journal._reader import Reader, VerifyResult, release_segments, verify
 from journal._writer import DEFAULT_SEGMENT_BYTES, Writer
 
@@ -35,6 +44,7 @@ __all__ = [
     "Writer",
     "chain_hash",
     "parse_genesis",
+    "record_size",
     "release_segments",
     "verify",
 ]

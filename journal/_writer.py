@@ -321,7 +321,7 @@ class Writer:
         c_types = ffi.new("uint16_t[]", types)
         c_ids = ffi.new("uint64_t[]", attestation_ids if attestation_ids is not None else count)
         c_lengths = ffi.new("uint32_t[]", lengths)
-        self._reserve_for(lengths)
+        self._reserve_batch(lengths)
         first_seq = self._w.next_seq
         done = 0
         offsets: list[int] | None = None
@@ -343,15 +343,71 @@ class Writer:
             self._sync_current()
         return first_seq, ffi.unpack(self._hash_out, HASH_SIZE)
 
-    def _reserve_for(self, lengths: list[int]) -> None:
-        """Make sure a batch can be written whole before writing any of it."""
+    def reserve(self, record_bytes: int) -> bool:
+        """Make sure records totalling `record_bytes` can be appended without JournalFull.
+
+        For a caller that must not be refused half-way through a group of
+        records (the sidecar: an INGRESS must never lack room for its OUTCOME).
+        The journal raises JournalFull only when a record needs a new segment
+        that cannot be allocated; this allocates that segment now, before
+        anything of the group is written, or raises JournalFull here.
+
+        Parameters
+        ----------
+        record_bytes:
+            The sum of ``journal.record_size(body length)`` over the records
+            to come (padding included). Must be at most `segment_capacity`, so
+            the group needs at most one rotation: whatever does not fit in the
+            rest of the current segment fits in the next one.
+
+        Returns
+        -------
+        bool
+            True when the rest of the current segment holds them (a comparison,
+            nothing else: cheap enough for every request); False when the next
+            segment is allocated and kept for them.
+
+        Raises
+        ------
+        JournalFull
+            The next segment is needed and cannot be allocated (size cap, disk
+            full). Nothing was written; the writer stays usable.
+        ValueError
+            `record_bytes` is negative or exceeds `segment_capacity`.
+
+        The promise covers the next rotation only: appends the caller did not
+        count can use up the room. One writer serves one thread (as append).
+        """
+        if not 0 <= record_bytes <= self._segment_bytes - HEADER_SIZE:
+            raise ValueError(f"cannot reserve {record_bytes} bytes: one segment holds "
+                             f"{self._segment_bytes - HEADER_SIZE} bytes of records")
+        if record_bytes <= self._w.size - self._w.pos:
+            return True
+        self._keep_next_segment()
+        return False
+
+    @property
+    def segment_capacity(self) -> int:
+        """Bytes of records one segment holds (its size less its header)."""
+        return self._segment_bytes - HEADER_SIZE
+
+    @property
+    def segment_free_bytes(self) -> int:
+        """Bytes of records the current segment still holds before a rotation."""
+        return int(self._w.size - self._w.pos)
+
+    def _reserve_batch(self, lengths: list[int]) -> None:
+        """Make sure an append_many batch can be written whole before writing any of it."""
         needed = sum(record_size(length) for length in lengths)
         free = self._w.size - self._w.pos
         if needed <= free:
             return
-        capacity = self._segment_bytes - HEADER_SIZE
-        if needed - free > capacity:
+        if needed - free > self._segment_bytes - HEADER_SIZE:
             raise ValueError(f"batch of {needed} bytes does not fit in one segment after the current one")
+        self._keep_next_segment()
+
+    def _keep_next_segment(self) -> None:
+        """Allocate the next segment now (unless the preparer has one): JournalFull here, not mid-group."""
         with self._prepare_cond:
             ready = self._prepared is not None
         if not ready:

@@ -21,6 +21,7 @@ from journal import (
     Reader,
     RecordType,
     Writer,
+    record_size,
     release_segments,
     verify,
 )
@@ -196,6 +197,39 @@ def test_size_cap_raises_journal_full_cleanly_and_release_frees_space(stream_dir
     writer.close()
     result = verify(stream_dir)
     assert result.ok and result.first_seq > 1 and result.last_seq == seq
+
+
+def test_reserve_promises_room_for_a_group_or_refuses_before_writing(stream_dir: Path) -> None:
+    """Writer.reserve: a group of records that passed reserve() is appended whole,
+    across a rotation, even when the size cap then refuses any further segment; a
+    group that cannot get its segment is refused before anything is written.
+    Method: fill a capped stream to the end of its last allowed segment's
+    predecessor, reserve, then append the group and check the chain."""
+    writer = _writer(stream_dir, "none", max_bytes=3 * SMALL_SEGMENT, prefault=False)
+    body = b"g" * 200
+    size = record_size(len(body))
+    assert writer.reserve(size) is True  # room in the current segment: nothing to do
+    with pytest.raises(ValueError):
+        writer.reserve(writer.segment_capacity + 1)
+    with pytest.raises(ValueError):
+        writer.reserve(-1)
+    # Fill segments 1 and 2 (the cap allows 3) until a group of 5 no longer fits.
+    while len(list_segments(stream_dir)) < 2 or writer.segment_free_bytes >= 5 * size:
+        writer.append(INGRESS, body, 0)
+    assert writer.reserve(5 * size) is False  # segment 3 is allocated now, for the group
+    first = writer.next_seq
+    for index in range(5):
+        writer.append(OUTCOME, body, index)  # spans the rotation, never JournalFull
+    assert len(list_segments(stream_dir)) == 3
+    while writer.segment_free_bytes >= size:
+        writer.append(INGRESS, body, 0)
+    with pytest.raises(JournalFull):
+        writer.reserve(2 * size)  # a 4th segment is over the cap: refused, nothing written
+    assert writer.next_seq == writer.head[0] + 1
+    head = writer.head[0]
+    writer.close()
+    result = verify(stream_dir)
+    assert result.ok and result.last_seq == head and head >= first + 4
 
 
 def test_release_keeps_unshipped_young_and_current_segments(stream_dir: Path) -> None:
