@@ -49,3 +49,38 @@ class RelayerMetrics:
                                         registry=r)
         self.listening = Gauge("symphony_relayer_listening", "1 while LISTEN symphony_outbox is active",
                                registry=r)
+
+
+class RailMetrics:
+    """The labelled children of one rail, looked up once.
+
+    `Counter.labels(rail)` hashes the label values and takes a lock on every
+    call; at 10 000 rows/s and ten metric updates per row that was a tenth of
+    the relayer's CPU. The worker keeps one of these per rail instead.
+    """
+
+    __slots__ = ("_metrics", "_rail", "claimed", "dispatches", "rail_call_seconds", "insert_to_dispatch_seconds", "retries",
+                 "dlq_records_entered", "records_terminal", "succeeded", "breaker_state", "breaker_opens",
+                 "inflight")
+
+    def __init__(self, metrics: RelayerMetrics, rail: str) -> None:
+        self._metrics = metrics
+        self._rail = rail
+        self.claimed = metrics.claimed.labels(rail)
+        self.dispatches: dict[str, Counter] = {}  # by outcome kind, created on first use
+        self.rail_call_seconds = metrics.rail_call_seconds.labels(rail)
+        self.insert_to_dispatch_seconds = metrics.insert_to_dispatch_seconds.labels(rail)
+        self.retries = metrics.retries.labels(rail)
+        self.dlq_records_entered = metrics.dlq_records_entered.labels(rail)
+        self.records_terminal = metrics.records_terminal.labels(rail)
+        self.succeeded = metrics.succeeded.labels(rail)
+        self.breaker_state = metrics.breaker_state.labels(rail)
+        self.breaker_opens = metrics.breaker_opens.labels(rail)
+        self.inflight = metrics.inflight.labels(rail)
+
+    def dispatch_counter(self, outcome: str) -> Counter:
+        """The dispatch counter of one outcome kind (created, then cached, on first use)."""
+        counter = self.dispatches.get(outcome)
+        if counter is None:
+            counter = self.dispatches[outcome] = self._metrics.dispatches.labels(self._rail, outcome)
+        return counter

@@ -1,8 +1,14 @@
--- SQL of the outbox relayer. Every statement that changes a row's status runs in
--- a transaction that first sets `symphony.actor` (set_actor), so the transition
--- trigger records which worker (or operator) made each change in outbox_events.
--- Each UPDATE sets updated_at itself, which spares the per-row BEFORE trigger
--- that would otherwise do it (migration 0021).
+-- SQL of the outbox relayer. Every statement that changes a row's status sets
+-- `symphony.actor` (transaction-local) so the transition trigger records which
+-- worker (or operator) made each change in outbox_events. The relayer's hot
+-- statements set it themselves, in their first CTE (`actor`), and run as one
+-- autocommit statement: one round trip instead of BEGIN, set_actor, the
+-- statement and COMMIT. That is enough because the transition triggers are
+-- statement-level AFTER triggers (migration 0021): they fire when the whole
+-- statement has run, and every row the statement changes came through the join
+-- with `actor`, so the setting is in place by then. Each UPDATE sets
+-- updated_at itself, which spares the per-row BEFORE trigger that would
+-- otherwise do it (migration 0021).
 
 -- name: set_actor
 -- Transaction-local actor for the outbox_events rows the trigger writes.
@@ -17,9 +23,13 @@ SELECT set_config('symphony.actor', $1::text, true);
 -- (relayer killed) still counts against the budget. RETURNING OLD/NEW gives the
 -- status the row came from and the previous response code (to know whether the
 -- last attempt ended ambiguously).
-WITH claimable AS (
+WITH actor AS MATERIALIZED (
+    SELECT set_config('symphony.actor', $1::text, true) AS name
+),
+claimable AS (
     SELECT c.id
-    FROM unnest($3::text[], $4::int[]) AS r(rail, slots)
+    FROM actor
+    CROSS JOIN unnest($3::text[], $4::int[]) AS r(rail, slots)
     CROSS JOIN LATERAL (
         SELECT o.id
         FROM payment_outbox o
@@ -44,17 +54,22 @@ RETURNING o.id, o.rail, o.payload, o.participant_id, o.created_at,
           OLD.status AS old_status, OLD.last_response_code AS previous_response_code;
 
 -- name: complete_batch
--- Writes many outcomes in one statement. Arrays $2.. are parallel: outbox id,
+-- Writes many outcomes in one statement; one row back: (rows written, incidents
+-- opened or refreshed). Arrays $2.. are parallel: outbox id,
 -- the attempt number the outcome belongs to, new status, response code, error,
 -- rail reference, retry delay in seconds (RECOVERING only) and whether a FAILED
 -- row is a dead letter (budget exhausted: opens a DEAD_LETTER incident, deduped
 -- on the outbox id). A row is written only while worker $1 still holds the lease
 -- for that very attempt: a relayer whose lease expired and was reclaimed by
 -- another cannot overwrite the newer attempt (fencing).
-WITH input AS (
-    SELECT *
-    FROM unnest($2::uuid[], $3::int[], $4::outbox_status[], $5::text[], $6::text[], $7::text[],
-                $8::float8[], $9::bool[])
+WITH actor AS MATERIALIZED (
+    SELECT set_config('symphony.actor', $1::text, true) AS name
+),
+input AS (
+    SELECT t.*
+    FROM actor
+    CROSS JOIN unnest($2::uuid[], $3::int[], $4::outbox_status[], $5::text[], $6::text[], $7::text[],
+                      $8::float8[], $9::bool[])
          AS t(id, attempt, status, response_code, error, rail_reference, retry_delay_seconds, dead_letter)
 ),
 done AS (
@@ -94,7 +109,7 @@ incidents AS (
     DO UPDATE SET last_seen_at = now(), evidence = EXCLUDED.evidence
     RETURNING dedup_key
 )
-SELECT d.id, d.new_status, (SELECT count(*) FROM incidents) AS incidents_opened
+SELECT count(*) AS written, (SELECT count(*) FROM incidents) AS incidents_opened
 FROM done d;
 
 -- name: reclaim_expired

@@ -1,9 +1,10 @@
 """The relayer's database side: one documented method per named query.
 
 The worker never sees SQL; this module never loops over rows on its own. Every
-status change runs in a short transaction that first sets `symphony.actor`
-(transaction-local) so outbox_events says who made it. No transaction spans a
-rail call.
+status change sets `symphony.actor` (transaction-local) so outbox_events says
+who made it: claim and complete, the hot path, in the statement itself (one
+round trip each), the others in a short transaction that runs set_actor first.
+No transaction spans a rail call.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from symphony.db import queries
 
 QUERIES = queries.load(__package__, "queries.sql")
 STATEMENT_TIMEOUT_SECONDS = 10.0
+_CLAIM_COLUMNS = ("id", "rail", "payload", "participant_id", "created_at", "attempt", "max_attempts",
+                  "old_status", "previous_response_code")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClaimedRow:
     """One leased outbox row, as the worker dispatches it."""
 
@@ -42,7 +46,7 @@ class ClaimedRow:
         return bool(self.previous_response_code and self.previous_response_code.startswith("AMBIGUOUS"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Completion:
     """The outcome of one attempt, waiting to be written."""
 
@@ -62,7 +66,8 @@ class Completion:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # msgspec decodes a claimed row's payload several times faster than json.loads.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=msgspec.json.decode, schema="pg_catalog")
 
 
 class OutboxStore:
@@ -78,14 +83,13 @@ class OutboxStore:
         if not rails:
             return []
         counts = [slots[rail] for rail in rails]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(QUERIES["set_actor"], self.worker_id, timeout=STATEMENT_TIMEOUT_SECONDS)
+        # One autocommit statement: it sets the actor itself (queries.sql, `actor`).
+        async with self.pool.acquire() as conn:
             records = await conn.fetch(QUERIES["claim_batch"], self.worker_id, lease_seconds, rails, counts,
                                        timeout=STATEMENT_TIMEOUT_SECONDS)
-        rows = [ClaimedRow(id=r["id"], rail=r["rail"], payload=r["payload"], participant_id=r["participant_id"],
-                           attempt=r["attempt"], max_attempts=r["max_attempts"], old_status=r["old_status"],
-                           previous_response_code=r["previous_response_code"], created_at=r["created_at"])
-                for r in records]
+        # Positional (cheaper than by name): the column order of claim_batch's RETURNING clause.
+        assert not records or tuple(records[0].keys()) == _CLAIM_COLUMNS, tuple(records[0].keys())
+        rows = [ClaimedRow(r[0], r[1], r[2], r[3], r[5], r[6], r[7], r[8], r[4]) for r in records]
         assert len(rows) <= sum(counts)
         return rows
 
@@ -102,12 +106,12 @@ class OutboxStore:
             [c.rail_reference for c in completions], [c.retry_delay_seconds for c in completions],
             [c.dead_letter for c in completions],
         )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(QUERIES["set_actor"], self.worker_id, timeout=STATEMENT_TIMEOUT_SECONDS)
-            records = await conn.fetch(QUERIES["complete_batch"], self.worker_id, *columns,
-                                       timeout=STATEMENT_TIMEOUT_SECONDS)
-        incidents = int(records[0]["incidents_opened"]) if records else 0
-        return len(records), incidents
+        # One autocommit statement: it sets the actor itself (queries.sql, `actor`).
+        async with self.pool.acquire() as conn:
+            record = await conn.fetchrow(QUERIES["complete_batch"], self.worker_id, *columns,
+                                         timeout=STATEMENT_TIMEOUT_SECONDS)
+        assert record is not None  # an aggregate: always one row
+        return int(record["written"]), int(record["incidents_opened"])
 
     async def reclaim_expired(self, limit: int) -> list[asyncpg.Record]:
         """Expired leases (at most `limit`) become RECOVERING, or dead letters past budget."""
