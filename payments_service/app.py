@@ -7,6 +7,7 @@ the non-executing read route carry none when they succeed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -18,6 +19,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from payments_service.faults import FaultSwitch
 from payments_service.store import Answer, PaymentRequest, PaymentStore, rejected
 from symphony.upstream_headers import DISPOSITION, Attested, HeaderVerifier, SignatureError
 
@@ -84,11 +86,12 @@ def request_fingerprint(method: str, path: str, body: bytes) -> bytes:
 
 class PaymentsApp:
     def __init__(self, store: PaymentStore, verifier: HeaderVerifier, rails: list[str],
-                 metrics: ServiceMetrics) -> None:
+                 metrics: ServiceMetrics, faults: FaultSwitch | None = None) -> None:
         self.store = store
         self.verifier = verifier
         self.rails = rails
         self.metrics = metrics
+        self.faults = faults  # test-only (payments_service.faults); None in production
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=BODY_BYTES_MAX)
@@ -121,6 +124,13 @@ class PaymentsApp:
         attested = self._verify(request, body)
         if isinstance(attested, Answer):
             return attested
+        if self.faults is not None:
+            delay = self.faults.latency_seconds()
+            if delay:
+                await asyncio.sleep(delay)
+            dropped = self.faults.blackhole(attested)
+            if dropped is not None:
+                return Answer(201, dropped, "executed")
         key = request.headers.get("Idempotency-Key", "")
         if not 1 <= len(key) <= 255:
             return rejected(400, "IDEMPOTENCY_KEY_REQUIRED", "the Idempotency-Key header is required (1-255 chars)")

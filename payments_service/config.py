@@ -25,6 +25,7 @@ class ServiceConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     maintenance_interval_seconds: float = 60.0
     purge_batch_max: int = 1000
     shutdown_timeout_seconds: float = 10.0
+    test_fault_file: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from payments_service.app import PaymentsApp, ServiceMetrics
 from payments_service.config import ServiceConfig
+from payments_service.faults import FaultSwitch
 from payments_service.store import PaymentStore, init_connection
 from symphony import lifecycle
 from symphony.db import create_pool
@@ -35,12 +36,13 @@ def load_verifier(settings: ServiceConfig, data_dir: Path) -> HeaderVerifier:
     return HeaderVerifier(keys, max_age_seconds=settings.signature_max_age_seconds)
 
 
-async def main(settings: ServiceConfig, database_url: str, verifier: HeaderVerifier) -> int:
+async def main(settings: ServiceConfig, database_url: str, verifier: HeaderVerifier,
+               faults: FaultSwitch | None = None) -> int:
     pool = await create_pool(database_url, min_size=2, max_size=settings.pool_size, init=init_connection)
     store = PaymentStore(pool, lock_ttl_seconds=settings.idempotency_lock_ttl_seconds,
                          retention_seconds=settings.idempotency_retention_seconds, retry_budget=settings.retry_budget)
     metrics = ServiceMetrics()
-    runner = web.AppRunner(PaymentsApp(store, verifier, settings.rails, metrics).build(), access_log=None,
+    runner = web.AppRunner(PaymentsApp(store, verifier, settings.rails, metrics, faults).build(), access_log=None,
                            shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     try:

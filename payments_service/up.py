@@ -20,11 +20,16 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     port, admin_port = ctx.free_port(), ctx.free_port()
     url = f"http://127.0.0.1:{port}"
     ctx.service_url = url  # type: ignore[attr-defined]  # read by ingress_sidecar.up
+    argv = [sys.executable, "-m", "symphony", "service", "--data-dir", str(ctx.data_dir)]
+    env = {"SYMPHONY_DATABASE_URL": ctx.database_url, "SYMPHONY_SERVICE_LISTEN_PORT": str(port),
+           "SYMPHONY_SERVICE_ADMIN_PORT": str(admin_port)}
+    if getattr(ctx, "chaos", False):  # `chaos = true` in up.toml: the test-only fault switch (symphony.chaos)
+        argv.append("--enable-test-faults")
+        env["SYMPHONY_SERVICE_TEST_FAULT_FILE"] = str(ctx.path("chaos", "service-faults.json"))
     return [ChildSpec(
         name="service",
-        argv=[sys.executable, "-m", "symphony", "service", "--data-dir", str(ctx.data_dir)],
+        argv=argv,
         endpoints={"api (behind the sidecar)": url, "metrics": f"http://127.0.0.1:{admin_port}/metrics"},
         wait_port=port,
-        env={"SYMPHONY_DATABASE_URL": ctx.database_url, "SYMPHONY_SERVICE_LISTEN_PORT": str(port),
-             "SYMPHONY_SERVICE_ADMIN_PORT": str(admin_port)},
+        env=env,
     )]

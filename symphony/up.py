@@ -9,6 +9,13 @@ embedded database last, so no process is left behind.
 Daemons join `up` by providing a module `<package>.up` with
 `components(ctx: UpContext) -> list[ChildSpec]`; modules listed in
 `UP_MODULES` that do not exist yet are skipped.
+
+While it runs, `<data_dir>/run/up.json` names `up`'s pid and each child's
+current pid (rewritten when a child is restarted), so tools such as
+`symphony chaos` find the processes of this data dir. With
+`child_restarts_max > 0` a child that exits on its own is started again (at
+most that many times per minute, like systemd's Restart=on-failure); with 0
+(the default) one child's death stops everything.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import asyncio
 import ctypes
 import importlib
+import json
 import os
 import signal
 import socket
@@ -45,6 +53,8 @@ UP_MODULES = [
 ]
 CHILD_START_TIMEOUT_SECONDS = 60.0
 CHILD_STOP_TIMEOUT_SECONDS = 20.0
+RUN_STATE_FILE = ("run", "up.json")
+RESTART_WINDOW_SECONDS = 60.0
 
 
 class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
@@ -54,11 +64,19 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     embedded_fast: run the embedded PostgreSQL without fsync (throwaway demos
         and tests only: a power loss can corrupt it).
     child_stop_timeout_seconds: how long each daemon may drain before SIGKILL.
+    child_restarts_max: restarts per minute of a daemon that exited on its own
+        (0: one daemon's death stops everything).
+    chaos: tests and chaos runs only: the service honours its test fault file
+        (--enable-test-faults), the sidecar reads a test clock file, and the
+        daemons get the short grace periods of `symphony chaos` (see
+        symphony/chaos.py; variables already in the environment win).
     """
 
     node_id: str = "node-local"
     embedded_fast: bool = False
     child_stop_timeout_seconds: float = msgspec.field(default=CHILD_STOP_TIMEOUT_SECONDS)
+    child_restarts_max: int = 0
+    chaos: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +84,8 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("node_id must be 1-63 characters of letters, digits, '.', '_' or '-'")
         if not 0 < self.child_stop_timeout_seconds <= 600:
             raise ValueError("child_stop_timeout_seconds must be in (0, 600]")
+        if not 0 <= self.child_restarts_max <= 100:
+            raise ValueError("child_restarts_max must be in [0, 100]")
 
 
 @dataclass
@@ -75,6 +95,7 @@ class UpContext:
     data_dir: Path
     database_url: str
     node_id: str = "node-local"
+    chaos: bool = False
     _taken: set[int] = field(default_factory=set)
 
     def free_port(self) -> int:
@@ -129,22 +150,43 @@ def run(args: argparse.Namespace) -> int:
             print(f"database: {dsn.redact(url)}", flush=True)
         applied = asyncio.run(_migrate(url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
-        ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id)
+        ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id, chaos=settings.chaos)
         _prepare_demo(ctx)
+        extra_env = _chaos_environment(data_dir) if settings.chaos else {}
         for spec in _collect_components(ctx):
             if stop.requested:
                 break
+            spec.env = {**{k: v for k, v in extra_env.items() if k not in os.environ}, **spec.env}
             children.append((spec, _start_child(spec, data_dir)))
+            _write_run_state(data_dir, children)
             _wait_until_listening(spec, children[-1][1], stop)
             for label, endpoint in spec.endpoints.items():
                 print(f"{spec.name} {label}: {endpoint}", flush=True)
         if not stop.requested:
             print("ready", flush=True)
-        return _supervise(children, stop)
+        return _supervise(children, stop, data_dir, settings.child_restarts_max)
     finally:
         _stop_children(children, settings.child_stop_timeout_seconds)
+        (data_dir / RUN_STATE_FILE[0] / RUN_STATE_FILE[1]).unlink(missing_ok=True)
         if embedded is not None:
             embedded.stop()
+
+
+def _chaos_environment(data_dir: Path) -> dict[str, str]:
+    from symphony import chaos
+
+    return chaos.child_environment(data_dir)
+
+
+def _write_run_state(data_dir: Path, children: list[tuple[ChildSpec, subprocess.Popen[bytes]]]) -> None:
+    """<data_dir>/run/up.json: this process and its children's current pids."""
+    path = data_dir.joinpath(*RUN_STATE_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"up_pid": os.getpid(),
+             "children": {spec.name: {"pid": process.pid, "endpoints": spec.endpoints} for spec, process in children}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 async def _migrate(url: str) -> list[str]:
@@ -214,14 +256,26 @@ def _wait_until_listening(spec: ChildSpec, process: subprocess.Popen[bytes], sto
         raise StartupError(f"{spec.name} did not listen on port {spec.wait_port} within {CHILD_START_TIMEOUT_SECONDS:.0f} s")
 
 
-def _supervise(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], stop: _StopFlag) -> int:
-    """Wait for a stop signal; a child that dies on its own stops everything."""
+def _supervise(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], stop: _StopFlag,
+               data_dir: Path, restarts_max: int = 0) -> int:
+    """Wait for a stop signal. A child that dies on its own is restarted while
+    its budget (`restarts_max` per minute) lasts; past it, everything stops."""
+    restarts: dict[str, list[float]] = {}
     while not stop.requested:
-        for spec, process in children:
-            if process.poll() is not None:
+        for index, (spec, process) in enumerate(children):
+            if process.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in restarts.get(spec.name, []) if now - t < RESTART_WINDOW_SECONDS]
+            if len(recent) >= restarts_max:
                 print(f"{spec.name} exited unexpectedly with code {process.returncode}; "
                       f"stopping (see logs/{spec.name}.log)", file=sys.stderr, flush=True)
                 return EXIT_RUNTIME
+            restarts[spec.name] = [*recent, now]
+            print(f"{spec.name} exited unexpectedly with code {process.returncode}; restarting "
+                  f"({len(recent) + 1} of {restarts_max} per minute)", file=sys.stderr, flush=True)
+            children[index] = (spec, _start_child(spec, data_dir))
+            _write_run_state(data_dir, children)
         stop.sleep(0.5)
     return 0
 
