@@ -72,14 +72,15 @@ class Attestor:
 
     @classmethod
     def open(cls, journal_root: Path, *, node_id: str, stream_id: int, durability: str,
-             segment_bytes: int = 0, bytes_max: int = 0) -> Attestor:
+             segment_bytes: int = 0, bytes_max: int = 0, flush_interval_us: int = 100) -> Attestor:
         stream_dir = journal_root / node_id / str(stream_id)
         options: dict[str, int] = {}
         if segment_bytes:
             options["segment_bytes"] = segment_bytes
         if bytes_max:
             options["max_bytes"] = bytes_max
-        writer = journal.Writer(stream_dir, node_id=node_id, stream_id=stream_id, durability=durability, **options)
+        writer = journal.Writer(stream_dir, node_id=node_id, stream_id=stream_id, durability=durability,
+                                flush_interval_us=flush_interval_us, **options)
         return cls(writer, node_id=node_id, stream_id=stream_id)
 
     def append(self, record_type: RecordType, body: att.Body, attestation_id: int) -> int:

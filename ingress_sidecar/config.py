@@ -67,6 +67,7 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     durability: str = "batch"
     journal_segment_bytes: int = 0
     journal_bytes_max: int = 0
+    journal_flush_interval_us: int = 100
     upstream_url: str = "http://127.0.0.1:8000"
     routes: list[Route] = msgspec.field(default_factory=_default_routes)
     body_bytes_max: int = 1_048_576
@@ -123,6 +124,8 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("worker_id_base must be -1 (derive) or in [0, 1023]")
         if self.journal_segment_bytes < 0 or self.journal_segment_bytes % 4096:
             raise ValueError("journal_segment_bytes must be 0 (the journal's default) or a multiple of 4096")
+        if not 0 <= self.journal_flush_interval_us <= 100_000:
+            raise ValueError("journal_flush_interval_us must be in [0, 100000]")
         if self.journal_bytes_max < 0:
             raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

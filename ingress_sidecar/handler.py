@@ -37,6 +37,7 @@ from ingress_sidecar.identity import CertificateVerifier, Identity, IdentityFail
 from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
+from ingress_sidecar.signing import BatchSigner
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import Disposition
@@ -76,7 +77,7 @@ def error_response(status: int, reason: str, attestation_id: int = 0, **extra: o
 class RequestHandler:
     def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
                  jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
-                 limiter: SourceLimiter, drops: DropCounter, signer: uh.HeaderSigner,
+                 limiter: SourceLimiter, drops: DropCounter, signer: BatchSigner,
                  session: aiohttp.ClientSession, stats: metrics.WorkerStats) -> None:
         self.settings = settings
         self.attestor = attestor
@@ -272,7 +273,23 @@ class RequestHandler:
                        body: bytes, ingress: att.IngressBody, attestation_id: int, seq: int) -> web.StreamResponse:
         assert identity is not None
         started = time.perf_counter()
-        headers = self._upstream_headers(request, identity, ingress, attestation_id, seq)
+        policy_version = identity.policy_version or self.policy.current_version(identity.participant_id)
+        attested = uh.Attested(
+            attestation_id=attestation_id, node_id=self.attestor.node_id, stream_id=self.attestor.stream_id,
+            stream_seq=seq, participant_id=identity.participant_id, policy_version=policy_version,
+            body_sha256_hex=ingress.body_sha256.hex(),
+        )
+        try:
+            signed = await self.signer.sign(attested, request.method, request.path)
+        except asyncio.CancelledError:
+            self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
+            raise
+        except ValueError as exc:  # never forwarded: handled without execution
+            self._finish(route, attestation_id, seq, 500, Disposition.REJECTED, started, "signing_failed")
+            log.error("upstream headers could not be signed; request not forwarded",
+                      extra={"attestation_id": attestation_id, "error": str(exc)})
+            return error_response(500, "signing_failed", attestation_id)
+        headers = self._upstream_headers(request, signed, ingress.traceparent)
         url = route.upstream + request.rel_url.raw_path_qs
         try:
             async with self.session.request(request.method, url, data=body, headers=headers,
@@ -296,8 +313,8 @@ class RequestHandler:
         response.headers[uh.HLC] = str(attestation_id)
         return response
 
-    def _upstream_headers(self, request: web.BaseRequest, identity: Identity, ingress: att.IngressBody,
-                          attestation_id: int, seq: int) -> CIMultiDict[str]:
+    def _upstream_headers(self, request: web.BaseRequest, signed: dict[str, str],
+                          traceparent: str) -> CIMultiDict[str]:
         headers: CIMultiDict[str] = CIMultiDict()
         forward_authorization = self.settings.forward_authorization
         for name, value in request.headers.items():
@@ -307,14 +324,8 @@ class RequestHandler:
             if lower == "authorization" and not forward_authorization:
                 continue
             headers.add(name, value)
-        policy_version = identity.policy_version or self.policy.current_version(identity.participant_id)
-        attested = uh.Attested(
-            attestation_id=attestation_id, node_id=self.attestor.node_id, stream_id=self.attestor.stream_id,
-            stream_seq=seq, participant_id=identity.participant_id, policy_version=policy_version,
-            body_sha256_hex=ingress.body_sha256.hex(),
-        )
-        headers.update(self.signer.headers(attested, request.method, request.path))
-        headers["traceparent"] = ingress.traceparent
+        headers.update(signed)
+        headers["traceparent"] = traceparent
         if request.remote:
             headers["X-Forwarded-For"] = request.remote
         return headers

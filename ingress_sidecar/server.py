@@ -30,6 +30,7 @@ from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
 from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import RouteTable
+from ingress_sidecar.signing import BatchSigner
 from symphony import upstream_headers as uh
 from symphony.errors import EXIT_OK, StartupError
 from symphony.lifecycle import Shutdown
@@ -101,7 +102,8 @@ class Worker:
             return Attestor.open(self.settings.journal_root(), node_id=self.settings.node_id, stream_id=self.stream_id,
                                  durability=self.settings.durability,
                                  segment_bytes=self.settings.journal_segment_bytes,
-                                 bytes_max=self.settings.journal_bytes_max)
+                                 bytes_max=self.settings.journal_bytes_max,
+                                 flush_interval_us=self.settings.journal_flush_interval_us)
         except (journal.JournalError, OSError, ValueError) as exc:
             raise StartupError(f"journal stream {self.settings.node_id}/{self.stream_id} not usable: {exc}") from None
 
@@ -131,7 +133,7 @@ class Worker:
             cert_verifier=certs, policy=self.policy,
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
-            drops=self.drops, signer=self._signer(), session=session, stats=self.stats,
+            drops=self.drops, signer=BatchSigner(self._signer()), session=session, stats=self.stats,
         )
 
     async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
