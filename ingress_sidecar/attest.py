@@ -13,8 +13,9 @@ of every request still open on this stream. The journal raises JournalFull
 only when it needs a new segment, and the reservation makes sure that segment
 exists (or refuses the INGRESS) before the INGRESS is written.
 
-Hook for the NDJSON mirror (a later issue): callables in `observers` are
-called with (seq, record type, attestation id, body) after each append.
+Observers (the NDJSON mirror, ingress_sidecar/mirror.py): callables in
+`observers` are called after each append with (seq, record type, attestation
+id, encoded body, chain hash); they must be cheap and must not raise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import journal
 from symphony import attestation as att
 from symphony.attestation import RecordType
 
-Observer = Callable[[int, RecordType, int, att.Body], None]
+Observer = Callable[[int, int, int, bytes, bytes], None]
 
 # The largest OUTCOME body the sidecar writes: every field at its bound.
 OUTCOME_BODY_BYTES_MAX = len(att.encode(att.OutcomeBody(
@@ -90,7 +91,7 @@ class Attestor:
         never take the space they were promised.
         """
         assert record_type not in (RecordType.INGRESS, RecordType.OUTCOME), record_type
-        return self._append(record_type, att.encode(body), attestation_id, body, self.open_requests)
+        return self._append(record_type, att.encode(body), attestation_id, self.open_requests)
 
     def append_ingress(self, body: att.IngressBody, attestation_id: int) -> int:
         """Append an INGRESS with room reserved for its OUTCOME and those of all open requests.
@@ -98,7 +99,7 @@ class Attestor:
         On success the caller owns one open request and must end it with
         `append_outcome` (whatever happens to the request).
         """
-        seq = self._append(RecordType.INGRESS, att.encode(body), attestation_id, body, self.open_requests + 1)
+        seq = self._append(RecordType.INGRESS, att.encode(body), attestation_id, self.open_requests + 1)
         self.open_requests += 1
         return seq
 
@@ -106,22 +107,21 @@ class Attestor:
         """The OUTCOME of an INGRESS appended with `append_ingress` (its room is reserved)."""
         assert self.open_requests > 0, "OUTCOME without an open INGRESS"
         self.open_requests -= 1
-        return self._append(RecordType.OUTCOME, att.encode(body), attestation_id, body, 0)
+        return self._append(RecordType.OUTCOME, att.encode(body), attestation_id, 0)
 
-    def _append(self, record_type: RecordType, encoded: bytes, attestation_id: int, body: att.Body,
-                outcomes_reserved: int) -> int:
+    def _append(self, record_type: RecordType, encoded: bytes, attestation_id: int, outcomes_reserved: int) -> int:
         try:
             if outcomes_reserved:
                 # Room for this record and the OUTCOMEs promised to every open
                 # request, or JournalFull now, before anything is written.
                 self.writer.reserve(journal.record_size(len(encoded)) + outcomes_reserved * OUTCOME_RECORD_BYTES)
-            seq, _ = self.writer.append(record_type, encoded, attestation_id)
+            seq, chain_hash = self.writer.append(record_type, encoded, attestation_id)
         except (journal.JournalError, OSError) as exc:
             self.writable = False
             raise _refusal(exc) from None
         except ValueError as exc:  # more open requests than one segment holds OUTCOMEs for
             raise AttestationRefused("journal_busy", str(exc)) from None
-        self._appended(seq, record_type, attestation_id, body)
+        self._appended(seq, record_type, attestation_id, encoded, chain_hash)
         return seq
 
     async def wait_durable(self, seq: int) -> None:
@@ -132,12 +132,13 @@ class Attestor:
             self.writable = False
             raise _refusal(exc) from None
 
-    def _appended(self, seq: int, record_type: RecordType, attestation_id: int, body: att.Body) -> None:
+    def _appended(self, seq: int, record_type: RecordType, attestation_id: int, encoded: bytes,
+                  chain_hash: bytes) -> None:
         assert seq >= 1, seq
         self.writable = True
         self.last_append_monotonic = time.monotonic()
         for observer in self.observers:
-            observer(seq, record_type, attestation_id, body)
+            observer(seq, record_type, attestation_id, encoded, chain_hash)
 
     def idle_seconds(self) -> float:
         return time.monotonic() - self.last_append_monotonic

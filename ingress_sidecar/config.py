@@ -68,6 +68,9 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     journal_segment_bytes: int = 0
     journal_bytes_max: int = 0
     journal_flush_interval_us: int = 100
+    mirror_enabled: bool = False
+    mirror_file_bytes_max: int = 64 * 1024 * 1024
+    mirror_queue_records_max: int = 65_536
     upstream_url: str = "http://127.0.0.1:8000"
     routes: list[Route] = msgspec.field(default_factory=_default_routes)
     body_bytes_max: int = 1_048_576
@@ -126,6 +129,12 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("journal_segment_bytes must be 0 (the journal's default) or a multiple of 4096")
         if not 0 <= self.journal_flush_interval_us <= 100_000:
             raise ValueError("journal_flush_interval_us must be in [0, 100000]")
+        if self.mirror_file_bytes_max < 4096:
+            raise ValueError("mirror_file_bytes_max must be >= 4096")
+        if not 1 <= self.mirror_queue_records_max <= 10_000_000:
+            raise ValueError("mirror_queue_records_max must be in [1, 10000000]")
+        if self.mirror_enabled and self.node_id == "mirror":
+            raise ValueError("node_id 'mirror' is the mirror's directory under journal_dir; choose another node_id")
         if self.journal_bytes_max < 0:
             raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

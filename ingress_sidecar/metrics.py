@@ -25,6 +25,11 @@ COUNTERS = {
     "journal_refusals": ("Records the journal refused (request answered 503)", ("reason",)),
     "dropped": ("Requests refused before attestation (counted in DROPPED records)", ("reason",)),
     "clock_refusals": ("Requests refused with 503 CLOCK_BACKWARDS", ()),
+    "mirror_lines": ("Records written to the NDJSON attestation mirror", ()),
+    "mirror_dropped": ("Records dropped from the full mirror queue (then read back from the journal)", ()),
+    "mirror_recovered": ("Mirror records read back from the journal (queue drops, catch-up at start)", ()),
+    "mirror_unrecoverable": ("Records missing from the mirror: no longer in the journal", ()),
+    "mirror_errors": ("Failed mirror writes (retried from the journal)", ()),
 }
 HISTOGRAMS = {
     "attest_to_durable_seconds": ("From INGRESS append to durable at the configured level",
@@ -42,6 +47,7 @@ GAUGES = {
     "worker_ready": "1 when the worker's journal is writable and its policy cache fresh",
     "in_flight": "Requests being handled",
     "open_ingress": "INGRESS records whose OUTCOME is not written yet",
+    "mirror_queue": "Records waiting for the NDJSON mirror writer",
 }
 
 
@@ -75,6 +81,10 @@ class WorkerStats:
     def count(self, name: str, *labels: str) -> None:
         series = self.counters[name]
         series[labels] = series.get(labels, 0.0) + 1.0
+
+    def add(self, name: str, value: float, *labels: str) -> None:
+        series = self.counters[name]
+        series[labels] = series.get(labels, 0.0) + value
 
     def observe(self, name: str, value: float) -> None:
         self.histograms[name].observe(value)

@@ -27,6 +27,7 @@ from ingress_sidecar.config import SidecarConfig
 from ingress_sidecar.handler import RequestHandler
 from ingress_sidecar.hlc import WORKER_MAX, HybridClock, file_offset_clock, system_clock_ms
 from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
+from ingress_sidecar.mirror import Mirror, mirror_directory
 from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import RouteTable
@@ -89,6 +90,7 @@ class Worker:
         self.tasks: list[asyncio.Task[None]] = []
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         self.stats = metrics.WorkerStats(Path(metrics_dir) if metrics_dir else None, stream_id)
+        self.mirror: Mirror | None = None
 
     def _clock(self) -> HybridClock:
         source = system_clock_ms
@@ -147,6 +149,8 @@ class Worker:
             handler = self._build(attestor, session)
             self.tasks = [asyncio.create_task(self.policy.run(self.stop), name="policy"),
                           asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping")]
+            if self.settings.mirror_enabled:
+                self.tasks.append(asyncio.create_task(self._mirror(attestor).run(self.stop), name="mirror"))
             await self._await_first_policy_load()
             return await self._serve(handler, attestor, shutdown, on_ready)
         finally:
@@ -161,6 +165,18 @@ class Worker:
             attestor.close()
             self.stats.publish()
             log.info("worker stopped; journal flushed", extra={"stream_id": self.stream_id})
+
+    def _mirror(self, attestor: Attestor) -> Mirror:
+        s = self.settings
+        self.mirror = Mirror(mirror_directory(s.journal_root()), node_id=s.node_id, stream_id=self.stream_id,
+                             stream_dir=attestor.writer.path, file_bytes_max=s.mirror_file_bytes_max,
+                             queue_records_max=s.mirror_queue_records_max, stats=self.stats)
+        try:
+            self.mirror.open(head_seq=attestor.writer.next_seq - 1)
+        except OSError as exc:
+            raise StartupError(f"mirror directory {self.mirror.directory} not usable: {exc}") from None
+        attestor.observers.append(self.mirror.observe)
+        return self.mirror
 
     async def _await_first_policy_load(self) -> None:
         """Listen with a loaded policy cache if the database answers soon; else
@@ -235,6 +251,8 @@ class Worker:
         gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0
         gauges["in_flight"] = float(handler.in_flight)
         gauges["open_ingress"] = float(attestor.open_requests)
+        if self.mirror is not None:
+            gauges["mirror_queue"] = float(self.mirror.queued())
         try:
             self.stats.publish()
         except OSError as exc:

@@ -5,6 +5,7 @@
     symphony audit ghosts [--older-than SECONDS] [--json]
     symphony audit seq-gaps [--json]
     symphony audit verify-chain [--node N] [--stream S] [--json]
+    symphony audit cross-check --mirror DIR [--node N] [--stream S] [--json]
 
 T is ISO 8601 (`2025-06-01T00:00:00Z`) or a span back from now (`15m`, `2h`, `7d`).
 """
@@ -15,11 +16,12 @@ import argparse
 import datetime as dt
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from repair import common, verify
+from repair import common, cross_check, verify
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, SymphonyError
 
@@ -55,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chain = sub.add_parser("verify-chain", help="recompute every chain hash from the first record")
     chain.add_argument("--node", help="only streams of this node")
     chain.add_argument("--stream", type=int, help="only this stream id")
+    cross = sub.add_parser("cross-check", help="compare the NDJSON attestation mirror (the write-once copy) "
+                                               "with PostgreSQL, record by record")
+    cross.add_argument("--mirror", type=Path, required=True, metavar="DIR",
+                       help="directory of mirror files (*.ndjson, or Vector's *.ndjson.gz), read at any depth")
+    cross.add_argument("--node", help="only streams of this node (default: every node the mirror names)")
+    cross.add_argument("--stream", type=int, help="only this stream id")
     for child in sub.choices.values():
         child.add_argument("--json", action="store_true", help="machine-readable output")
         common.add_common(child, suppress=True)
@@ -62,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _, url = common.settings_and_dsn(args)
-    checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain}
+    checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain,
+              "cross-check": _cross_check}
     found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
     print(json.dumps(report, indent=2, default=str) if args.json else text)
     return EXIT_FINDINGS if found else EXIT_OK
@@ -127,3 +136,11 @@ async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> t
             lines.append(f"{where}: BROKEN at seq {r['first_bad_seq']} ({r['reason']}): {r['detail']}")
     lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
     return bool(broken), report, "\n".join(lines)
+
+
+async def _cross_check(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    copy = cross_check.read_mirror(args.mirror, args.node, args.stream)
+    if not copy.records and not copy.malformed_count:
+        raise SymphonyError(f"--mirror {args.mirror} holds no record of the streams asked for", exit_code=2)
+    report = await cross_check.compare(conn, copy, args.node, args.stream)
+    return report["status"] != "MATCH", report, cross_check.report_text(report)

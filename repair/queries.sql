@@ -330,6 +330,14 @@ SELECT node_id, stream_id, missing_from, missing_to, missing_to - missing_from +
 FROM stream_sequence_gaps
 ORDER BY node_id, stream_id, missing_from;
 
+-- name: cross_check_rows
+-- Every attestation row of the nodes in $1, only stream $2 when it is not NULL,
+-- with the columns the NDJSON mirror also holds (audit cross-check), in stream order.
+SELECT node_id, stream_id, stream_seq, chain_hash, canonical
+FROM ingress_attestations
+WHERE node_id = ANY($1::text[]) AND ($2::integer IS NULL OR stream_id = $2)
+ORDER BY node_id, stream_id, stream_seq;
+
 -- name: dashboard_participants
 -- One row per participant (view regulator_dashboard), worst first.
 SELECT participant_id, ingress_count, executions, handled, ghosts, gap, open_incidents, dead_letters,
