@@ -376,7 +376,8 @@ async def quiesce(system: System, *, timeout: float, grace_seconds: float, notes
     # 1. Every journal record written so far is in PostgreSQL.
     heads: dict[tuple[str, int], int] = {}
     for node_dir in sorted(p for p in system.journal_root().iterdir() if p.is_dir()):
-        for stream_dir in sorted(p for p in node_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+        streams = [p for p in node_dir.iterdir() if p.is_dir() and p.name.isdigit() and any(p.glob("*.seg"))]
+        for stream_dir in sorted(streams):
             checkpoint = await _query(url, "SELECT last_seq FROM journal_checkpoints WHERE node_id = $1 "
                                            "AND stream_id = $2", node_dir.name, int(stream_dir.name))
             from_seq = (int(checkpoint[0]["last_seq"]) if checkpoint else 0) + 1

@@ -5,7 +5,7 @@ sidecar's test clock file, short repair grace periods), `child_restarts_max`
 (a killed daemon is started again, as systemd would), and durable PostgreSQL
 (`embedded_fast = false`: the pg-restart scenario crashes the server, and
 without synchronous commit a crash loses acknowledged commits). As root, the
-journal lives on a 16 MiB tmpfs of its own, which the disk-full scenario fills;
+journal lives on a 64 MiB tmpfs of its own, which the disk-full scenario fills;
 without root that scenario is skipped.
 
 Each scenario's JSON report is kept for the JUnit file the evidence bundle
@@ -33,7 +33,7 @@ from tests.conftest import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 UP_START_TIMEOUT_SECONDS = 240
-TMPFS_SIZE = "16m"
+TMPFS_SIZE = "64m"
 UP_TOML = """embedded_fast = false
 chaos = true
 child_restarts_max = 10
