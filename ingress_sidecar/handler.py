@@ -24,10 +24,8 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import aiohttp
 import msgspec
 from aiohttp import web
-from multidict import CIMultiDict
 
 from ingress_sidecar import metrics, trace
 from ingress_sidecar.attest import AttestationRefused, Attestor, now_us
@@ -38,6 +36,7 @@ from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
+from ingress_sidecar.upstream import UpstreamError, UpstreamPool
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import Disposition
@@ -47,7 +46,7 @@ log = logging.getLogger("sidecar.request")
 EMPTY_SHA256 = hashlib.sha256(b"").digest()
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
+    "transfer-encoding", "upgrade", "host", "content-length", "expect",
 })
 COUNTER_WAIT_SECONDS = 0.001
 COUNTER_WAITS_MAX = 20
@@ -78,7 +77,7 @@ class RequestHandler:
     def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
                  jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
                  limiter: SourceLimiter, drops: DropCounter, signer: BatchSigner,
-                 session: aiohttp.ClientSession, stats: metrics.WorkerStats) -> None:
+                 upstreams: dict[str, UpstreamPool], stats: metrics.WorkerStats) -> None:
         self.settings = settings
         self.attestor = attestor
         self.clock = clock
@@ -89,10 +88,8 @@ class RequestHandler:
         self.limiter = limiter
         self.drops = drops
         self.signer = signer
-        self.session = session
+        self.upstreams = upstreams  # one keep-alive pool per route upstream (base URL)
         self.stream_label = str(attestor.stream_id)
-        self.upstream_timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_seconds,
-                                                      connect=settings.upstream_connect_timeout_seconds)
         self.shutting_down = False
         self.stats = stats
         self.in_flight = 0
@@ -290,32 +287,29 @@ class RequestHandler:
                       extra={"attestation_id": attestation_id, "error": str(exc)})
             return error_response(500, "signing_failed", attestation_id)
         headers = self._upstream_headers(request, signed, ingress.traceparent)
-        url = route.upstream + request.rel_url.raw_path_qs
         try:
-            async with self.session.request(request.method, url, data=body, headers=headers,
-                                            allow_redirects=False, timeout=self.upstream_timeout) as upstream:
-                payload = await upstream.read()
-                status, upstream_headers = upstream.status, upstream.headers
+            answer = await self.upstreams[route.upstream].request(request.method, request.rel_url.raw_path_qs,
+                                                                  headers, body)
         except asyncio.TimeoutError:
             self._finish(route, attestation_id, seq, 504, Disposition.UPSTREAM_ERROR, started, "upstream_timeout")
             return error_response(504, "upstream_timeout", attestation_id)
-        except aiohttp.ClientError as exc:
+        except (UpstreamError, OSError) as exc:
             self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_unreachable")
             return error_response(502, "upstream_unreachable", attestation_id, detail=type(exc).__name__)
         except asyncio.CancelledError:
             self._finish(route, attestation_id, seq, 0, Disposition.CLIENT_GONE, started, self._gone_reason())
             raise
         self.stats.observe("upstream_seconds", time.perf_counter() - started)
-        disposition = _disposition(status, upstream_headers.get(uh.DISPOSITION))
+        status = answer.status
+        response_headers, declared = _response_headers(answer.headers, str(attestation_id))
+        disposition = _disposition(status, declared)
         self._finish(route, attestation_id, seq, status, disposition, started, "" if status < 400 else f"http_{status}")
-        response = web.Response(status=status, body=payload, headers=_response_headers(upstream_headers))
-        response.headers[uh.ATTESTATION_ID] = str(attestation_id)
-        response.headers[uh.HLC] = str(attestation_id)
-        return response
+        return web.Response(status=status, body=answer.body, headers=response_headers)
 
     def _upstream_headers(self, request: web.BaseRequest, signed: dict[str, str],
-                          traceparent: str) -> CIMultiDict[str]:
-        headers: CIMultiDict[str] = CIMultiDict()
+                          traceparent: str) -> list[tuple[str, str]]:
+        """The caller's end-to-end headers, then the signed X-Symphony-* set and the traceparent."""
+        headers: list[tuple[str, str]] = []
         forward_authorization = self.settings.forward_authorization
         for name, value in request.headers.items():
             lower = name.lower()
@@ -323,11 +317,11 @@ class RequestHandler:
                 continue
             if lower == "authorization" and not forward_authorization:
                 continue
-            headers.add(name, value)
-        headers.update(signed)
-        headers["traceparent"] = traceparent
+            headers.append((name, value))
+        headers.extend(signed.items())
+        headers.append(("traceparent", traceparent))
         if request.remote:
-            headers["X-Forwarded-For"] = request.remote
+            headers.append(("X-Forwarded-For", request.remote))
         return headers
 
 
@@ -342,11 +336,20 @@ def _disposition(status: int, declared: str | None) -> Disposition:
     return Disposition.EXECUTED
 
 
-def _response_headers(upstream_headers: object) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream_headers.items():  # type: ignore[attr-defined]
+def _response_headers(upstream_headers: list[tuple[str, str]],
+                      attestation_id: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The headers the caller gets (hop-by-hop and X-Symphony-* dropped, the
+    attestation id added), and the service's X-Symphony-Disposition if any."""
+    headers: list[tuple[str, str]] = []
+    declared = None
+    for name, value in upstream_headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower.startswith(uh.PREFIX):
+        if lower.startswith(uh.PREFIX):
+            if lower == "x-symphony-disposition":
+                declared = value
             continue
-        headers.add(name, value)
-    return headers
+        if lower not in HOP_BY_HOP:
+            headers.append((name, value))
+    headers.append((uh.ATTESTATION_ID, attestation_id))
+    headers.append((uh.HLC, attestation_id))
+    return headers, declared

@@ -17,7 +17,6 @@ import ssl
 import zlib
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 import journal
@@ -32,12 +31,14 @@ from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import RouteTable
 from ingress_sidecar.signing import BatchSigner
+from ingress_sidecar.upstream import UpstreamPool
 from symphony import upstream_headers as uh
 from symphony.errors import EXIT_OK, StartupError
 from symphony.lifecycle import Shutdown
 
 log = logging.getLogger("sidecar")
 POLICY_FIRST_LOAD_SECONDS = 5.0
+UPSTREAM_ANSWER_BYTES_MAX = 64 * 1024 * 1024  # an upstream answer above this is a 502, never buffered whole
 METRICS_DIR_ENV = "SYMPHONY_SIDECAR_METRICS_DIR"  # set by the supervisor for its workers
 
 
@@ -116,7 +117,17 @@ class Worker:
         except (OSError, ValueError, uh.SignatureError) as exc:
             raise StartupError(f"upstream signing key {path} not usable: {exc}") from None
 
-    def _build(self, attestor: Attestor, session: aiohttp.ClientSession) -> RequestHandler:
+    def _upstream_pools(self) -> dict[str, UpstreamPool]:
+        """One keep-alive pool per upstream base URL of the route table (ingress_sidecar/upstream.py)."""
+        s = self.settings
+        pools = {}
+        for url in RouteTable(s.routes, s.upstream_url).upstreams:
+            pools[url] = UpstreamPool(url, connections_max=s.upstream_connections_max,
+                                      connect_timeout_seconds=s.upstream_connect_timeout_seconds,
+                                      timeout_seconds=s.upstream_timeout_seconds, body_bytes_max=UPSTREAM_ANSWER_BYTES_MAX)
+        return pools
+
+    def _build(self, attestor: Attestor, upstreams: dict[str, UpstreamPool]) -> RequestHandler:
         s = self.settings
         self.keys = JwksKeys(s.jwks_path())
         self.keys.reload_if_changed()
@@ -135,18 +146,16 @@ class Worker:
             cert_verifier=certs, policy=self.policy,
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
-            drops=self.drops, signer=BatchSigner(self._signer()), session=session, stats=self.stats,
+            drops=self.drops, signer=BatchSigner(self._signer()), upstreams=upstreams, stats=self.stats,
         )
 
     async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
         shutdown = Shutdown()
         shutdown.install()
         attestor = self._open_journal()
-        connector = aiohttp.TCPConnector(limit=self.settings.upstream_connections_max, keepalive_timeout=30,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        upstreams = self._upstream_pools()
         try:
-            handler = self._build(attestor, session)
+            handler = self._build(attestor, upstreams)
             self.tasks = [asyncio.create_task(self.policy.run(self.stop), name="policy"),
                           asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping")]
             if self.settings.mirror_enabled:
@@ -160,7 +169,8 @@ class Worker:
                     await asyncio.wait_for(task, timeout=5.0)
                 except asyncio.TimeoutError:
                     log.warning("background task did not stop in time", extra={"task": task.get_name()})
-            await session.close()
+            for pool in upstreams.values():
+                pool.close()
             self._flush_drops(attestor)
             attestor.close()
             self.stats.publish()
