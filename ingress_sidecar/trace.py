@@ -10,7 +10,12 @@ specification asks.
 from __future__ import annotations
 
 import os
+import random
 
+# Trace and span ids need to be unique and unpredictable enough to avoid
+# collisions (W3C Trace Context, "trace-id"), not secret: a PRNG seeded once
+# per process from the OS saves two getrandom(2) calls per request. Never 0.
+_IDS = random.Random(os.urandom(32))
 _HEX = frozenset("0123456789abcdef")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
@@ -40,8 +45,8 @@ def parse(header: str | None) -> tuple[str, str] | None:
 def continue_or_start(header: str | None) -> str:
     """The traceparent the sidecar sends upstream and attests."""
     parsed = parse(header)
-    span_id = os.urandom(8).hex()
+    span_id = f"{_IDS.getrandbits(64) or 1:016x}"
     if parsed is None:
-        return f"00-{os.urandom(16).hex()}-{span_id}-01"
+        return f"00-{_IDS.getrandbits(128) or 1:032x}-{span_id}-01"
     trace_id, flags = parsed
     return f"00-{trace_id}-{span_id}-{flags}"
