@@ -25,6 +25,8 @@ COUNTERS = {
     "journal_refusals": ("Records the journal refused (request answered 503)", ("reason",)),
     "dropped": ("Requests refused before attestation (counted in DROPPED records)", ("reason",)),
     "clock_refusals": ("Requests refused with 503 CLOCK_BACKWARDS", ()),
+    "upstream_signatures": ("Ed25519 signatures of upstream headers (one per batch of requests)", ()),
+    "upstream_signed_requests": ("Requests whose upstream headers were signed (divide by signatures: batch size)", ()),
     "mirror_lines": ("Records written to the NDJSON attestation mirror", ()),
     "mirror_dropped": ("Records dropped from the full mirror queue (then read back from the journal)", ()),
     "mirror_recovered": ("Mirror records read back from the journal (queue drops, catch-up at start)", ()),

@@ -117,6 +117,10 @@ class Worker:
         except (OSError, ValueError, uh.SignatureError) as exc:
             raise StartupError(f"upstream signing key {path} not usable: {exc}") from None
 
+    def _signed(self, requests: int) -> None:
+        self.stats.count("upstream_signatures")
+        self.stats.add("upstream_signed_requests", requests)
+
     def _upstream_pools(self) -> dict[str, UpstreamPool]:
         """One keep-alive pool per upstream base URL of the route table (ingress_sidecar/upstream.py)."""
         s = self.settings
@@ -146,7 +150,8 @@ class Worker:
             cert_verifier=certs, policy=self.policy,
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
-            drops=self.drops, signer=BatchSigner(self._signer()), upstreams=upstreams, stats=self.stats,
+            drops=self.drops, signer=BatchSigner(self._signer(), on_batch=self._signed), upstreams=upstreams,
+            stats=self.stats,
         )
 
     async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
