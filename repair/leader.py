@@ -18,7 +18,7 @@ import logging
 
 import asyncpg
 
-from symphony.db import connect
+from symphony.db import RETRYABLE_ERRORS, connect
 
 log = logging.getLogger("repair.leader")
 TIMEOUT_SECONDS = 5.0
@@ -51,7 +51,7 @@ class Leadership:
                     "application_name": f"symphony-repair:{self.instance_id}"[:63], **KEEPALIVE_SETTINGS})
             self.held = bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key,
                                                       timeout=TIMEOUT_SECONDS))
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+        except RETRYABLE_ERRORS as exc:
             log.warning("leader election failed: %s", exc or type(exc).__name__)
             await self._drop()
         return self.held
@@ -64,7 +64,7 @@ class Leadership:
             key = self.lock_key
             # pg_locks shows a bigint key as classid (high 32 bits) and objid (low 32 bits).
             holds = await self.conn.fetchval(_HOLDS_LOCK, key, timeout=TIMEOUT_SECONDS)
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+        except RETRYABLE_ERRORS as exc:
             log.warning("leader session lost: %s", exc or type(exc).__name__)
             holds = False
         if not holds:
@@ -75,7 +75,7 @@ class Leadership:
         if self.held and self.conn is not None and not self.conn.is_closed():
             try:
                 await self.conn.fetchval("SELECT pg_advisory_unlock($1)", self.lock_key, timeout=TIMEOUT_SECONDS)
-            except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            except RETRYABLE_ERRORS as exc:
                 log.warning("could not release the leader lock (the session end releases it): %s", exc)
         await self._drop()
 
@@ -85,5 +85,5 @@ class Leadership:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), timeout=TIMEOUT_SECONDS)
-            except (asyncpg.PostgresError, OSError, asyncio.TimeoutError):
+            except RETRYABLE_ERRORS:
                 conn.terminate()

@@ -247,6 +247,14 @@ SET role = EXCLUDED.role,
     last_error = EXCLUDED.last_error,
     updated_at = now();
 
+-- name: instance_took_over
+-- This instance has just acquired the leader lock: a new term starts now, even
+-- if the row still says LEADER (the same instance id killed and restarted).
+INSERT INTO repair_instances (instance_id, role, became_leader_at)
+VALUES ($1, 'LEADER', now())
+ON CONFLICT (instance_id) DO UPDATE
+SET role = 'LEADER', became_leader_at = now(), last_error = NULL, updated_at = now();
+
 -- name: list_incidents
 -- Incidents, newest first; $1 true for open ones only, $2 kind or NULL, $3 limit.
 SELECT incident_id::text, kind, severity, participant_id, node_id, stream_id, subject,

@@ -68,6 +68,10 @@ async def set_instance_status(conn: asyncpg.Connection, instance_id: str, role: 
                        timeout=TIMEOUT_SECONDS)
 
 
+async def set_instance_took_over(conn: asyncpg.Connection, instance_id: str) -> None:
+    await conn.execute(QUERIES["instance_took_over"], instance_id, timeout=TIMEOUT_SECONDS)
+
+
 def parse_incident_id(text: str) -> uuid.UUID:
     from symphony.errors import SymphonyError
 

@@ -21,11 +21,10 @@ from repair import detectors, store, verify
 from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import lifecycle
-from symphony.db import create_pool
+from symphony.db import RETRYABLE_ERRORS, create_pool
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
-_RETRYABLE = (asyncpg.PostgresError, OSError, asyncio.TimeoutError)
 
 
 def default_instance_id() -> str:
@@ -164,6 +163,7 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
                 metrics.leader.set(1)
                 metrics.takeovers.inc()
                 state = CycleState()
+                await _report_takeover(pool, instance_id)
                 log.info("became leader", extra={"instance_id": instance_id})
             elif not await leadership.still_leader():
                 metrics.leader.set(0)
@@ -188,7 +188,7 @@ async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, 
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await store.set_instance_status(conn, instance_id, "LEADER", cycle_at=dt.datetime.now(dt.timezone.utc),
                                             cycle_ms=elapsed_ms, error="; ".join(result.errors) or None)
-    except _RETRYABLE as exc:
+    except RETRYABLE_ERRORS as exc:
         # The database went away mid-cycle: the next cycle retries (the pool reconnects).
         log.error("repair cycle failed: %s", exc or type(exc).__name__)
         metrics.errors.labels("cycle").inc()
@@ -205,11 +205,19 @@ async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, 
                                         "actions": result.actions})
 
 
+async def _report_takeover(pool: asyncpg.Pool, instance_id: str) -> None:
+    try:
+        async with pool.acquire(timeout=store.TIMEOUT_SECONDS) as conn:
+            await store.set_instance_took_over(conn, instance_id)
+    except RETRYABLE_ERRORS as exc:
+        log.warning("could not record the takeover: %s", exc or type(exc).__name__)
+
+
 async def _report_role(pool: asyncpg.Pool, instance_id: str, role: str) -> None:
     try:
         async with pool.acquire(timeout=store.TIMEOUT_SECONDS) as conn:
             await store.set_instance_status(conn, instance_id, role)
-    except _RETRYABLE as exc:
+    except RETRYABLE_ERRORS as exc:
         log.warning("could not record role %s: %s", role, exc or type(exc).__name__)
 
 

@@ -61,10 +61,10 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     """Settings of `symphony up` (file given with --config, env SYMPHONY_UP_<KEY>).
 
     node_id: this machine's node id in journal streams and attestations.
-    embedded_fast: run the embedded PostgreSQL without fsync and without
-        synchronous commit (throwaway demos and tests only: a power loss can
-        corrupt it, and even a crash of the server alone loses the last
-        acknowledged commits; the chaos suite's pg-restart needs it off).
+    embedded_fast: run the embedded PostgreSQL without fsync and full page
+        writes (throwaway demos and tests only: a power loss or kernel crash
+        can lose or corrupt data; a crash of the server alone keeps every
+        acknowledged commit, since commits stay synchronous).
     child_stop_timeout_seconds: how long each daemon may drain before SIGKILL.
     child_restarts_max: restarts per minute of a daemon that exited on its own
         (0: one daemon's death stops everything).

@@ -32,6 +32,11 @@ _CONNECT_ERRORS = (
     asyncpg.ClientConfigurationError,
 )
 
+# What a running daemon survives by retrying later: the server went away
+# (restart, failover, network) or did not answer in time. `connect` reports an
+# unreachable server as StartupError, which is fatal only at start-up.
+RETRYABLE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError, StartupError)
+
 
 def _explain(dsn: str, exc: BaseException) -> StartupError:
     reason = str(exc) or type(exc).__name__

@@ -3,8 +3,8 @@
 The system runs with `chaos = true` (the service's test fault switch, the
 sidecar's test clock file, short repair grace periods), `child_restarts_max`
 (a killed daemon is started again, as systemd would), and durable PostgreSQL
-(`embedded_fast = false`: the pg-restart scenario crashes the server, and
-without synchronous commit a crash loses acknowledged commits). As root, the
+(`embedded_fast = false`, as production runs: the pg-restart scenario
+crashes the server). As root, the
 journal lives on a 64 MiB tmpfs of its own, which the disk-full scenario fills;
 without root that scenario is skipped.
 

@@ -66,10 +66,7 @@ async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: 
     # Outside pytest's tmp_path: as root the server runs as another user, who
     # cannot enter /tmp/pytest-of-root (mode 0700).
     pg_root = Path(tempfile.mkdtemp(prefix="symphony-forwarder-outage-"))
-    # Durable settings (fsync, synchronous_commit on): a crashed server keeps
-    # every commit it acknowledged, as production does. (With fast=True it
-    # forgets its last commits; the forwarder then re-ships them from the
-    # journal, see test_shipper.py, unless retention 0 already released them.)
+    # Durable settings (fsync on), as production runs.
     server = EmbeddedPostgres(pg_root, fast=False)
     url = server.start().dsn
     try:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from repair.config import RepairConfig
+from symphony.db import connect, migrate
+from symphony.embedded import EmbeddedPostgres
 from tests.conftest import REPO_ROOT
 
 WAIT_SECONDS = 30.0
@@ -96,3 +101,83 @@ async def test_standby_takes_over_when_the_leader_is_killed(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
+
+
+async def _wait_for_cycle_after(db: asyncpg.Connection, instance: str, after: object,
+                                processes: list[subprocess.Popen[bytes]]) -> asyncpg.Record:
+    """The instance's row once it is LEADER with a term and a cycle newer than `after`."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise AssertionError(f"repair exited with {process.returncode}: {process.stderr.read().decode()}")
+        try:
+            row = await db.fetchrow("SELECT role, became_leader_at, last_cycle_at FROM repair_instances "
+                                    "WHERE instance_id = $1", instance)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            row = None  # our own session may not have reconnected yet
+        if row is not None and row["role"] == "LEADER" and row["last_cycle_at"] is not None \
+                and row["last_cycle_at"] > after:
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{instance} ran no cycle as leader after {after} within {WAIT_SECONDS} s")
+
+
+@pytest.mark.slow
+async def test_a_restarted_leader_with_the_same_id_starts_a_new_term(db: asyncpg.Connection,
+                                                                     database_url: str) -> None:
+    """A supervisor restarts a killed instance under its old id: the row still
+    says LEADER, yet the new process's takeover is a new term (became_leader_at
+    moves), so an operator or the chaos check sees the takeover."""
+    first = _start("repair-same", database_url)
+    processes = [first]
+    try:
+        before = await _wait_for_cycle_after(db, "repair-same", await db.fetchval("SELECT now() - interval '1 h'"),
+                                             processes)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        killed_at = await db.fetchval("SELECT now()")
+        processes = [_start("repair-same", database_url)]
+        after = await _wait_for_cycle_after(db, "repair-same", killed_at, processes)
+        assert after["became_leader_at"] > killed_at > before["became_leader_at"]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@pytest.mark.slow
+async def test_the_leader_survives_a_postgres_crash_and_leads_again() -> None:
+    """PostgreSQL killed and restarted under a running leader: the daemon must
+    not exit (its sessions die mid-query, reconnects are refused while the
+    server is down); it takes the lock again and resumes its cycles."""
+    # Outside pytest's tmp_path: as root the server runs as another user.
+    pg_root = Path(tempfile.mkdtemp(prefix="symphony-repair-outage-"))
+    server = EmbeddedPostgres(pg_root, fast=True)
+    url = server.start().dsn
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        conn = await connect(url)
+        await migrate.apply(conn)
+        start = await conn.fetchval("SELECT now() - interval '1 h'")
+        process = _start("repair-outage", url)
+        await _wait_for_cycle_after(conn, "repair-outage", start, [process])
+        await conn.close()
+        server.kill()
+        await asyncio.sleep(3.0)  # several cycles and election retries against a dead server
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        server.restart()
+        conn = await connect(url)
+        restarted_at = await conn.fetchval("SELECT now()")
+        row = await _wait_for_cycle_after(conn, "repair-outage", restarted_at, [process])
+        assert row["became_leader_at"] > start
+        await conn.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, process.stderr.read().decode() if process.stderr else ""
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        server.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
