@@ -75,13 +75,10 @@ class Attestor:
     def open(cls, journal_root: Path, *, node_id: str, stream_id: int, durability: str,
              segment_bytes: int = 0, bytes_max: int = 0, flush_interval_us: int = 100) -> Attestor:
         stream_dir = journal_root / node_id / str(stream_id)
-        options: dict[str, int] = {}
-        if segment_bytes:
-            options["segment_bytes"] = segment_bytes
-        if bytes_max:
-            options["max_bytes"] = bytes_max
         writer = journal.Writer(stream_dir, node_id=node_id, stream_id=stream_id, durability=durability,
-                                flush_interval_us=flush_interval_us, **options)
+                                flush_interval_us=flush_interval_us,
+                                segment_bytes=segment_bytes or journal.DEFAULT_SEGMENT_BYTES,
+                                max_bytes=bytes_max or None)
         return cls(writer, node_id=node_id, stream_id=stream_id)
 
     def append(self, record_type: RecordType, body: att.Body, attestation_id: int) -> int:

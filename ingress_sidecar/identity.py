@@ -30,7 +30,6 @@ from pathlib import Path
 
 import jwt
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 log = logging.getLogger("sidecar.identity")
 
@@ -85,7 +84,7 @@ class JwksKeys:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._mtime_ns = -1
-        self.keys: dict[str, tuple[str, object]] = {}
+        self.keys: dict[str, tuple[str, jwt.PyJWK]] = {}
         self.generation = 0
 
     def reload_if_changed(self) -> bool:
@@ -112,10 +111,10 @@ class JwksKeys:
         return True
 
     @staticmethod
-    def _parse(document: object) -> dict[str, tuple[str, object]]:
+    def _parse(document: object) -> dict[str, tuple[str, jwt.PyJWK]]:
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("not a JWKS document (no 'keys' list)")
-        keys: dict[str, tuple[str, object]] = {}
+        keys: dict[str, tuple[str, jwt.PyJWK]] = {}
         for jwk in document["keys"]:
             if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
                 continue
@@ -124,7 +123,7 @@ class JwksKeys:
                 log.warning("JWKS key skipped: not an EdDSA/ES256/RS256 key", extra={"kid": jwk.get("kid")})
                 continue
             try:
-                keys[jwk["kid"]] = (algorithm, jwt.PyJWK(jwk, algorithm).key)
+                keys[jwk["kid"]] = (algorithm, jwt.PyJWK(jwk, algorithm))
             except jwt.exceptions.PyJWKError as exc:
                 log.warning("JWKS key skipped", extra={"kid": jwk["kid"], "error": str(exc)})
         return keys
@@ -243,7 +242,7 @@ class CertificateVerifier:
 
     def _participant_from(self, certificate: x509.Certificate) -> str | None:
         try:
-            san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
             return None
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):

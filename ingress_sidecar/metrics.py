@@ -133,20 +133,20 @@ class SidecarCollector:
                     family.add_metric([stream, *label_values], value)
             yield family
         for name, (help_text, bounds) in HISTOGRAMS.items():
-            family = HistogramMetricFamily(PREFIX + name, help_text, labels=["stream"])
+            histogram = HistogramMetricFamily(PREFIX + name, help_text, labels=["stream"])
             for stream, snapshot in snapshots.items():
                 counts, total = snapshot["histograms"][name]
                 cumulative, buckets = 0, []
                 for bound, count in zip([*map(str, bounds), "+Inf"], counts):
                     cumulative += count
                     buckets.append((bound, cumulative))
-                family.add_metric([stream], buckets, total)
-            yield family
+                histogram.add_metric([stream], buckets, total)
+            yield histogram
         for name, help_text in GAUGES.items():
-            family = GaugeMetricFamily(PREFIX + name, help_text, labels=["stream"])
+            gauge = GaugeMetricFamily(PREFIX + name, help_text, labels=["stream"])
             for stream, snapshot in snapshots.items():
-                family.add_metric([stream], snapshot["gauges"].get(name, 0.0))
-            yield family
+                gauge.add_metric([stream], snapshot["gauges"].get(name, 0.0))
+            yield gauge
         yield from self._journal_files()
 
     def _journal_files(self) -> Iterator[Metric]:

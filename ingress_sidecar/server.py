@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -154,7 +155,7 @@ class Worker:
             stats=self.stats,
         )
 
-    async def run(self, on_ready: callable) -> int:  # type: ignore[valid-type]
+    async def run(self, on_ready: Callable[[], None]) -> int:
         shutdown = Shutdown()
         shutdown.install()
         attestor = self._open_journal()
@@ -203,7 +204,7 @@ class Worker:
                         extra={"waited_seconds": POLICY_FIRST_LOAD_SECONDS})
 
     async def _serve(self, handler: RequestHandler, attestor: Attestor, shutdown: Shutdown,
-                     on_ready: callable) -> int:  # type: ignore[valid-type]
+                     on_ready: Callable[[], None]) -> int:
         s = self.settings
         server = web.Server(handler.handle, handler_cancellation=True, access_log=None,
                             max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -179,8 +179,9 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("runner has no listening site")
 
 
-def run(main: Callable[[], Awaitable[int]]) -> int:
+def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a daemon's async main on uvloop; returns its exit code."""
     import uvloop
 
-    return uvloop.run(main())
+    result: int = uvloop.run(main())
+    return result
