@@ -1,0 +1,115 @@
+"""The dashboard admits a supervisor by client certificate, over real TLS.
+
+Method: a throwaway PKI (a supervisors' CA, a server certificate for
+127.0.0.1, client certificates from that CA and from another one), a real
+`symphony dashboard` process with TLS, the client CA and a URI prefix but no
+bearer token, and real HTTPS requests from 127.0.0.1. Only a certificate that
+the CA signed and whose URI SAN has the configured prefix gets the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import REPO_ROOT
+from tests.repair.test_dashboard import _free_port
+
+SUPERVISORS = "spiffe://symphony.test/supervisor/"
+
+
+class Authority:
+    """A CA that signs short-lived certificates into PEM files."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.certificate = (self._builder(self.name, self.key.public_key())
+                            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                            .sign(self.key, hashes.SHA256()))
+        self.ca_file = directory / f"{name}.pem"
+        self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+
+    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(public_key)
+                .serial_number(x509.random_serial_number()).not_valid_before(start)
+                .not_valid_after(start + dt.timedelta(hours=1)))
+
+    def issue(self, filename: str, san: x509.GeneralName) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, filename)])
+        certificate = (self._builder(subject, key.public_key())
+                       .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+                       .sign(self.key, hashes.SHA256()))
+        cert_file, key_file = self.directory / f"{filename}.crt", self.directory / f"{filename}.key"
+        cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_file, key_file
+
+
+async def _status(port: int, server_ca: Path, client: tuple[Path, Path] | None) -> int | str:
+    """The HTTP status of GET /, or the TLS failure's name when the handshake is refused."""
+    context = ssl.create_default_context(cafile=str(server_ca))
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.get(f"https://127.0.0.1:{port}/", ssl=context) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, ssl.SSLError, ConnectionError) as exc:
+        return type(exc).__name__
+
+
+@pytest.mark.slow
+async def test_a_supervisor_certificate_opens_the_dashboard_and_nothing_else_does(
+        database_url: str, tmp_path: Path) -> None:
+    supervisors = Authority("supervisors-ca", tmp_path)
+    rogue = Authority("rogue-ca", tmp_path)
+    server = supervisors.issue("server", x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    alice = supervisors.issue("alice", x509.UniformResourceIdentifier(SUPERVISORS + "alice"))
+    participant = supervisors.issue("bank-a", x509.UniformResourceIdentifier(
+        "spiffe://symphony.test/participant/bank-a"))
+    impostor = rogue.issue("mallory", x509.UniformResourceIdentifier(SUPERVISORS + "mallory"))
+    port = _free_port()
+    env = {**os.environ, "SYMPHONY_REPAIR_DASHBOARD_TLS_CERT": str(server[0]),
+           "SYMPHONY_REPAIR_DASHBOARD_TLS_KEY": str(server[1]),
+           "SYMPHONY_REPAIR_DASHBOARD_CLIENT_CA": str(supervisors.ca_file),
+           "SYMPHONY_REPAIR_DASHBOARD_CLIENT_URI_PREFIXES": f'["{SUPERVISORS}"]',
+           "SYMPHONY_REPAIR_DASHBOARD_TOKEN_FILE": ""}
+    process = subprocess.Popen([sys.executable, "-m", "symphony", "dashboard", "--database-url", database_url,
+                                "--port", str(port)], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            assert process.poll() is None, f"dashboard exited: {process.stderr.read().decode()}"  # type: ignore[union-attr]
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        assert await _status(port, supervisors.ca_file, alice) == 200
+        assert await _status(port, supervisors.ca_file, None) == 401
+        assert await _status(port, supervisors.ca_file, participant) == 401  # right CA, not a supervisor
+        assert await _status(port, supervisors.ca_file, impostor) != 200  # refused in the handshake or with 401
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0, process.stderr.read().decode()  # type: ignore[union-attr]
