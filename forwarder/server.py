@@ -172,6 +172,10 @@ class ForwarderCollector(Collector):
                                            "Batches committed by this process", labels=labels),
             "errors": CounterMetricFamily("symphony_forwarder_database_errors",
                                           "Transient database failures (each followed by a retry)", labels=labels),
+            "moved_back": CounterMetricFamily("symphony_forwarder_checkpoint_moved_back",
+                                              "Resumes from a checkpoint below what this process had committed "
+                                              "(PostgreSQL lost commits or was restored): re-shipped from it",
+                                              labels=labels),
         }
         for stream_id, state in sorted(self.forwarder.states.items()):
             values = [node, str(stream_id)]
@@ -183,6 +187,7 @@ class ForwarderCollector(Collector):
             families["records"].add_metric(values, state.records_shipped)
             families["batches"].add_metric(values, state.batches_shipped)
             families["errors"].add_metric(values, state.database_errors)
+            families["moved_back"].add_metric(values, state.checkpoint_moved_back)
         yield from families.values()
 
 

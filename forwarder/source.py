@@ -170,8 +170,12 @@ class JournalSource:
 
     def release(self, shipped_seq: int) -> None:
         """Let the journal delete segments whose records are all checkpointed and
-        that were sealed longer than the retention period ago."""
-        assert shipped_seq >= self.released_through
+        that were sealed longer than the retention period ago.
+
+        `shipped_seq` may be lower than before: the checkpoint in PostgreSQL
+        moved back (see `_checkpoint_moved_back`)."""
+        if shipped_seq < self.released_through:
+            self._checkpoint_moved_back(shipped_seq)
         self.released_through = shipped_seq
         now = time.monotonic()
         if now - self.release_checked_at < RELEASE_INTERVAL_SECONDS:
@@ -186,6 +190,17 @@ class JournalSource:
         if removed:
             log.info("journal segments released", extra={"path": str(self.path), "shipped_seq": shipped_seq,
                                                           "segments": [p.name for p in removed]})
+
+    def _checkpoint_moved_back(self, shipped_seq: int) -> None:
+        # PostgreSQL lost commits it had acknowledged (crash, failover) or was
+        # restored: the shipper re-ships from its checkpoint, so from now on only
+        # segments wholly at or below it may go. Segments already released on the
+        # strength of the lost commits cannot come back; if they held records past
+        # the new checkpoint, the reader reports the hole as SEQ_GAP.
+        log.warning("checkpoint moved back below the released position; retention follows it down",
+                    extra={"path": str(self.path), "shipped_seq": shipped_seq,
+                           "released_through": self.released_through})
+        self.release_checked_at = 0.0  # apply the lower bound at once, not after the interval
 
     def close(self) -> None:
         if self.pump is not None:

@@ -78,7 +78,8 @@ class Source(Protocol):
         ...
 
     def release(self, shipped_seq: int) -> None:
-        """Records up to `shipped_seq` are checkpointed in PostgreSQL."""
+        """Records up to `shipped_seq` are checkpointed in PostgreSQL. It can be
+        lower than in an earlier call when the checkpoint moved back."""
         ...
 
     def close(self) -> None: ...
@@ -97,6 +98,7 @@ class StreamState:
     records_shipped: int = 0
     batches_shipped: int = 0
     database_errors: int = 0
+    checkpoint_moved_back: int = 0  # resumes from a checkpoint below what this shipper had committed
     halt_reason: str | None = None
     updated: float = field(default_factory=time.monotonic)
 
@@ -171,6 +173,8 @@ class StreamShipper:
         """Adopt `checkpoint` and check that the journal still agrees with it."""
         self._pending_break = None
         self.head = checkpoint
+        if (checkpoint.last_seq if checkpoint else 0) < self.state.shipped_seq:
+            self._note_moved_back(checkpoint)
         if checkpoint is None:
             self.state.shipped_seq = 0
             return True
@@ -182,6 +186,19 @@ class StreamShipper:
             return True
         reason = await self._retry(lambda: self.store.halt(self.stream_id, brk))
         return reason is None or self._halted(reason, brk)
+
+    def _note_moved_back(self, checkpoint: Checkpoint | None) -> None:
+        """PostgreSQL's checkpoint is behind what this shipper committed: it lost
+        acknowledged commits (a crash with commits not yet durable, failover to a
+        replica that had not received them) or was restored from a backup. Rows
+        and checkpoint commit together, so the rows went with it: the records are
+        shipped again from the checkpoint, as the journal still holds them
+        (retention). Rows still present past a moved-back checkpoint are refused
+        at ship time as a CHAIN_BREAK instead (the checkpoint was altered)."""
+        self.state.checkpoint_moved_back += 1
+        log.warning("the database checkpoint moved back; re-shipping from it",
+                    extra={"stream_id": self.stream_id, "checkpoint_seq": checkpoint.last_seq if checkpoint else 0,
+                           "shipped_seq": self.state.shipped_seq})
 
     def _journal_disagrees(self, checkpoint: Checkpoint) -> Break | None:
         """The epoch and the checkpointed record, where still in the journal, must

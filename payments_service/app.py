@@ -20,7 +20,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from payments_service.faults import FaultSwitch
-from payments_service.store import Answer, PaymentRequest, PaymentStore, rejected
+from payments_service.store import (UNAVAILABLE_ERRORS, Answer, PaymentRequest, PaymentStore,
+                                    database_unavailable, rejected)
 from symphony.upstream_headers import DISPOSITION, Attested, HeaderVerifier, SignatureError
 
 log = logging.getLogger("service")
@@ -54,6 +55,9 @@ class ServiceMetrics:
                                       "In-progress keys taken over after their TTL", registry=r)
         self.signature_refused = Counter("symphony_service_signature_refused_total",
                                          "Requests without a valid sidecar signature", registry=r)
+        self.database_unavailable = Counter("symphony_service_database_unavailable_total",
+                                            "Requests answered 503 because PostgreSQL could not serve",
+                                            ["route", "reason"], registry=r)
 
 
 def parse_payment(body: bytes, rails: list[str]) -> PaymentRequest | Answer:
@@ -110,7 +114,10 @@ class PaymentsApp:
     async def create_payment(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await request.read()
-        answer = await self._create(request, body)
+        try:
+            answer = await self._create(request, body)
+        except UNAVAILABLE_ERRORS as exc:
+            answer = self._unavailable("create", exc)
         if answer.disposition == "replayed" or answer.body.get("error", {}).get("code") == \
                 "IDEMPOTENCY_KEY_IN_PROGRESS":
             self.metrics.duplicate_requests.inc()
@@ -152,10 +159,21 @@ class PaymentsApp:
             payment_id = uuid.UUID(request.match_info["payment_id"])
         except ValueError:
             return self._respond("get", rejected(404, "NOT_FOUND", "no such payment"))
-        view = await self.store.payment_view(payment_id, attested.participant_id)
+        try:
+            view = await self.store.payment_view(payment_id, attested.participant_id)
+        except UNAVAILABLE_ERRORS as exc:
+            return self._respond("get", self._unavailable("get", exc))
         if view is None:
             return self._respond("get", rejected(404, "NOT_FOUND", "no such payment"))
         return self._respond("get", Answer(200, view, ""))
+
+    def _unavailable(self, route: str, exc: BaseException) -> Answer:
+        answer = database_unavailable(exc)
+        reason = answer.body["error"]["reason"]
+        self.metrics.database_unavailable.labels(route, reason).inc()
+        log.warning("database unavailable; answered 503", extra={"route": route, "reason": reason,
+                                                                 "error": f"{type(exc).__name__}: {exc}"[:300]})
+        return answer
 
     def _respond(self, route: str, answer: Answer) -> web.Response:
         headers: dict[str, Any] = dict(answer.headers)

@@ -12,7 +12,7 @@ from aiohttp import web
 from payments_service.app import PaymentsApp, ServiceMetrics
 from payments_service.config import ServiceConfig
 from payments_service.faults import FaultSwitch
-from payments_service.store import PaymentStore, init_connection
+from payments_service.store import UNAVAILABLE_ERRORS, PaymentStore, init_connection, unavailable_reason
 from symphony import lifecycle
 from symphony.db import create_pool
 from symphony.errors import ConfigError, StartupError
@@ -76,7 +76,11 @@ async def main(settings: ServiceConfig, database_url: str, verifier: HeaderVerif
 
 
 async def _ready(store: PaymentStore) -> tuple[bool, str]:
-    return (True, "ok") if await store.ping() else (False, "database did not answer")
+    try:
+        answered = await store.ping()
+    except UNAVAILABLE_ERRORS as exc:  # down or restarting: not ready, and /readyz says why
+        return False, f"database unavailable ({unavailable_reason(exc)}): {type(exc).__name__}"
+    return (True, "ok") if answered else (False, "database did not answer")
 
 
 async def _maintenance(store: PaymentStore, settings: ServiceConfig) -> None:

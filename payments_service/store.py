@@ -11,6 +11,7 @@ Either all of it commits or none of it does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,25 @@ from symphony.upstream_headers import Attested
 
 QUERIES = queries.load(__package__, "queries.sql")
 TIMEOUT_SECONDS = 10.0
+# How long a client should wait before retrying when PostgreSQL is unreachable:
+# a restart or failover takes seconds; the key's lock TTL covers a retry that
+# finds its own earlier attempt still IN_PROGRESS.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
+
+# Failures that say the database cannot be reached or cannot serve right now
+# (down, restarting, failing over, overloaded, too slow), not that the request
+# is wrong: answered 503 + Retry-After, never a bare 500. Order matters in
+# `unavailable_reason`: TimeoutError is an OSError, QueryCanceled an
+# OperatorIntervention.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,36 @@ class PaymentStore:
     async def ping(self) -> bool:
         async with self.pool.acquire() as conn:
             return await conn.fetchval(QUERIES["ping"], timeout=2.0) == 1
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """A short, stable name for why the database could not serve (an UNAVAILABLE_ERRORS instance)."""
+    if isinstance(exc, (asyncio.TimeoutError, asyncpg.QueryCanceledError)):
+        return "timeout"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return "starting_or_stopping"
+    if isinstance(exc, asyncpg.OperatorInterventionError):
+        return "server_shutting_down"
+    if isinstance(exc, asyncpg.InsufficientResourcesError):
+        return "overloaded"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return "read_only"  # reached a standby (failover in progress)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused"
+    return "connection_lost"
+
+
+def database_unavailable(exc: BaseException) -> Answer:
+    """503 for a database that cannot serve. No disposition: if the failure hit
+    the commit, the payment may or may not be stored, so the service does not
+    claim `rejected`; the sidecar records `upstream_error`, the outbox row (if
+    any) proves an execution, and the client's retry with the same
+    Idempotency-Key replays or executes exactly once."""
+    reason = unavailable_reason(exc)
+    return Answer(503, {"error": {"code": "DATABASE_UNAVAILABLE", "reason": reason,
+                                  "message": f"the payments database is unavailable ({reason}); retry with the "
+                                             "same Idempotency-Key"}},
+                  "", {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
 
 
 def _participant_refusal(row: asyncpg.Record | None, attested: Attested) -> Answer | None:

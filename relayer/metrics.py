@@ -44,6 +44,14 @@ class RelayerMetrics:
                                          buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 5000), registry=r)
         self.database_errors = Counter("symphony_relayer_database_errors_total", "Failed database round trips",
                                        ["operation"], registry=r)
+        self.claimed_again_total = Counter(
+            "symphony_relayer_claimed_again_total",
+            "Rows this worker claimed again while it still held an earlier attempt (its lease expired while the "
+            "process stalled); earlier_call: running (the new attempt waited for it) or returned",
+            ["rail", "earlier_call"], registry=r)
+        self.completions_fenced = Counter("symphony_relayer_completions_fenced_total",
+                                          "Outcomes not written because the lease or attempt was no longer "
+                                          "this worker's", registry=r)
         self.completions_lost = Counter("symphony_relayer_completions_unwritten_total",
                                         "Outcomes not written (database down): recovered by lease expiry",
                                         registry=r)
@@ -61,7 +69,7 @@ class RailMetrics:
 
     __slots__ = ("_metrics", "_rail", "claimed", "dispatches", "rail_call_seconds", "insert_to_dispatch_seconds", "retries",
                  "dlq_records_entered", "records_terminal", "succeeded", "breaker_state", "breaker_opens",
-                 "inflight")
+                 "inflight", "_claimed_again")
 
     def __init__(self, metrics: RelayerMetrics, rail: str) -> None:
         self._metrics = metrics
@@ -77,6 +85,12 @@ class RailMetrics:
         self.breaker_state = metrics.breaker_state.labels(rail)
         self.breaker_opens = metrics.breaker_opens.labels(rail)
         self.inflight = metrics.inflight.labels(rail)
+        self._claimed_again = (metrics.claimed_again_total.labels(rail, "returned"),
+                               metrics.claimed_again_total.labels(rail, "running"))
+
+    def claimed_again(self, earlier_call_running: bool) -> Counter:
+        """The counter of rows claimed again while this worker held an earlier attempt."""
+        return self._claimed_again[1 if earlier_call_running else 0]
 
     def dispatch_counter(self, outcome: str) -> Counter:
         """The dispatch counter of one outcome kind (created, then cached, on first use)."""

@@ -16,7 +16,7 @@ from relayer import adapters
 from relayer.config import RelayerConfig
 from relayer.metrics import RelayerMetrics
 from relayer.store import OutboxStore
-from relayer.worker import Relayer
+from relayer.worker import DB_ERRORS, Relayer
 from symphony import lifecycle
 from symphony.db import create_pool
 from symphony.errors import StartupError
@@ -38,7 +38,10 @@ async def main(settings: RelayerConfig, database_url: str) -> int:
     relayer = Relayer(settings, store, rail_adapters, metrics, database_url=database_url)
 
     async def database_ready() -> tuple[bool, str]:
-        ok = await store.ping()
+        try:
+            ok = await store.ping()
+        except DB_ERRORS as exc:  # down or restarting: not ready, and /readyz says why
+            return False, f"database unreachable: {type(exc).__name__}: {exc}"
         return ok and relayer.healthy, "ok" if ok and relayer.healthy else "database round trips failing"
 
     try:

@@ -68,10 +68,17 @@ class _Rail:
 
 @dataclass(slots=True)
 class _Pending:
+    """One claimed attempt: it holds a rail slot until reported and its lease until written."""
+
     row: ClaimedRow
     task: asyncio.Task[None] | None = None
     sent: bool = False
     reported: bool = False
+    # A newer attempt at the same row that this worker claimed while this call
+    # was still running (this process stalled past its lease and the row was
+    # re-queued). It starts only once this call has returned: one outbox id
+    # never has two rail calls in flight from one worker.
+    successor: _Pending | None = None
 
 
 @dataclass
@@ -92,8 +99,12 @@ class Relayer:
             for name, rail in self.settings.rails.items()
         }
         capacity = sum(UNWRITTEN_FACTOR * rail.concurrency for rail in self.rails.values())
-        self.completions: asyncio.Queue[Completion] = asyncio.Queue(maxsize=capacity)
-        self.pending: dict[uuid.UUID, _Pending] = {}
+        # Each outcome travels with its attempt, so the write releases that very
+        # attempt and never a newer one of the same row (see _claimed_again).
+        self.completions: asyncio.Queue[tuple[Completion, _Pending]] = asyncio.Queue(maxsize=capacity)
+        self.pending: dict[uuid.UUID, _Pending] = {}  # the newest attempt per row this worker holds
+        self.unwritten = 0  # outcomes reported and not yet written (or given up)
+        self.stopping = False
         self.wake = asyncio.Event()
         self.healthy = True
         self._last_reclaim = float("-inf")
@@ -181,15 +192,47 @@ class Relayer:
 
     def _start(self, row: ClaimedRow) -> None:
         rail = self.rails[row.rail]
-        assert row.id not in self.pending, f"row {row.id} claimed twice by one worker"
         rail.inflight += 1
         rail.calling += 1
         rail.breaker.started(1)
         rail.metrics.claimed.inc()
         pending = _Pending(row)
+        earlier = self.pending.get(row.id)
+        if earlier is not None and self._claimed_again(earlier, pending):
+            return  # deferred until the earlier call returns
         self.pending[row.id] = pending
+        self._launch(pending)
+
+    def _launch(self, pending: _Pending) -> None:
         # Unnamed: formatting a name per row cost more than the call to the no-op rail.
         pending.task = asyncio.create_task(self._dispatch(pending))
+
+    def _claimed_again(self, earlier: _Pending, pending: _Pending) -> bool:
+        """This worker claimed a row it still holds an earlier attempt of: the
+        lease expired while the process stalled (SIGSTOP, CPU starvation) and the
+        row was re-queued (reclaim or repair). True when the new attempt must wait.
+
+        The earlier outcome is fenced off when written (its attempt is no longer
+        the row's), so only the new attempt decides the row. If the earlier rail
+        call is still running, the new one waits for it: the same rail key would
+        make a second concurrent call harmless to the rail, but it is still a
+        second strike in flight, and invariant 6 wants one."""
+        row = pending.row
+        running = not earlier.reported
+        self.rails[row.rail].metrics.claimed_again(running).inc()
+        log.warning("claimed a row again while holding an earlier attempt: the lease expired while this worker "
+                    "stalled; the earlier outcome will be fenced off" +
+                    ("; the new attempt waits for the earlier rail call" if running else ""),
+                    extra={"outbox_id": str(row.id), "earlier_attempt": earlier.row.attempt,
+                           "attempt": row.attempt, "earlier_call": "running" if running else "returned"})
+        if not running:
+            return False
+        if earlier.successor is not None:
+            # Claimed a third time while the second waited: the second was never
+            # sent and its lease is gone too; the newest one replaces it.
+            self._release(earlier.successor)
+        earlier.successor = pending
+        return True
 
     async def _dispatch(self, pending: _Pending) -> None:
         row = pending.row
@@ -225,14 +268,30 @@ class Relayer:
         pending.reported = True
         completion = self.completion_for(pending.row, outcome)
         self._count(pending.row, completion)
-        self.completions.put_nowait(completion)  # bounded by the unwritten allowance: never full
+        self.completions.put_nowait((completion, pending))  # bounded by the unwritten allowance: never full
+        self.unwritten += 1
         rail = self.rails[pending.row.rail]
         rail.calling -= 1
         assert rail.calling >= 0
+        if pending.successor is not None:
+            self._promote(pending)
         # Claim again once a quarter of the rail's slots are free, not after every
         # call: one claim round trip per row would cost more than the rows.
         if rail.concurrency - rail.calling >= rail.wake_slots:
             self.wake.set()
+
+    def _promote(self, pending: _Pending) -> None:
+        """The earlier call returned: its waiting successor becomes the row's attempt
+        and is sent now (resending the same key, or asking the rail first), unless
+        the worker is stopping, in which case the drain releases it unsent. Its
+        lease is still good: it was claimed after the stall, and the earlier call
+        ends within the rail's worst case, which the loader keeps below
+        lease_seconds minus lease_margin_seconds."""
+        successor, pending.successor = pending.successor, None
+        assert successor is not None and successor.row.id == pending.row.id
+        self.pending[successor.row.id] = successor
+        if not self.stopping:
+            self._launch(successor)
 
     def completion_for(self, row: ClaimedRow, outcome: Outcome) -> Completion:
         """Pure: the status an outcome leads to, given the row's budget."""
@@ -271,7 +330,7 @@ class Relayer:
             await self._gather_more(batch)
             await asyncio.shield(self._write(batch))
 
-    async def _gather_more(self, batch: list[Completion]) -> None:
+    async def _gather_more(self, batch: list[tuple[Completion, _Pending]]) -> None:
         waited = False
         while len(batch) < self.settings.completion_batch_max:
             try:
@@ -282,42 +341,48 @@ class Relayer:
                 await asyncio.sleep(self.settings.completion_flush_seconds)
                 waited = True
 
-    async def _write(self, batch: list[Completion]) -> None:
+    async def _write(self, batch: list[tuple[Completion, _Pending]]) -> None:
         """Write outcomes, retrying a bounded number of times. If the database stays
         away the outcomes are dropped: the leases expire and the rows are retried with
         the same key, so the rail answers from its idempotency store (no second strike)."""
+        completions = [completion for completion, _ in batch]
+        lost = False
         for attempt in range(1, WRITE_ATTEMPTS_MAX + 1):
             try:
-                written, incidents = await self.store.complete_batch(batch)
+                written, incidents = await self.store.complete_batch(completions)
                 break
             except DB_ERRORS as exc:
                 self._database_error("complete", exc)
                 if attempt == WRITE_ATTEMPTS_MAX:
                     self.metrics.completions_lost.inc(len(batch))
                     log.error("outcomes not written; their leases will expire and the rows be retried",
-                              extra={"rows": [str(c.id) for c in batch]})
-                    written, incidents = 0, 0
+                              extra={"rows": [str(c.id) for c in completions]})
+                    written, incidents, lost = 0, 0, True
                     break
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
         self.metrics.completion_rows.observe(len(batch))
-        if written < len(batch):
-            log.info("some outcomes were fenced off (lease lost to another worker)",
+        if written < len(batch) and not lost:
+            self.metrics.completions_fenced.inc(len(batch) - written)
+            log.info("some outcomes were fenced off (the lease or attempt is no longer this worker's)",
                      extra={"rows": len(batch), "written": written})
         if incidents:
             log.warning("dead letters", extra={"incidents": incidents})
-        for completion in batch:
-            self._release(completion.id)
+        for _, pending in batch:
+            self._release(pending)
+        self.unwritten -= len(batch)
+        assert self.unwritten >= 0
         self._publish_inflight()
 
-    def _release(self, outbox_id: uuid.UUID) -> None:
-        pending = self.pending.pop(outbox_id, None)
-        if pending is None:
-            return
+    def _release(self, pending: _Pending) -> None:
+        """Give up one attempt's slot. By identity, not by row id: a newer attempt
+        at the same row (claimed again after a stall) stays pending."""
+        if self.pending.get(pending.row.id) is pending:
+            del self.pending[pending.row.id]
         rail = self.rails[pending.row.rail]
         rail.inflight -= 1
         assert rail.inflight >= 0
         if not pending.reported:
-            rail.calling -= 1  # claimed, never sent, released at shutdown
+            rail.calling -= 1  # claimed, never sent: released at shutdown, or replaced by a newer claim
             assert rail.calling >= 0
         self.wake.set()
 
@@ -354,6 +419,7 @@ class Relayer:
     # -- stopping ---------------------------------------------------------------------
 
     async def _drain(self, flusher: asyncio.Task[None], drain_deadline: Callable[[], float] | None) -> None:
+        self.stopping = True  # a successor whose earlier call returns from now on is released, not sent
         tasks = [p.task for p in self.pending.values() if p.task is not None and not p.task.done()]
         timeout = max(0.0, (drain_deadline() if drain_deadline else self.settings.shutdown_timeout_seconds))
         if tasks:
@@ -362,37 +428,37 @@ class Relayer:
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
-        unsent = []
         for pending in list(self.pending.values()):
-            if pending.reported:
-                continue
-            if pending.sent:
+            if pending.sent and not pending.reported:
                 self._report(pending, Outcome(Kind.AMBIGUOUS, "AMBIGUOUS_SHUTDOWN",
                                               "relayer stopped during the rail call"))
-            else:
-                unsent.append(pending.row)
+        # After the reports above: a successor promoted by one of them is unsent.
+        unsent = [p for p in self.pending.values() if not p.sent and not p.reported]
+        unsent += [p.successor for p in unsent if p.successor is not None]
         # The flusher writes every reported outcome (its writes are shielded);
         # wait, bounded, until it has, then stop it while it idles on the queue.
         deadline = time.monotonic() + WRITE_DRAIN_SECONDS_MAX
-        while any(p.reported for p in self.pending.values()) and time.monotonic() < deadline \
-                and not flusher.done():
+        while self.unwritten > 0 and time.monotonic() < deadline and not flusher.done():
             await asyncio.sleep(0.01)
         flusher.cancel()
         await asyncio.gather(flusher, return_exceptions=True)
         if unsent:
             await asyncio.shield(self._release_unsent(unsent))
         if self._listen_conn is not None:
-            await self._listen_conn.close(timeout=2.0)
+            try:
+                await self._listen_conn.close(timeout=2.0)
+            except DB_ERRORS as exc:  # the server went away first; close() has aborted the socket
+                self._database_error("unlisten", exc)
         for adapter in self.adapters.values():
             await adapter.close()
 
-    async def _release_unsent(self, unsent: list[ClaimedRow]) -> None:
+    async def _release_unsent(self, unsent: list[_Pending]) -> None:
         try:
-            released = await self.store.release_unstarted(unsent)
+            released = await self.store.release_unstarted([p.row for p in unsent])
         except DB_ERRORS as exc:
             self._database_error("release", exc)
             released = 0
-        for row in unsent:
-            self._release(row.id)
+        for pending in unsent:
+            self._release(pending)
         self._publish_inflight()
         log.info("released unsent rows", extra={"rows": len(unsent), "released": released})

@@ -237,3 +237,54 @@ async def test_segments_released_only_after_checkpoint(
     assert kept[0] <= shipped + 1
     assert [seq for seq in segments_before[0] if seq > shipped] == [seq for seq in kept if seq > shipped]
     assert journal.verify(stream_dir(journal_dir, 1)).ok
+
+
+async def _lose_last_commits(db: asyncpg.Connection, stream_id: int, records: int) -> tuple[int, int]:
+    """What PostgreSQL looks like after it lost its last acknowledged commits of
+    a stream (a crash before they were durable, a failover to a replica that had
+    not received them): rows and checkpoint back together to an earlier batch.
+    Done under the checkpoint's row lock, so no batch commits in between; the
+    append-only trigger is bypassed as a restore would. Returns (old, new) seq."""
+    async with db.transaction():
+        old = await db.fetchval("SELECT last_seq FROM journal_checkpoints WHERE node_id = $1 AND stream_id = $2 "
+                                "FOR UPDATE", NODE, stream_id)
+        back = max(1, old - records)
+        kept = await db.fetchrow("SELECT chain_hash, recorded_at FROM ingress_attestations WHERE node_id = $1 "
+                                 "AND stream_id = $2 AND stream_seq = $3", NODE, stream_id, back)
+        await db.execute("SET LOCAL session_replication_role = replica")
+        deleted = await db.execute("DELETE FROM ingress_attestations WHERE node_id = $1 AND stream_id = $2 "
+                                   "AND stream_seq > $3", NODE, stream_id, back)
+        assert deleted == f"DELETE {old - back}", deleted
+        await db.execute("UPDATE journal_checkpoints SET last_seq = $3, last_hash = $4, last_record_at = $5, "
+                         "records_shipped = records_shipped - $6 WHERE node_id = $1 AND stream_id = $2",
+                         NODE, stream_id, back, kept["chain_hash"], kept["recorded_at"], old - back)
+    return old, back
+
+
+async def test_checkpoint_moved_back_by_lost_commits_is_reshipped(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """Invariant 3 when PostgreSQL loses commits it acknowledged: the checkpoint
+    (and its rows) move back below what the forwarder shipped and released. The
+    forwarder must not crash: it re-ships from the checkpoint (the journal still
+    holds the records), counts it on /metrics, and PostgreSQL ends with every
+    record exactly once and no incident; the other stream is not disturbed."""
+    journal_dir = tmp_path / "journal"
+    forwarder = forwarder_factory(database_url, journal_dir, batch_rows_max=200).start()
+    with LiveWriters(journal_dir, [0, 1], records_per_second=2000) as writers:
+        await wait_for(lambda: _all_past(db, 1500), "both streams to ship", diagnostics=forwarder.log_tail)
+        old, back = await _lose_last_commits(db, 0, 1000)
+        assert back < old
+
+        def counted() -> bool:
+            assert forwarder.process is not None and forwarder.process.poll() is None, forwarder.log_tail()
+            return 'symphony_forwarder_checkpoint_moved_back_total{node_id="node-p",stream_id="0"} 1.0' \
+                in forwarder.metrics()
+
+        await wait_for(counted, "the moved-back checkpoint to be counted", diagnostics=forwarder.log_tail)
+        heads = writers.finish()
+    await _until_caught_up(db, heads, forwarder)
+    await assert_shipped_exactly(db, journal_dir, heads)
+    assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
+    assert 'symphony_forwarder_checkpoint_moved_back_total{node_id="node-p",stream_id="1"} 0.0' in forwarder.metrics()
+    assert forwarder.terminate() == 0
+    assert "the database checkpoint moved back; re-shipping from it" in forwarder.log_path.read_text()

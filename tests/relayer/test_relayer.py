@@ -13,14 +13,19 @@ rows to settle; then compare the tables, outbox_events and simulator stats.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import tempfile
 import uuid
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
 from relayer.adapters import rail_key
+from symphony.db import connect, migrate
+from symphony.embedded import EmbeddedPostgres
 from tests.conftest import symphony_cli
 from tests.relayer.conftest import Processes, add_payments, statuses, wait_until
 
@@ -244,6 +249,102 @@ async def test_sigterm_drains_and_leaves_nothing_in_flight(database_url: str, db
     await wait_until(lambda: _settled(db), what="successor settles the rest")
     assert await statuses(db) == {"SUCCESS": 40}
     await _assert_one_execution_per_success(db, {"swiftpay": sim})
+
+
+async def test_sigstop_past_the_lease_then_claimed_again_by_itself(database_url: str, db: asyncpg.Connection,
+                                                                  processes: Processes) -> None:
+    """A relayer paused (SIGSTOP) longer than its lease, mid-call. On SIGCONT its
+    own reclaim re-queues the row and its next claim takes it again while it
+    still holds the earlier attempt (outcome not yet written: a completion
+    flush of 1 s widens the window the chaos run hit). It must not crash; the
+    earlier outcome is fenced off, the newer attempt resends the same key."""
+    sim = processes.rail_sim("swiftpay", "--faults", '{"latency_ms_median": 300, "latency_ms_p99": 400}')
+    (outbox_id,) = await add_payments(db, 1, rail="swiftpay", max_attempts=100)
+    relayer, admin_port = processes.relayer("stalled", database_url, {"swiftpay": ("swiftpay", sim)},
+                                            lease_seconds=2.0, extra_toml="completion_flush_seconds = 1.0")
+    await wait_until(lambda: db.fetchval("SELECT status = 'IN_FLIGHT' FROM payment_outbox WHERE id = $1",
+                                         outbox_id), what="the rail call in progress")
+    relayer.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(3.0)  # past the 2 s lease
+        assert await db.fetchval("SELECT lease_expires_at < now() FROM payment_outbox WHERE id = $1", outbox_id)
+    finally:
+        relayer.send_signal(signal.SIGCONT)
+
+    async def claimed_again() -> bool:
+        try:
+            text = await _metrics(admin_port)
+        except aiohttp.ClientError:
+            raise AssertionError("the relayer's /metrics is gone: it died after SIGCONT (see stalled.log)") from None
+        return sum(_metric(text, "symphony_relayer_claimed_again_total", earlier_call=state, rail="swiftpay")
+                   for state in ("running", "returned")) >= 1
+
+    await wait_until(claimed_again, what="the row claimed again by the same relayer")
+    await wait_until(lambda: _settled(db), what="the row settled")
+    await asyncio.sleep(1.5)  # the earlier outcome's delayed write, which must be fenced off
+    assert relayer.poll() is None
+    row = await db.fetchrow("SELECT status::text, attempt_count FROM payment_outbox WHERE id = $1", outbox_id)
+    assert row["status"] == "SUCCESS" and row["attempt_count"] >= 2
+    success = await db.fetchrow("SELECT attempt, actor FROM outbox_events WHERE outbox_id = $1 AND "
+                                "new_status = 'SUCCESS'", outbox_id)
+    assert success["attempt"] == row["attempt_count"] and success["actor"] == "stalled"
+    assert _metric(await _metrics(admin_port), "symphony_relayer_completions_fenced_total") >= 1
+    await _assert_one_execution_per_success(db, {"swiftpay": sim})
+    await _assert_events_replay_to_table(db)
+
+
+@pytest.mark.slow
+async def test_survives_a_postgres_crash_and_restart(processes: Processes) -> None:
+    """PostgreSQL stopped with `pg_ctl -m immediate` under a running relayer and
+    started again: its pooled and LISTEN sessions die mid-query, reconnects are
+    refused while the server is down. The relayer must keep running, say so on
+    /readyz and /metrics, listen again, and settle every row with one
+    execution per key."""
+    # Outside pytest's tmp_path: as root the server runs as another user.
+    pg_root = Path(tempfile.mkdtemp(prefix="symphony-relayer-outage-"))
+    server = EmbeddedPostgres(pg_root, fast=True)
+    url = server.start().dsn
+    try:
+        db = await connect(url)
+        await migrate.apply(db)
+        sim = processes.rail_sim("swiftpay", "--faults", '{"latency_ms_median": 50, "latency_ms_p99": 100}')
+        await add_payments(db, 400, rail="swiftpay")
+        relayer, admin_port = processes.relayer("outage", url, {"swiftpay": ("swiftpay", sim)})
+        # Killed under load: claims, rail calls and outcome writes in progress.
+        await wait_until(lambda: db.fetchval("SELECT count(*) >= 40 FROM payment_outbox WHERE status = 'SUCCESS'"),
+                         what="rows flowing")
+        await db.close()
+        server.kill()
+        await asyncio.sleep(2.0)  # claims, reclaims and LISTEN attempts against a dead server
+        assert relayer.poll() is None, "the relayer exited while PostgreSQL was down"
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{admin_port}/readyz") as answer:
+            assert answer.status == 503, await answer.text()
+        text = await _metrics(admin_port)
+        assert _metric(text, "symphony_relayer_database_errors_total", operation="claim") >= 1
+        assert _metric(text, "symphony_relayer_listening") == 0
+        server.restart()
+        db = await connect(url)
+        try:
+            await add_payments(db, 20, rail="swiftpay")
+            await wait_until(lambda: _settled(db), what="the rows after the restart settled")
+            assert await statuses(db) == {"SUCCESS": 420}
+            await _assert_one_execution_per_success(db, {"swiftpay": sim})
+            await _assert_events_replay_to_table(db)
+
+            async def listening() -> bool:
+                return _metric(await _metrics(admin_port), "symphony_relayer_listening") == 1
+
+            await wait_until(listening, what="LISTEN again after the restart")
+        finally:
+            await db.close()
+        assert relayer.poll() is None
+        relayer.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(relayer.wait, 30) == 0
+    finally:
+        processes.stop_all()
+        server.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
 
 
 def test_bad_config_exits_2_and_unreachable_database_exits_3(tmp_path) -> None:
