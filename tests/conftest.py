@@ -8,6 +8,7 @@ TEMPLATE, ~0.1 s), so tests never see each other's rows and can run in any order
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -110,6 +111,28 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def own_postgres(name: str, *, fast: bool = True) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """A migrated PostgreSQL of the test's own, for tests that crash it
+    (`server.kill()`) and start it again (`server.restart()`); yields the
+    server and its URL, and removes it afterwards."""
+    # Outside pytest's tmp_path: as root the server runs as another user, who
+    # cannot enter /tmp/pytest-of-root (mode 0700).
+    root = Path(tempfile.mkdtemp(prefix=f"symphony-{name}-"))
+    server = EmbeddedPostgres(root, fast=fast)
+    try:
+        url = server.start().dsn
+        conn = await connect(url)
+        try:
+            await migrate.apply(conn)
+        finally:
+            await conn.close()
+        yield server, url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def symphony_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,

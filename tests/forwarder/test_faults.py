@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import pytest
 
 import journal
 from journal._journal import lib
-from symphony.db import connect, migrate
-from symphony.embedded import EmbeddedPostgres
+from symphony.db import connect
+from tests.conftest import own_postgres
 from tests.forwarder.conftest import (
     NODE,
     ForwarderProcess,
@@ -63,16 +61,8 @@ async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: 
     taking records (the writers never wait on it), no unshipped segment is
     released, lag shows on /metrics; after the restart the forwarder catches up
     and PostgreSQL holds every record exactly once."""
-    # Outside pytest's tmp_path: as root the server runs as another user, who
-    # cannot enter /tmp/pytest-of-root (mode 0700).
-    pg_root = Path(tempfile.mkdtemp(prefix="symphony-forwarder-outage-"))
     # Durable settings (fsync on), as production runs.
-    server = EmbeddedPostgres(pg_root, fast=False)
-    url = server.start().dsn
-    try:
-        conn = await connect(url)
-        await migrate.apply(conn)
-        await conn.close()
+    async with own_postgres("forwarder-outage", fast=False) as (server, url):
         journal_dir = tmp_path / "journal"
         forwarder = forwarder_factory(url, journal_dir, journal_retention_seconds=0, batch_rows_max=300,
                                       retry_delay_ms_max=500).start()
@@ -107,9 +97,6 @@ async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: 
         finally:
             await db.close()
         assert forwarder.terminate() == 0
-    finally:
-        server.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
 
 
 async def _all_positive(db: asyncpg.Connection) -> bool:

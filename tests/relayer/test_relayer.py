@@ -13,20 +13,16 @@ rows to settle; then compare the tables, outbox_events and simulator stats.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import tempfile
 import uuid
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
 from relayer.adapters import rail_key
-from symphony.db import connect, migrate
-from symphony.embedded import EmbeddedPostgres
-from tests.conftest import symphony_cli
+from symphony.db import connect
+from tests.conftest import own_postgres, symphony_cli
 from tests.relayer.conftest import Processes, add_payments, statuses, wait_until
 
 
@@ -300,51 +296,45 @@ async def test_survives_a_postgres_crash_and_restart(processes: Processes) -> No
     refused while the server is down. The relayer must keep running, say so on
     /readyz and /metrics, listen again, and settle every row with one
     execution per key."""
-    # Outside pytest's tmp_path: as root the server runs as another user.
-    pg_root = Path(tempfile.mkdtemp(prefix="symphony-relayer-outage-"))
-    server = EmbeddedPostgres(pg_root, fast=True)
-    url = server.start().dsn
-    try:
-        db = await connect(url)
-        await migrate.apply(db)
-        sim = processes.rail_sim("swiftpay", "--faults", '{"latency_ms_median": 50, "latency_ms_p99": 100}')
-        await add_payments(db, 400, rail="swiftpay")
-        relayer, admin_port = processes.relayer("outage", url, {"swiftpay": ("swiftpay", sim)})
-        # Killed under load: claims, rail calls and outcome writes in progress.
-        await wait_until(lambda: db.fetchval("SELECT count(*) >= 40 FROM payment_outbox WHERE status = 'SUCCESS'"),
-                         what="rows flowing")
-        await db.close()
-        server.kill()
-        await asyncio.sleep(2.0)  # claims, reclaims and LISTEN attempts against a dead server
-        assert relayer.poll() is None, "the relayer exited while PostgreSQL was down"
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://127.0.0.1:{admin_port}/readyz") as answer:
-            assert answer.status == 503, await answer.text()
-        text = await _metrics(admin_port)
-        assert _metric(text, "symphony_relayer_database_errors_total", operation="claim") >= 1
-        assert _metric(text, "symphony_relayer_listening") == 0
-        server.restart()
-        db = await connect(url)
+    async with own_postgres("relayer-outage") as (server, url):
         try:
-            await add_payments(db, 20, rail="swiftpay")
-            await wait_until(lambda: _settled(db), what="the rows after the restart settled")
-            assert await statuses(db) == {"SUCCESS": 420}
-            await _assert_one_execution_per_success(db, {"swiftpay": sim})
-            await _assert_events_replay_to_table(db)
-
-            async def listening() -> bool:
-                return _metric(await _metrics(admin_port), "symphony_relayer_listening") == 1
-
-            await wait_until(listening, what="LISTEN again after the restart")
-        finally:
+            db = await connect(url)
+            sim = processes.rail_sim("swiftpay", "--faults", '{"latency_ms_median": 50, "latency_ms_p99": 100}')
+            await add_payments(db, 400, rail="swiftpay")
+            relayer, admin_port = processes.relayer("outage", url, {"swiftpay": ("swiftpay", sim)})
+            # Killed under load: claims, rail calls and outcome writes in progress.
+            await wait_until(lambda: db.fetchval("SELECT count(*) >= 40 FROM payment_outbox WHERE status = 'SUCCESS'"),
+                             what="rows flowing")
             await db.close()
-        assert relayer.poll() is None
-        relayer.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(relayer.wait, 30) == 0
-    finally:
-        processes.stop_all()
-        server.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
+            server.kill()
+            await asyncio.sleep(2.0)  # claims, reclaims and LISTEN attempts against a dead server
+            assert relayer.poll() is None, "the relayer exited while PostgreSQL was down"
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{admin_port}/readyz") as answer:
+                assert answer.status == 503, await answer.text()
+            text = await _metrics(admin_port)
+            assert _metric(text, "symphony_relayer_database_errors_total", operation="claim") >= 1
+            assert _metric(text, "symphony_relayer_listening") == 0
+            server.restart()
+            db = await connect(url)
+            try:
+                await add_payments(db, 20, rail="swiftpay")
+                await wait_until(lambda: _settled(db), what="the rows after the restart settled")
+                assert await statuses(db) == {"SUCCESS": 420}
+                await _assert_one_execution_per_success(db, {"swiftpay": sim})
+                await _assert_events_replay_to_table(db)
+
+                async def listening() -> bool:
+                    return _metric(await _metrics(admin_port), "symphony_relayer_listening") == 1
+
+                await wait_until(listening, what="LISTEN again after the restart")
+            finally:
+                await db.close()
+            assert relayer.poll() is None
+            relayer.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(relayer.wait, 30) == 0
+        finally:
+            processes.stop_all()
 
 
 def test_bad_config_exits_2_and_unreachable_database_exits_3(tmp_path) -> None:

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from repair.config import RepairConfig
-from symphony.db import connect, migrate
-from symphony.embedded import EmbeddedPostgres
-from tests.conftest import REPO_ROOT
+from symphony.db import connect
+from tests.conftest import REPO_ROOT, own_postgres
 
 WAIT_SECONDS = 30.0
 _HOLDER = """
@@ -152,32 +148,26 @@ async def test_the_leader_survives_a_postgres_crash_and_leads_again() -> None:
     """PostgreSQL killed and restarted under a running leader: the daemon must
     not exit (its sessions die mid-query, reconnects are refused while the
     server is down); it takes the lock again and resumes its cycles."""
-    # Outside pytest's tmp_path: as root the server runs as another user.
-    pg_root = Path(tempfile.mkdtemp(prefix="symphony-repair-outage-"))
-    server = EmbeddedPostgres(pg_root, fast=True)
-    url = server.start().dsn
     process: subprocess.Popen[bytes] | None = None
-    try:
-        conn = await connect(url)
-        await migrate.apply(conn)
-        start = await conn.fetchval("SELECT now() - interval '1 h'")
-        process = _start("repair-outage", url)
-        await _wait_for_cycle_after(conn, "repair-outage", start, [process])
-        await conn.close()
-        server.kill()
-        await asyncio.sleep(3.0)  # several cycles and election retries against a dead server
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        server.restart()
-        conn = await connect(url)
-        restarted_at = await conn.fetchval("SELECT now()")
-        row = await _wait_for_cycle_after(conn, "repair-outage", restarted_at, [process])
-        assert row["became_leader_at"] > start
-        await conn.close()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0, process.stderr.read().decode() if process.stderr else ""
-    finally:
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-        server.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
+    async with own_postgres("repair-outage") as (server, url):
+        try:
+            conn = await connect(url)
+            start = await conn.fetchval("SELECT now() - interval '1 h'")
+            process = _start("repair-outage", url)
+            await _wait_for_cycle_after(conn, "repair-outage", start, [process])
+            await conn.close()
+            server.kill()
+            await asyncio.sleep(3.0)  # several cycles and election retries against a dead server
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            server.restart()
+            conn = await connect(url)
+            restarted_at = await conn.fetchval("SELECT now()")
+            row = await _wait_for_cycle_after(conn, "repair-outage", restarted_at, [process])
+            assert row["became_leader_at"] > start
+            await conn.close()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0, process.stderr.read().decode() if process.stderr else ""
+        finally:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)

@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
-from symphony.db import connect, migrate
-from symphony.embedded import EmbeddedPostgres
-from tests.conftest import symphony_cli
+from symphony.db import connect
+from tests.conftest import own_postgres, symphony_cli
 from tests.relayer.conftest import Processes, add_participant, free_port, wait_port
 from tests.service.conftest import Keys, Service, signed_headers
 
@@ -171,58 +168,52 @@ async def test_database_down_is_503_with_a_reason_then_recovers(keys: Keys, proc
     requests get 503 with a JSON reason and Retry-After (not a bare 500), no
     disposition (the sidecar records upstream_error), /readyz says why; after
     the restart the same service takes payments again."""
-    # Outside pytest's tmp_path: as root the server runs as another user.
-    pg_root = Path(tempfile.mkdtemp(prefix="symphony-service-outage-"))
-    server = EmbeddedPostgres(pg_root, fast=True)
-    url = server.start().dsn
-    try:
-        db = await connect(url)
-        await migrate.apply(db)
-        await add_participant(db, "bank-a")
-        await db.close()
-        port, admin_port = free_port(), free_port()
-        config = tmp_path / "service.toml"
-        config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\n'
-                          f'upstream_public_keys = ["{keys.public}"]\n')
-        child = processes.start("service-outage", "service", "--config", str(config), "--database-url", url)
-        wait_port(port, child)
-        wait_port(admin_port, child)
-        service = Service(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
-        async with aiohttp.ClientSession() as session:
-            status, created, _ = await _post(session, service, keys, _payment(), "before")
-            assert status == 201
-            server.kill()
-            for key in ("during-1", "during-2"):
-                status, answer, headers = await _post(session, service, keys, _payment(), key)
-                assert status == 503, answer
-                assert answer["error"]["code"] == "DATABASE_UNAVAILABLE"
-                assert answer["error"]["reason"] in ("connection_lost", "connection_refused", "timeout")
-                assert int(headers["Retry-After"]) >= 1
-                assert "X-Symphony-Disposition" not in headers
-                assert headers["Content-Type"].startswith("application/json")
-            path = f"/v1/payments/{created['payment_id']}"
-            async with session.get(service.url + path,
-                                   headers=signed_headers(keys.signer, "bank-a", "GET", path, b"")) as response:
-                assert response.status == 503
-                assert (await response.json())["error"]["code"] == "DATABASE_UNAVAILABLE"
-                assert "Retry-After" in response.headers
-            async with session.get(f"{service.admin_url}/readyz") as response:
-                assert response.status == 503 and "database" in await response.text()
-            assert child.poll() is None
-            server.restart()
-            status, _, headers = await _post(session, service, keys, _payment(), "during-1")
-            assert status == 201 and headers["X-Symphony-Disposition"] == "executed"
-            async with session.get(f"{service.admin_url}/metrics") as response:
-                text = await response.text()
-        unavailable = [line for line in text.splitlines()
-                       if line.startswith("symphony_service_database_unavailable_total{")]
-        assert sum(float(line.split()[-1]) for line in unavailable) == 3
-        db = await connect(url)
+    async with own_postgres("service-outage") as (server, url):
         try:
-            assert await db.fetchval("SELECT count(*) FROM payment_outbox") == 2
-        finally:
+            db = await connect(url)
+            await add_participant(db, "bank-a")
             await db.close()
-    finally:
-        processes.stop_all()
-        server.stop()
-        shutil.rmtree(pg_root, ignore_errors=True)
+            port, admin_port = free_port(), free_port()
+            config = tmp_path / "service.toml"
+            config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\n'
+                              f'upstream_public_keys = ["{keys.public}"]\n')
+            child = processes.start("service-outage", "service", "--config", str(config), "--database-url", url)
+            wait_port(port, child)
+            wait_port(admin_port, child)
+            service = Service(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
+            async with aiohttp.ClientSession() as session:
+                status, created, _ = await _post(session, service, keys, _payment(), "before")
+                assert status == 201
+                server.kill()
+                for key in ("during-1", "during-2"):
+                    status, answer, headers = await _post(session, service, keys, _payment(), key)
+                    assert status == 503, answer
+                    assert answer["error"]["code"] == "DATABASE_UNAVAILABLE"
+                    assert answer["error"]["reason"] in ("connection_lost", "connection_refused", "timeout")
+                    assert int(headers["Retry-After"]) >= 1
+                    assert "X-Symphony-Disposition" not in headers
+                    assert headers["Content-Type"].startswith("application/json")
+                path = f"/v1/payments/{created['payment_id']}"
+                async with session.get(service.url + path,
+                                       headers=signed_headers(keys.signer, "bank-a", "GET", path, b"")) as response:
+                    assert response.status == 503
+                    assert (await response.json())["error"]["code"] == "DATABASE_UNAVAILABLE"
+                    assert "Retry-After" in response.headers
+                async with session.get(f"{service.admin_url}/readyz") as response:
+                    assert response.status == 503 and "database" in await response.text()
+                assert child.poll() is None
+                server.restart()
+                status, _, headers = await _post(session, service, keys, _payment(), "during-1")
+                assert status == 201 and headers["X-Symphony-Disposition"] == "executed"
+                async with session.get(f"{service.admin_url}/metrics") as response:
+                    text = await response.text()
+            unavailable = [line for line in text.splitlines()
+                           if line.startswith("symphony_service_database_unavailable_total{")]
+            assert sum(float(line.split()[-1]) for line in unavailable) == 3
+            db = await connect(url)
+            try:
+                assert await db.fetchval("SELECT count(*) FROM payment_outbox") == 2
+            finally:
+                await db.close()
+        finally:
+            processes.stop_all()
