@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from relayer.store import OutboxStore
+from symphony.db import create_pool
 from tests.conftest import REPO_ROOT
 
 WAIT_SECONDS = 60.0
@@ -136,6 +138,16 @@ class Processes:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool set up as the relayer sets up its own (codecs, settings)."""
+    pool = await create_pool(database_url, min_size=1, max_size=4, init=OutboxStore.init_connection)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

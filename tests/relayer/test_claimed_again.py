@@ -18,13 +18,11 @@ import uuid
 
 import asyncpg
 import msgspec
-import pytest
 
 from relayer.adapters import Kind, Outcome, rail_key
 from relayer.config import RelayerConfig
 from relayer.store import ClaimedRow, OutboxStore
 from relayer.worker import Relayer
-from symphony.db import create_pool
 from tests.relayer.conftest import add_payments, wait_until
 
 
@@ -55,15 +53,6 @@ class HeldRail:
 
     async def close(self) -> None:
         return None
-
-
-@pytest.fixture
-async def pool(database_url: str):
-    pool = await create_pool(database_url, min_size=1, max_size=4, init=OutboxStore.init_connection)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _settings(**overrides: object) -> RelayerConfig:

@@ -23,17 +23,7 @@ from relayer.adapters import Kind, Outcome, rail_key
 from relayer.config import RailConfig, RelayerConfig
 from relayer.store import Completion, OutboxStore, redrive
 from relayer.worker import Relayer
-from symphony.db import create_pool
 from tests.relayer.conftest import add_payments, statuses, wait_until
-
-
-@pytest.fixture
-async def pool(database_url: str):
-    pool = await create_pool(database_url, min_size=1, max_size=4, init=OutboxStore.init_connection)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def _settings(**overrides: object) -> RelayerConfig:
