@@ -24,16 +24,19 @@ class Authority:
         self.ca_file = directory / f"{name}.pem"
         self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
 
-    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+    def _builder(self, subject: x509.Name, public_key: ec.EllipticCurvePublicKey,
+                 lifetime: dt.timedelta = dt.timedelta(hours=1)) -> x509.CertificateBuilder:
         start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
         return (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(public_key)
                 .serial_number(x509.random_serial_number()).not_valid_before(start)
-                .not_valid_after(start + dt.timedelta(hours=1)))
+                .not_valid_after(start + lifetime))
 
-    def issue(self, filename: str, san: x509.GeneralName) -> tuple[Path, Path]:
+    def issue(self, filename: str, san: x509.GeneralName, *,
+              lifetime: dt.timedelta = dt.timedelta(hours=1)) -> tuple[Path, Path]:
+        """A leaf certificate valid from a minute ago for `lifetime` (notAfter - notBefore)."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, filename)])
-        certificate = (self._builder(subject, key.public_key())
+        certificate = (self._builder(subject, key.public_key(), lifetime)
                        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
                        .sign(self.key, hashes.SHA256()))
         cert_file, key_file = self.directory / f"{filename}.crt", self.directory / f"{filename}.key"

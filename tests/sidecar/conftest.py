@@ -125,7 +125,7 @@ class Upstream:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.received.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
-                              "body": body})
+                              "header_list": list(request.headers.items()), "body": body})
         self.started.set()
         delay = float(request.query.get("delay", self.delay_seconds))
         if delay:
