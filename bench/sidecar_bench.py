@@ -1,6 +1,6 @@
 """Sidecar benchmark: attest-before-forward against plain proxies, side by side.
 
-    .venv/bin/python bench/sidecar_bench.py [--duration 5] [--workers 2] [--connections 64]
+    .venv/bin/python bench/sidecar_bench.py [--duration 5] [--workers 2] [--connections 64] [--rounds 3]
 
 In one run, against the same trivial upstream (one aiohttp+uvloop process):
 
@@ -27,11 +27,13 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +187,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds over every configuration, each round in another order; figures are medians")
     parser.add_argument("--only", default="", help="comma-separated subset of configurations")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -192,81 +196,116 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="symphony-sidecar-bench-"))
     procs = Processes()
-    python = sys.executable
     server, dsn = asyncio.run(prepare_database(work))
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    rounds: list[dict[str, Row]] = []
     try:
         token = make_keys(work)
         upstream_port = free_port()
-        procs.start([python, str(SERVERS), "upstream", str(upstream_port)])
+        procs.start([sys.executable, str(SERVERS), "upstream", str(upstream_port)])
         wait_port(upstream_port)
-        upstream = f"http://127.0.0.1:{upstream_port}"
         env = {**os.environ, "SYMPHONY_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
-        configs = ["direct", "plain-proxy", "nginx", "sidecar-none", "sidecar-batch", "sidecar-always", "sync-insert"]
-        if args.only:
-            configs = [c for c in configs if c in args.only.split(",")]
-        for name in configs:
-            port = free_port()
-            started: list[subprocess.Popen[bytes]] = []
-            if name == "direct":
-                port = upstream_port
-            elif name == "plain-proxy":
-                started = [procs.start([python, str(SERVERS), "proxy", str(port), upstream]) for _ in range(args.workers)]
-            elif name == "sync-insert":
-                started = [procs.start([python, str(SERVERS), "insert-proxy", str(port), upstream, dsn])
-                           for _ in range(args.workers)]
-            elif name == "nginx":
-                conf = nginx_config(work, port, upstream_port, args.workers)
-                if conf is None:
-                    print("nginx: not installed, skipped")
-                    continue
-                started = [procs.start(["nginx", "-c", str(conf), "-g", "daemon off;"])]
-            else:
-                config = sidecar_config(work, name, port, upstream, name.split("-")[1], args.workers)
-                started = [procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)]
-            wait_port(port)
-            time.sleep(1.0)
-            url = f"http://127.0.0.1:{port}"
-            wrk(url, token, args.connections, 1.0, work)  # warm-up: connections, caches, JIT-free but page faults
-            results[name] = {"c": wrk(url, token, args.connections, args.duration, work),
-                             "c1": wrk(url, token, 1, min(args.duration, 3.0), work)}
-            for process in started:
-                procs.stop(process)
-            row = results[name]
-            print(f"{name:15s} c={args.connections}: {row['c']['rps']:9.0f} req/s  p50 {row['c']['p50_ms']:7.2f} ms  "
-                  f"p99 {row['c']['p99_ms']:7.2f} ms  non-2xx {row['c']['non2xx']:.0f} | c=1: "
-                  f"{row['c1']['rps']:7.0f} req/s  p50 {row['c1']['p50_ms']:6.3f} ms  p99 {row['c1']['p99_ms']:6.3f} ms",
-                  flush=True)
+        configs = [c for c in CONFIGS if not args.only or c in args.only.split(",")]
+        if "nginx" in configs and shutil.which("nginx") is None:
+            print("nginx: not installed, skipped")
+            configs.remove("nginx")
+        for number in range(args.rounds):
+            # Rotate the order: a load change on this shared machine then hits
+            # every configuration at some point instead of always the same one.
+            order = configs[number % len(configs):] + configs[:number % len(configs)]
+            print(f"round {number + 1}/{args.rounds}", flush=True)
+            rounds.append({name: measure(name, procs, work, token, upstream_port, dsn, env, args) for name in order})
     finally:
         procs.stop_all()
         server.stop()  # type: ignore[attr-defined]
         shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
+    report(rounds, args)
     return 0
 
 
-def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Namespace) -> None:
-    print(f"\nratios (workers={args.workers}, {os.cpu_count()} CPUs, wrk on the same machine):")
-    batch, plain = results.get("sidecar-batch"), results.get("plain-proxy")
-    insert, direct, nginx = results.get("sync-insert"), results.get("direct"), results.get("nginx")
-    if batch and plain:
-        print(f"  sidecar-batch / plain-proxy req/s at c={args.connections}: "
-              f"{batch['c']['rps'] / plain['c']['rps']:.2f} (target >= 0.90)")
-        print(f"  sidecar-batch p99 - plain-proxy p99: {batch['c']['p99_ms'] - plain['c']['p99_ms']:+.2f} ms (target <= +1 ms)")
-    if batch and insert:
-        print(f"  sidecar-batch / sync-insert req/s at c={args.connections}: "
-              f"{batch['c']['rps'] / insert['c']['rps']:.2f} (target >= 2)")
-        if direct:
-            added_batch = batch["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
-            added_insert = insert["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
-            print(f"  added p50 at c=1 over direct: sidecar-batch {added_batch:.3f} ms, sync-insert {added_insert:.3f} ms "
-                  f"(ratio {added_batch / added_insert if added_insert > 0 else float('nan'):.2f}, target <= 0.33)")
-    if batch and nginx:
-        print(f"  sidecar-batch / nginx req/s: {batch['c']['rps'] / nginx['c']['rps']:.2f} (stretch >= 0.30, >= 10k req/s)")
-    for level in ("none", "always"):
-        other = results.get(f"sidecar-{level}")
-        if other and batch:
-            print(f"  sidecar-{level} / sidecar-batch req/s: {other['c']['rps'] / batch['c']['rps']:.2f}")
+CONFIGS = ["direct", "plain-proxy", "nginx", "sidecar-none", "sidecar-batch", "sidecar-always", "sync-insert"]
+Row = dict[str, dict[str, float]]
+
+
+def measure(name: str, procs: Processes, work: Path, token: str, upstream_port: int, dsn: str,
+            env: dict[str, str], args: argparse.Namespace) -> Row:
+    """Start one configuration, warm it up, load it at c=N then c=1, stop it."""
+    python, upstream = sys.executable, f"http://127.0.0.1:{upstream_port}"
+    port = free_port()
+    started: list[subprocess.Popen[bytes]] = []
+    if name == "direct":
+        port = upstream_port
+    elif name == "plain-proxy":
+        started = [procs.start([python, str(SERVERS), "proxy", str(port), upstream]) for _ in range(args.workers)]
+    elif name == "sync-insert":
+        started = [procs.start([python, str(SERVERS), "insert-proxy", str(port), upstream, dsn])
+                   for _ in range(args.workers)]
+    elif name == "nginx":
+        conf = nginx_config(work, port, upstream_port, args.workers)
+        assert conf is not None
+        started = [procs.start(["nginx", "-c", str(conf), "-g", "daemon off;"])]
+    else:
+        config = sidecar_config(work, name, port, upstream, name.split("-")[1], args.workers)
+        started = [procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)]
+    wait_port(port)
+    time.sleep(1.0)
+    url = f"http://127.0.0.1:{port}"
+    wrk(url, token, args.connections, 1.0, work)  # warm-up: connections, caches, page faults
+    row = {"c": wrk(url, token, args.connections, args.duration, work),
+           "c1": wrk(url, token, 1, min(args.duration, 3.0), work)}
+    for process in started:
+        procs.stop(process)
+    print(f"  {name:15s} c={args.connections}: {row['c']['rps']:9.0f} req/s  p50 {row['c']['p50_ms']:7.2f} ms  "
+          f"p99 {row['c']['p99_ms']:7.2f} ms  non-2xx {row['c']['non2xx']:.0f} | c=1: "
+          f"{row['c1']['rps']:7.0f} req/s  p50 {row['c1']['p50_ms']:6.3f} ms  p99 {row['c1']['p99_ms']:6.3f} ms",
+          flush=True)
+    return row
+
+
+def report(rounds: list[dict[str, Row]], args: argparse.Namespace) -> None:
+    """Medians over the rounds; every ratio is taken within one round, then its median."""
+
+    def median_of(name: str, load: str, key: str) -> float:
+        return statistics.median(r[name][load][key] for r in rounds if name in r)
+
+    def ratio(compute: Callable[[dict[str, Row]], float], *needs: str) -> str:
+        values = [compute(r) for r in rounds if all(n in r for n in needs)]
+        return f"{statistics.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+
+    names = [n for n in CONFIGS if n in rounds[0]]
+    print(f"\nmedians of {len(rounds)} rounds (workers={args.workers}, {os.cpu_count()} CPUs, wrk on the same machine):")
+    print(f"| configuration | req/s c={args.connections} | p50 ms | p99 ms | p50 ms c=1 |")
+    print("|---|---:|---:|---:|---:|")
+    for name in names:
+        print(f"| {name} | {median_of(name, 'c', 'rps'):.0f} | {median_of(name, 'c', 'p50_ms'):.2f} | "
+              f"{median_of(name, 'c', 'p99_ms'):.1f} | {median_of(name, 'c1', 'p50_ms'):.3f} |")
+    print("\nratios (per round, median):")
+    c = args.connections
+    if {"sidecar-batch", "plain-proxy"} <= set(names):
+        print(f"  sidecar-batch / plain-proxy req/s at c={c}: "
+              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['plain-proxy']['c']['rps'], 'sidecar-batch', 'plain-proxy')}"
+              " (target >= 0.90)")
+        print(f"  sidecar-batch p99 - plain-proxy p99 (ms): "
+              f"{ratio(lambda r: r['sidecar-batch']['c']['p99_ms'] - r['plain-proxy']['c']['p99_ms'], 'sidecar-batch', 'plain-proxy')}"
+              " (target <= +1 ms)")
+    if {"sidecar-batch", "sync-insert"} <= set(names):
+        print(f"  sidecar-batch / sync-insert req/s at c={c}: "
+              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['sync-insert']['c']['rps'], 'sidecar-batch', 'sync-insert')}"
+              " (target >= 2)")
+    if {"sidecar-batch", "sync-insert", "direct"} <= set(names):
+        def added(r: dict[str, Row]) -> float:
+            base = r["direct"]["c1"]["p50_ms"]
+            return (r["sidecar-batch"]["c1"]["p50_ms"] - base) / max(r["sync-insert"]["c1"]["p50_ms"] - base, 1e-9)
+        print(f"  added p50 at c=1 over direct, sidecar-batch / sync-insert: "
+              f"{ratio(added, 'sidecar-batch', 'sync-insert', 'direct')} (target <= 0.33)")
+    if {"sidecar-batch", "nginx"} <= set(names):
+        print(f"  sidecar-batch / nginx req/s: "
+              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['nginx']['c']['rps'], 'sidecar-batch', 'nginx')}"
+              " (stretch >= 0.30, and >= 10k req/s)")
+    for other in ("sidecar-none", "sidecar-always"):
+        if {other, "sidecar-batch"} <= set(names):
+            def against_batch(r: dict[str, Row], other: str = other) -> float:
+                return r[other]["c"]["rps"] / r["sidecar-batch"]["c"]["rps"]
+            print(f"  {other} / sidecar-batch req/s: {ratio(against_batch, other, 'sidecar-batch')}")
 
 
 if __name__ == "__main__":
