@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from pathlib import Path
 
 from forwarder import config
 from symphony import lifecycle
 from symphony.cli import add_config_argument, add_database_arguments
 from symphony.db import dsn
+
+# Objects of the first GC generation before a collection (CPython's default is
+# 700). While draining, the forwarder creates a Record and a row per record,
+# and each lives for about one batch (thousands of allocations), so with the
+# default every one was traversed by two or three collections before reference
+# counting freed it: 19 % of the process's CPU (py-spy --native, drain
+# benchmark). At 50,000 most die first. Memory held by unreachable cycles
+# (rare here: asyncio, asyncpg) grows by at most that many objects.
+GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     url = dsn.resolve(flag_url=args.database_url, flag_data_dir=args.data_dir or settings.data_dir or None,
                       config_url=settings.database_url)
     lifecycle.configure_logging(config.DAEMON, settings.log_level)
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION_THRESHOLD, second, third)
 
     from forwarder import server, source
 

@@ -1,16 +1,18 @@
 """A journal stream as the shipper reads it, over the journal's public API.
 
-`journal.Reader.follow()` keeps its position between records, so one pump
-task per stream tails the journal into a bounded buffer and the shipper takes
-batches from it without waiting. Finite scans (`Reader.records`) serve the
-one-off checks at resume; segment headers give the head seq, the epoch and
-the stream's creation time; `journal.release_segments` frees what is shipped.
+`journal.Reader.follow_batches()` keeps its position between steps, so one
+pump task per stream tails the journal, up to 1024 verified records at a time,
+into a bounded buffer and the shipper takes batches from it without waiting.
+Finite scans (`Reader.records`) serve the one-off checks at resume; segment
+headers give the head seq, the epoch and the stream's creation time;
+`journal.release_segments` frees what is shipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -23,7 +25,6 @@ log = logging.getLogger("forwarder.source")
 HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
 RELEASE_INTERVAL_SECONDS = 1.0  # retention is applied at most this often per stream
 ERROR_RETRY_SECONDS = 1.0
-YIELD_EVERY_RECORDS = 512
 
 
 class JournalSource:
@@ -83,20 +84,28 @@ class JournalSource:
         self.pump = asyncio.get_running_loop().create_task(self._run_pump(from_seq), name=f"pump-{self.path}")
 
     async def _run_pump(self, from_seq: int) -> None:
-        """Tail the journal into the buffer, pausing while the buffer is full."""
+        """Tail the journal into the buffer, pausing while the buffer is full.
+
+        The buffer holds at most buffer_records_max + 1023 records: a step of
+        the Reader (up to 1024) is added whole before the pump pauses.
+        """
         buffer, cap = self.buffer, self.buffer_records_max
         for _ in iter(int, 1):  # restarts the tail after a transient journal error
             try:
-                async for record in self.reader.follow(self.pump_next, poll_seconds=self.poll_seconds):
-                    buffer.append(record)
-                    self.pump_next = record.seq + 1
-                    if len(buffer) >= cap:
-                        self.space.clear()
-                        await self.space.wait()
-                    elif record.seq % YIELD_EVERY_RECORDS == 0:
-                        # follow() yields records without suspending while it has a
-                        # backlog: let the other streams' COPYs make progress.
-                        await asyncio.sleep(0)
+                # aclosing: a cancelled pump unmaps its segment now, not at GC.
+                steps = self.reader.follow_batches(self.pump_next, poll_seconds=self.poll_seconds)
+                async with contextlib.aclosing(steps):
+                    async for records in steps:
+                        assert records and records[0].seq == self.pump_next
+                        buffer.extend(records)
+                        self.pump_next = records[-1].seq + 1
+                        if len(buffer) >= cap:
+                            self.space.clear()
+                            await self.space.wait()
+                        else:
+                            # follow_batches() does not suspend while it has a backlog:
+                            # let the other streams' COPYs make progress.
+                            await asyncio.sleep(0)
                 return
             except journal.JournalCorrupt as exc:
                 self.failure = exc  # reported once the records before it are shipped

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from journal._format import (
     RECORD_HEADER_SIZE,
     ZERO_HASH,
     Record,
+    RecordType,
     SegmentHeader,
     genesis_body,
     list_segments,
+    make_record,
     reason,
     record_type,
     segment_name,
@@ -36,6 +39,18 @@ from journal._format import (
 from journal._journal import ffi, lib
 
 _BATCH_RECORDS = 1024  # records handed out per scan step (bounds one step's work)
+# Copy buffer of one batch read (jn_read_batch): it must hold the largest record
+# so every call makes progress; 2 MiB also holds a full step of typical records.
+_COPY_BYTES = 2 << 20
+assert _COPY_BYTES >= RECORD_HEADER_SIZE + lib.JN_BODY_MAX
+# jn_record_view as laid out by the compiler: pos, record_size, seq,
+# attestation_id, body_len, type, reserved.
+_VIEW = struct.Struct("<QQQQIHH")
+assert _VIEW.size == ffi.sizeof("jn_record_view")
+_HASH_END = 4 + HASH_SIZE  # chain_hash is record bytes 4..35
+_BODY_START = RECORD_HEADER_SIZE - CANONICAL_OFFSET  # where the body starts in `canonical`
+# RecordType by value; jn_read_batch only passes valid types (F7d).
+_TYPES: dict[int, RecordType] = {int(kind): kind for kind in RecordType}
 
 
 class _Cursor:
@@ -52,6 +67,12 @@ class _Cursor:
         self._expected = 0
         self._prev = ZERO_HASH
         self._view = ffi.new("jn_record_view *")
+        # Batch reads reuse these for the cursor's life (C never allocates).
+        # uint64_t keeps the copy 8-aligned, as records are in a segment.
+        self._copy_words = ffi.new("uint64_t[]", _COPY_BYTES // 8)
+        self._copy = ffi.cast("char *", self._copy_words)
+        self._views = ffi.new("jn_record_view[]", _BATCH_RECORDS)
+        self._batch = ffi.new("jn_batch_result *")
         self.at_end = False
 
     def close(self) -> None:
@@ -94,13 +115,25 @@ class _Cursor:
         self._prev = header.prev_hash
 
     def read(self) -> list[Record]:
-        """Up to _BATCH_RECORDS records available now; sets at_end when it ran out."""
+        """Up to _BATCH_RECORDS records available now; sets at_end when it ran out.
+
+        The valid records at the cursor are taken in bulk (_take_batch, one C
+        call); wherever that stops short, the record-at-a-time path (_next)
+        looks at the same offset and decides: nothing there yet, a torn tail
+        being written, the next segment, or corruption. So every decision
+        about what is not a valid record is the one _next always took.
+        """
         self.at_end = False
         if self._segment is None and not self._start():
             self.at_end = True
             return []
         out: list[Record] = []
-        for _ in range(_BATCH_RECORDS):
+        for _ in range(_BATCH_RECORDS):  # each pass takes >= 1 record or ends the step
+            room = _BATCH_RECORDS - len(out)
+            if room == 0:
+                break
+            if self._take_batch(room, out) == lib.JN_OK:
+                continue  # stopped by room or the copy buffer, not by a record
             record = self._next()
             if record is None:
                 self.at_end = True
@@ -108,6 +141,40 @@ class _Cursor:
             if record.seq >= self._from_seq:
                 out.append(record)
         return out
+
+    def _take_batch(self, room: int, out: list[Record]) -> int:
+        """Append the valid records at the cursor (at most `room`) to `out`.
+
+        jn_read_batch copies each record out of the mapping and validates the
+        copy (CRC, seq, type, reserved bytes, chain: F7), so the bytes a Record
+        holds are the bytes that were checked. Returns why it stopped: JN_OK
+        (room or copy buffer used up) or the JN_R_* code at the new position.
+        """
+        segment = self._segment
+        assert segment is not None
+        start, expected, prev = self._pos, self._expected, self._prev
+        batch = self._batch
+        lib.jn_read_batch(segment.base, segment.size, start, expected, prev, room,
+                          self._copy, _COPY_BYTES, self._views, batch)
+        count = batch.count
+        if count == 0:
+            return int(batch.stop)
+        assert count <= room and batch.next_seq == expected + count
+        assert batch.end == start + batch.copied
+        blob = ffi.buffer(self._copy, batch.copied)[:]
+        views = _VIEW.iter_unpack(ffi.buffer(self._views, count * _VIEW.size))
+        from_seq, types, append = self._from_seq, _TYPES, out.append
+        for pos, _, seq, attestation_id, body_len, kind, _ in views:
+            offset = pos - start
+            chain = blob[offset + 4:offset + _HASH_END]
+            if seq >= from_seq:
+                canonical = blob[offset + CANONICAL_OFFSET:offset + RECORD_HEADER_SIZE + body_len]
+                append(make_record(seq, types[kind], attestation_id, canonical[_BODY_START:],
+                                   chain, prev, canonical))
+            prev = chain
+        assert prev == ffi.buffer(batch.last_hash, HASH_SIZE)[:]
+        self._pos, self._expected, self._prev = batch.end, batch.next_seq, prev
+        return int(batch.stop)
 
     def _next(self) -> Record | None:
         segment = self._segment
@@ -130,8 +197,8 @@ class _Cursor:
         canonical = ffi.buffer(start + CANONICAL_OFFSET,
                                RECORD_HEADER_SIZE - CANONICAL_OFFSET + view.body_len)[:]
         chain = ffi.buffer(start + 4, HASH_SIZE)[:]
-        record = Record(view.seq, record_type(view.type), view.attestation_id,
-                        canonical[RECORD_HEADER_SIZE - CANONICAL_OFFSET:], chain, self._prev, canonical)
+        record = make_record(view.seq, record_type(view.type), view.attestation_id,
+                             canonical[_BODY_START:], chain, self._prev, canonical)
         assert view.seq == self._expected and view.pos == self._pos
         self._pos += view.record_size
         self._expected += 1
@@ -212,6 +279,25 @@ class Reader:
                 for record in batch:
                     yield record
                 if not batch:
+                    await asyncio.sleep(poll_seconds)
+        finally:
+            cursor.close()
+
+    async def follow_batches(self, from_seq: int = 1, *,
+                             poll_seconds: float = 0.005) -> AsyncGenerator[list[Record], None]:
+        """follow() a list at a time: each item is 1 to 1024 consecutive records.
+
+        The same records, checks and guarantees as follow(), for consumers that
+        handle records in bulk (the forwarder): one suspension per list instead
+        of one per record. Never ends by itself; cancel it or break out.
+        """
+        cursor = _Cursor(self._dir, from_seq)
+        try:
+            while True:  # an endless tail by design; cancellation stops it
+                batch = cursor.read() if self._dir.is_dir() else []
+                if batch:
+                    yield batch
+                else:
                     await asyncio.sleep(poll_seconds)
         finally:
             cursor.close()

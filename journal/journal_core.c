@@ -645,6 +645,100 @@ int jn_scan(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_
     return JN_OK;
 }
 
+/* Batch reads (jn_read_batch). A positive code, never returned to Python:
+ * the record at this offset does not fit in what is left of the copy buffer. */
+#define JN_BATCH_NO_ROOM 1
+
+/* Copies the record at `pos` of the mapping to `dst` and validates the copy
+ * (F7, the same rules as jn_record_check). Every decision is taken on `dst`,
+ * never on the mapping again, so a writer racing us cannot make the bytes
+ * handed out differ from the bytes checked. Returns JN_OK with *view filled,
+ * JN_R_END, a JN_R_* reason, or JN_BATCH_NO_ROOM (nothing usable copied). */
+static int copy_record_checked(const uint8_t *base, uint64_t size, uint64_t pos,
+                               uint64_t expected_seq, const uint8_t *prev_hash, uint8_t *dst,
+                               uint64_t room, jn_record_view *view) {
+    JN_ASSERT(pos % 8 == 0 && pos >= JN_SEGMENT_HEADER_SIZE && pos <= size);
+    JN_ASSERT(((uintptr_t)dst) % 8 == 0);
+    if (size - pos < JN_RECORD_HEADER_SIZE) return JN_R_END;
+    if (room < JN_RECORD_HEADER_SIZE) return JN_BATCH_NO_ROOM;
+    const uint8_t *src = base + pos;
+    /* The writer stores a record's bytes, then its crc (release): load the
+     * crc first (acquire), so the bytes copied after it are at least as new. */
+    uint32_t loaded_crc = __atomic_load_n((const uint32_t *)src, __ATOMIC_ACQUIRE);
+    memcpy(dst, &loaded_crc, sizeof loaded_crc);
+    memcpy(dst + 4, src + 4, JN_RECORD_HEADER_SIZE - 4);
+    if (all_zero(dst, JN_RECORD_HEADER_SIZE)) return JN_R_END;
+    const jn_record_header *r = (const jn_record_header *)dst;
+    uint32_t body_len = r->body_len;
+    if (body_len > JN_BODY_MAX) return JN_R_LENGTH;
+    uint64_t total = record_size(body_len);
+    if (total > size - pos) return JN_R_LENGTH;
+    if (total > room) return JN_BATCH_NO_ROOM;
+    memcpy(dst + JN_RECORD_HEADER_SIZE, src + JN_RECORD_HEADER_SIZE,
+           (size_t)(total - JN_RECORD_HEADER_SIZE));
+    /* From here on only the copy is read. */
+    if (crc32c(dst + 4, (size_t)(total - 4)) != r->crc) return JN_R_CRC;
+    if (r->seq != expected_seq) return JN_R_SEQ;
+    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
+    if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
+    if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
+    if (!all_zero(dst + JN_RECORD_HEADER_SIZE + body_len,
+                  (size_t)(total - JN_RECORD_HEADER_SIZE - body_len))) {
+        return JN_R_RESERVED;
+    }
+    uint8_t digest[JN_HASH_SIZE];
+    chain_hash(prev_hash, dst + JN_CANONICAL_OFFSET,
+               JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, digest);
+    if (memcmp(digest, r->chain_hash, JN_HASH_SIZE) != 0) return JN_R_CHAIN;
+    view->pos = pos;
+    view->record_size = total;
+    view->seq = r->seq;
+    view->attestation_id = r->attestation_id;
+    view->body_len = body_len;
+    view->type = r->type;
+    view->reserved = 0;
+    return JN_OK;
+}
+
+int jn_read_batch(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+                  const char *prev_hash, uint64_t count_max, char *copy_out, uint64_t copy_size,
+                  jn_record_view *views_out, jn_batch_result *out) {
+    JN_ASSERT(base != NULL && prev_hash != NULL);
+    JN_ASSERT(copy_out != NULL && views_out != NULL && out != NULL);
+    JN_ASSERT(count_max >= 1);
+    JN_ASSERT(copy_size >= record_size(JN_BODY_MAX));  /* every call can take a record */
+    JN_ASSERT(pos % 8 == 0 && pos >= JN_SEGMENT_HEADER_SIZE && pos <= size);
+    uint8_t *copy = (uint8_t *)copy_out;
+    const uint8_t *prev = (const uint8_t *)prev_hash;
+    uint64_t copied = 0;
+    uint64_t count = 0;
+    int stop = JN_OK;
+    for (; count < count_max; count++) {  /* bounded by count_max */
+        jn_record_view *view = &views_out[count];
+        int rc = copy_record_checked(base, size, pos + copied, expected_seq + count, prev,
+                                     copy + copied, copy_size - copied, view);
+        if (rc == JN_BATCH_NO_ROOM) break;
+        if (rc != JN_OK) {
+            stop = rc;
+            break;
+        }
+        JN_ASSERT(view->pos == pos + copied && view->seq == expected_seq + count);
+        JN_ASSERT(view->record_size <= copy_size - copied);
+        prev = copy + copied + 4;  /* the chain hash of this record, in the copy */
+        copied += view->record_size;
+    }
+    JN_ASSERT(count <= count_max && copied <= copy_size && pos + copied <= size);
+    JN_ASSERT((count == 0) == (copied == 0));
+    out->stop = stop;
+    out->reserved = 0;
+    out->count = count;
+    out->end = pos + copied;
+    out->next_seq = expected_seq + count;
+    out->copied = copied;
+    memcpy(out->last_hash, prev, JN_HASH_SIZE);
+    return JN_OK;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Appending                                                                  */
 /* ------------------------------------------------------------------------- */

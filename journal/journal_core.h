@@ -173,6 +173,18 @@ typedef struct jn_scan_result {
     uint64_t valid_after_pos; /* offset of a CRC-valid later record, 0 if none */
 } jn_scan_result;
 
+/* One step of a batch read (jn_read_batch): records copied out and validated. */
+typedef struct jn_batch_result {
+    int32_t  stop;            /* why it stopped: JN_OK (count_max or copy_size reached) or
+                                 the JN_R_* code of the record at `end`, as found in the copy */
+    int32_t  reserved;
+    uint64_t count;           /* records copied and validated */
+    uint64_t end;             /* segment offset past the last of them */
+    uint64_t next_seq;        /* seq after the last of them */
+    uint64_t copied;          /* bytes written to copy_out: end - pos */
+    uint8_t  last_hash[32];   /* chain hash of the last of them (prev_hash when count is 0) */
+} jn_batch_result;
+
 typedef struct jn_sync_result {
     uint64_t seq;             /* every record up to this seq is durable */
     uint64_t end;             /* ... which is every byte below this offset */
@@ -209,6 +221,9 @@ int jn_record_check(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t e
                     const char *prev_hash, jn_record_view *out);
 int jn_scan(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
             const char *prev_hash, jn_scan_result *out);
+int jn_read_batch(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
+                  const char *prev_hash, uint64_t count_max, char *copy_out, uint64_t copy_size,
+                  jn_record_view *views_out, jn_batch_result *out);
 
 /* Appending ----------------------------------------------------------------- */
 
@@ -329,6 +344,33 @@ uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint3
  *     *out; for JN_SCAN_INVALID also the extent of nonzero bytes after it and
  *     whether a CRC-valid record with a higher seq follows (FORMAT.md F9, F10).
  *     At most size / 64 iterations. Returns JN_OK.
+ *
+ * jn_read_batch(base, size, pos, expected_seq, prev_hash, count_max, copy_out,
+ *               copy_size, views_out, out) -> int
+ *     The reader's hot path: up to `count_max` consecutive valid records from
+ *     `pos`, in one call instead of one jn_record_check per record. Each
+ *     record is first copied from the mapping to `copy_out` (back to back, so
+ *     the record at segment offset q is at copy_out + q - pos) and then
+ *     validated on the copy with the rules of jn_record_check (F7: length,
+ *     CRC, seq, type, reserved and padding bytes, chain hash from prev_hash or
+ *     the previous copied record), so the bytes checked are exactly the bytes
+ *     the caller hands out, even while a writer in another process appends.
+ *     Stops at the first record that is not valid (or not there yet), after
+ *     `count_max` records, or before a record that would not fit in the
+ *     `copy_size - copied` bytes left; it never judges why a record is
+ *     invalid (torn tail, rotation, corruption): the caller looks again at
+ *     that offset with jn_record_check and decides (F9, F10, F12).
+ *
+ *     Parameters: base/size the mapped segment; pos (8-aligned, >= 256) and
+ *     expected_seq, prev_hash (32 bytes) where to start; count_max >= 1, the
+ *     capacity of views_out; copy_out with copy_size >= 64 + JN_BODY_MAX
+ *     bytes, so that every call can take at least one record. Nothing is
+ *     allocated. At most count_max iterations.
+ *
+ *     Returns JN_OK; *out says how many records were taken (views_out[0..count),
+ *     positions are segment offsets), where the next one starts, its seq and
+ *     the chain hash before it, and why the call stopped. cffi releases the
+ *     GIL for the call, so other Python threads run while it copies and hashes.
  *
  * jn_writer_attach(w, base, size, pos, next_seq, last_hash) -> int
  *     Points the writer at a mapped, recovered segment. JN_OK or JN_E_ARGUMENT.
