@@ -10,7 +10,13 @@ Prints, from one run and side by side:
 4. Python `Writer.append_many` (1000 bodies per call);
 5. durability "batch": append rate and p50/p99 time-to-durable (append return
    to the group commit that covers it), then `append_durable` from 256 asyncio
-   tasks; both against the fdatasync (and msync) latency measured here.
+   tasks; both against the fdatasync (and msync) latency measured here;
+6. segment preallocation, both ways in the same run (interleaved A B A B…):
+   posix_fallocate only (unwritten extents: each first write-back into them is
+   a filesystem-journal commit) vs fallocate + zero-fill + one fdatasync (the
+   default, as PostgreSQL's wal_init_zero); for each, the batch phase again and
+   the time to prepare one segment, beside fdatasync into unwritten vs written
+   blocks.
 
 Usage: python bench/journal_bench.py [--dir DIR] [--records N] [--quick]
 Targets (issue 3, this 2-core machine): C >= 1.5 M/s (stretch 4 M/s), Python
@@ -122,12 +128,19 @@ def bench_python(workdir: Path, count: int) -> tuple[float, float]:
     return single, batched
 
 
-def bench_fsync(workdir: Path, repetitions: int = 300) -> tuple[list[float], list[float]]:
-    """fdatasync after a 4 KiB pwrite, and msync of one dirtied page, in microseconds."""
+def bench_fdatasync(workdir: Path, repetitions: int, *, zero_filled: bool) -> list[float]:
+    """fdatasync after a 4 KiB pwrite into fallocated blocks, in microseconds.
+
+    zero_filled=False: the blocks are only fallocated (unwritten extents), so
+    each sync also commits the extent conversion; True: they were written with
+    zeros and synced first, so each sync is a pure data write.
+    """
     path = workdir / "fsync.probe"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.posix_fallocate(fd, 0, 4096 * repetitions)
+        if zero_filled:
+            os.pwrite(fd, bytes(4096 * repetitions), 0)
         os.fsync(fd)
         page = os.urandom(4096)
         fdatasync = []
@@ -139,6 +152,12 @@ def bench_fsync(workdir: Path, repetitions: int = 300) -> tuple[list[float], lis
     finally:
         os.close(fd)
         path.unlink()
+    return sorted(fdatasync)
+
+
+def bench_fsync(workdir: Path, repetitions: int = 300) -> tuple[list[float], list[float]]:
+    """fdatasync after a 4 KiB write (into written blocks), and msync of one dirtied page, in microseconds."""
+    fdatasync = bench_fdatasync(workdir, repetitions, zero_filled=True)
     segment = MappedSegment.create_temporary(workdir, 4096 * (repetitions + 1), prefault=True)
     try:
         msync = []
@@ -149,7 +168,7 @@ def bench_fsync(workdir: Path, repetitions: int = 300) -> tuple[list[float], lis
             msync.append((time.perf_counter() - started) * 1e6)
     finally:
         segment.discard()
-    return sorted(fdatasync), sorted(msync)
+    return fdatasync, sorted(msync)
 
 
 def bench_batch(workdir: Path, count: int) -> tuple[float, list[float], int]:
@@ -188,6 +207,49 @@ def bench_batch(workdir: Path, count: int) -> tuple[float, list[float], int]:
         if index < len(syncs):
             waits.append((syncs[index][1] - appended_at) / 1000)
     return rate, sorted(waits), len(syncs)
+
+
+ALLOCATIONS = {"fallocate": lib.JN_ALLOCATE_FALLOCATE, "zero-fill": lib.JN_ALLOCATE_ZERO}
+
+
+def bench_prepare(workdir: Path, repetitions: int = 3) -> list[float]:
+    """Milliseconds to allocate (and pre-fault) one segment with the current allocation mode."""
+    times = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        segment = MappedSegment.create_temporary(workdir, SEGMENT_BYTES, prefault=True)
+        times.append((time.perf_counter() - started) * 1000)
+        segment.discard()
+    return sorted(times)
+
+
+def bench_allocation(workdir: Path, count: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """The batch phase and segment preparation under each allocation mode, interleaved.
+
+    Rounds alternate the modes (A B A B …) so a change in the machine's load
+    during the run hits both alike; each mode's time-to-durable samples are
+    pooled over its rounds.
+    """
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"rate": [], "waits": [], "syncs": [], "prepare_ms": [], "fdatasync": []} for name in ALLOCATIONS}
+    default = lib.jn_allocation()
+    try:
+        for _ in range(rounds):
+            for name, mode in ALLOCATIONS.items():
+                lib.jn_set_allocation(mode)
+                result = results[name]
+                result["fdatasync"] += bench_fdatasync(workdir, 200, zero_filled=mode == lib.JN_ALLOCATE_ZERO)
+                result["prepare_ms"] += bench_prepare(workdir, 1)
+                rate, waits, syncs = bench_batch(workdir, count)
+                result["rate"].append(rate)
+                result["waits"] += waits
+                result["syncs"].append(syncs)
+    finally:
+        lib.jn_set_allocation(default)
+    for result in results.values():
+        for key in ("waits", "prepare_ms", "fdatasync"):
+            result[key].sort()
+    return results
 
 
 def bench_append_durable(workdir: Path, count: int, tasks: int = 256) -> tuple[float, list[float]]:
@@ -229,6 +291,9 @@ def main() -> int:
     parser.add_argument("--dir", help="where to put the benchmark's files (default: system temp)")
     parser.add_argument("--records", type=int, default=1_000_000, help="records per C/Python run")
     parser.add_argument("--quick", action="store_true", help="a tenth of the records (smoke run)")
+    parser.add_argument("--allocation-rounds", type=int, default=3,
+                        help="rounds of the fallocate vs zero-fill comparison (each runs the batch phase per mode)")
+    parser.add_argument("--only-allocation", action="store_true", help="run only the allocation comparison")
     args = parser.parse_args()
     count = args.records // 10 if args.quick else args.records
     workdir = Path(tempfile.mkdtemp(prefix="journal-bench-", dir=args.dir))
@@ -240,6 +305,9 @@ def main() -> int:
               f"200-byte bodies ({RECORD_BYTES} bytes per record), {SEGMENT_BYTES >> 20} MiB segments, "
               f"files in {workdir}")
 
+        if args.only_allocation:
+            print_allocation(bench_allocation(workdir, count, args.allocation_rounds), count)
+            return 0
         ceiling = bench_memcpy(workdir, count * 4)
         c_rate, c_warm = bench_c(workdir, count, prefault=True)
         _, c_cold = bench_c(workdir, min(count, 600_000), prefault=False)
@@ -247,6 +315,7 @@ def main() -> int:
         fdatasync, msync = bench_fsync(workdir)
         batch_rate, waits, sync_count = bench_batch(workdir, count)
         durable_rate, durable_latency = bench_append_durable(workdir, min(count, 200_000))
+        allocation = bench_allocation(workdir, count, args.allocation_rounds)
 
         print("\nlimits of this machine")
         line("memcpy of a record into a mapping", f"{ceiling / 1e6:.1f} M rec/s",
@@ -281,9 +350,27 @@ def main() -> int:
              f"{percentile(durable_latency, .99):.0f} us")
         print(f"\n  mean fdatasync {statistics.fmean(fdatasync):.0f} us; time-to-durable includes waiting "
               "for the sync in progress plus its own")
+        print_allocation(allocation, count)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def print_allocation(results: dict[str, dict[str, list[float]]], count: int) -> None:
+    default = next(name for name, mode in ALLOCATIONS.items() if mode == lib.jn_allocation())
+    rounds = len(results[default]["rate"])
+    print(f"\nsegment preallocation ({rounds} interleaved rounds of {count} records each; default: {default})")
+    for name, result in results.items():
+        waits, fdatasync = result["waits"], result["fdatasync"]
+        p50, p99 = percentile(waits, .5), percentile(waits, .99)
+        rates = ", ".join(f"{rate / 1e3:.0f}" for rate in result["rate"])
+        line(f"{name}: batch append rate per round", f"{rates} k/s",
+             f"{statistics.fmean(result['syncs']):.0f} syncs per round")
+        line(f"{name}: time to durable p50 / p99 / p99.9", f"{p50:.0f} / {p99:.0f} / {percentile(waits, .999):.0f} us",
+             f"p99 {verdict(p99 <= 1000)} (<= 1 ms)")
+        line(f"{name}: prepare one segment", f"{percentile(result['prepare_ms'], .5):.0f} ms",
+             f"fdatasync after 4 KiB into its blocks p50 / p99 {percentile(fdatasync, .5):.0f} / "
+             f"{percentile(fdatasync, .99):.0f} us")
 
 
 if __name__ == "__main__":

@@ -377,10 +377,67 @@ static int all_zero(const uint8_t *p, size_t n) {
     return 1;
 }
 
+/* Segment allocation: see jn_file_allocate in journal_core.h for why zeros
+ * are written. The zero source is static (the allocator never mallocs) and
+ * each chunk's write-back is started as soon as it is written and waited for
+ * one chunk later (sync_file_range), so a new segment reaches the disk as a
+ * stream of JN_ZERO_CHUNK writes behind the writer's group commits instead of
+ * one 64 MiB burst that every msync of the live segment would queue behind. */
+#define JN_ZERO_CHUNK (1u << 20)
+static const uint8_t jn_zeros[JN_ZERO_CHUNK];
+static int jn_allocation_mode = JN_ALLOCATE_ZERO;
+
+void jn_set_allocation(int mode) {
+    JN_ASSERT(mode == JN_ALLOCATE_ZERO || mode == JN_ALLOCATE_FALLOCATE);
+    __atomic_store_n(&jn_allocation_mode, mode, __ATOMIC_RELAXED);
+}
+
+int jn_allocation(void) { return __atomic_load_n(&jn_allocation_mode, __ATOMIC_RELAXED); }
+
+static int write_zeros(int fd, uint64_t size) {
+    uint64_t chunks = (size + JN_ZERO_CHUNK - 1) / JN_ZERO_CHUNK;
+    uint64_t offset = 0;
+    for (uint64_t chunk = 0; chunk < chunks; chunk++) {
+        uint64_t length = size - offset < JN_ZERO_CHUNK ? size - offset : JN_ZERO_CHUNK;
+        uint64_t done = 0;
+        /* Bounded: each pass writes at least one byte or returns. */
+        for (uint64_t pass = 0; done < length && pass < length; pass++) {
+            ssize_t written = pwrite(fd, jn_zeros + done, (size_t)(length - done), (off_t)(offset + done));
+            if (written < 0 && errno == EINTR) continue;
+            if (written < 0) return errno;
+            if (written == 0) return EIO;
+            done += (uint64_t)written;
+        }
+        JN_ASSERT(done == length);
+        /* Start write-back of this chunk; wait for the previous one. Advisory:
+         * an error here shows up again, and is returned, at the fdatasync. */
+        (void)sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
+        if (offset >= JN_ZERO_CHUNK) {
+            (void)sync_file_range(fd, (off_t)(offset - JN_ZERO_CHUNK), JN_ZERO_CHUNK,
+                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER);
+        }
+        offset += length;
+    }
+    JN_ASSERT(offset == size);
+    /* One metadata commit for the whole file (size, written extents). */
+    if (fdatasync(fd) != 0) return errno;
+    /* Drop the (clean) zero pages from the page cache. Written here, they sit
+     * in large folios, and dirty state is kept per folio: a group commit that
+     * changed 300 bytes would then write back a whole folio (measured: ~3x
+     * the sync latency). Faulted in again through the mapping, they come
+     * back as small folios. Advisory: a failure only costs that speed. */
+    (void)posix_fadvise(fd, 0, (off_t)size, POSIX_FADV_DONTNEED);
+    return 0;
+}
+
 int jn_file_allocate(int fd, uint64_t size) {
     JN_ASSERT(fd >= 0);
     JN_ASSERT(size >= JN_SEGMENT_MIN);
-    return posix_fallocate(fd, 0, (off_t)size);
+    int error = posix_fallocate(fd, 0, (off_t)size);
+    if (error != 0) return error;
+    if (jn_allocation() == JN_ALLOCATE_FALLOCATE) return 0;
+    return write_zeros(fd, size);
 }
 
 uint8_t *jn_map(int fd, uint64_t size, int writable, int *error_out) {
@@ -405,10 +462,22 @@ int jn_unmap(uint8_t *base, uint64_t size) {
 #define MADV_POPULATE_WRITE 23
 #endif
 
+/* Pre-fault in chunks: one madvise over a whole 64 MiB segment holds the
+ * process's mmap lock for its full duration (tens of ms on a fallocated file),
+ * and the writer's own faults, msync and any mmap/munmap in the process queue
+ * behind it: the group commit stalled for that long right after each rotation. */
+#define JN_PREFAULT_CHUNK (2u << 20)
+
 int jn_prefault(uint8_t *base, uint64_t size) {
     JN_ASSERT(base != NULL);
     JN_ASSERT(size % 8 == 0);
-    if (madvise(base, (size_t)size, MADV_POPULATE_WRITE) == 0) return 0;
+    uint64_t offset = 0;
+    while (offset < size) {  /* bounded: offset grows by a chunk per pass */
+        uint64_t length = size - offset < JN_PREFAULT_CHUNK ? size - offset : JN_PREFAULT_CHUNK;
+        if (madvise(base + offset, (size_t)length, MADV_POPULATE_WRITE) != 0) break;
+        offset += length;
+    }
+    if (offset == size) return 0;
     if (errno != EINVAL) return errno;
     /* Kernels before 5.14: an atomic add of zero is a store that changes
      * nothing, so it is safe on a page a reader may already be looking at. */

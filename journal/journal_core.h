@@ -71,6 +71,10 @@
 #define JN_SEGMENT_MIN 65536
 #define JN_FLAG_SEALED 1
 
+/* How jn_file_allocate gives a segment its blocks (jn_set_allocation). */
+#define JN_ALLOCATE_FALLOCATE 0
+#define JN_ALLOCATE_ZERO 1
+
 #define JN_TYPE_GENESIS 1
 #define JN_TYPE_INGRESS 2
 #define JN_TYPE_OUTCOME 3
@@ -201,6 +205,8 @@ void jn_set_accel(int mask);
 /* Segment files ----------------------------------------------------------- */
 
 int jn_file_allocate(int fd, uint64_t size);
+void jn_set_allocation(int mode);
+int jn_allocation(void);
 uint8_t *jn_map(int fd, uint64_t size, int writable, int *error_out);
 int jn_unmap(uint8_t *base, uint64_t size);
 int jn_prefault(uint8_t *base, uint64_t size);
@@ -288,9 +294,27 @@ uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint3
  *     to force the portable paths and compare them with the accelerated ones.
  *
  * jn_file_allocate(fd, size) -> int
- *     Reserves `size` bytes of real disk blocks for the file (posix_fallocate),
- *     so a later store through the mapping can never fault on a full disk.
+ *     Gives the new, empty file `size` bytes of real disk blocks, so a later
+ *     store through the mapping can never fault on a full disk. Always
+ *     posix_fallocate first (reserves the blocks, fails fast on a full disk).
+ *     Mode JN_ALLOCATE_ZERO (the default) then writes zeros over the whole
+ *     file and fdatasyncs it once: on ext4/XFS fallocated blocks are
+ *     "unwritten" extents, and the first write-back into each one converts it
+ *     in the filesystem journal; written blocks make each later sync a pure
+ *     data write (PostgreSQL's wal_init_zero does the same for its WAL
+ *     segments). The zero pages are then dropped from the page cache: written
+ *     by pwrite they sit in large folios, whose dirty state is per folio, so
+ *     every group commit would write back a whole folio instead of a page.
+ *     JN_ALLOCATE_FALLOCATE stops after posix_fallocate (cheaper to prepare,
+ *     benchmark comparison). Blocks; run it off the append path.
  *     Returns 0 or an errno value (ENOSPC, EDQUOT, EFBIG, EIO...).
+ *
+ * jn_set_allocation(mode) -> void
+ *     Parameters: mode, JN_ALLOCATE_ZERO or JN_ALLOCATE_FALLOCATE, for every
+ *     later jn_file_allocate in this process. The benchmark compares both.
+ *
+ * jn_allocation() -> int
+ *     The current mode.
  *
  * jn_map(fd, size, writable, error_out) -> uint8_t *
  *     MAP_SHARED mapping of the whole file; NULL with *error_out = errno.
