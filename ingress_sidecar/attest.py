@@ -112,7 +112,10 @@ class Attestor:
                 # Room for this record and the OUTCOMEs promised to every open
                 # request, or JournalFull now, before anything is written.
                 self.writer.reserve(journal.record_size(len(encoded)) + outcomes_reserved * OUTCOME_RECORD_BYTES)
-            seq, chain_hash = self.writer.append(record_type, encoded, attestation_id)
+            # Lazy: only an INGRESS is waited for (wait_durable asks for its
+            # group commit); an OUTCOME, HEARTBEAT or DROPPED rides along with
+            # the next one, so it never costs a sync a request then queues behind.
+            seq, chain_hash = self.writer.append(record_type, encoded, attestation_id, lazy=True)
         except (journal.JournalError, OSError) as exc:
             self.writable = False
             raise _refusal(exc) from None

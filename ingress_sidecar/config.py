@@ -67,7 +67,7 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     durability: str = "batch"
     journal_segment_bytes: int = 0
     journal_bytes_max: int = 0
-    journal_flush_interval_us: int = 100
+    journal_flush_interval_us: int = 1000
     mirror_enabled: bool = False
     mirror_file_bytes_max: int = 64 * 1024 * 1024
     mirror_queue_records_max: int = 65_536

@@ -275,18 +275,26 @@ class Writer:
 
     # ---------------------------------------------------------------- append
 
-    def append(self, type: RecordType, body: bytes, attestation_id: int = 0) -> tuple[int, bytes]:
+    def append(self, type: RecordType, body: bytes, attestation_id: int = 0, *,
+               lazy: bool = False) -> tuple[int, bytes]:
         """Append one record; return its (seq, chain_hash).
 
         At level "always" the record is durable on return; at "batch" it is in
         the mapping and will be durable after the next group commit (use
         append_durable or wait_durable to wait); at "none" it is in the mapping.
+
+        lazy (level "batch"): the record does not ask for a group commit of its
+        own; it becomes durable with the next one anybody asks for (an eager
+        append, wait_durable), when flush_records are pending, or within 5 ms.
+        For a caller that waits explicitly, or not at all.
         """
         seq = lib.jn_append(self._w, type, attestation_id, body, len(body), self._hash_out)
         if seq < 0:
             seq = self._append_slow(type, body, attestation_id, seq)
         if self._level is Durability.ALWAYS:
             self._sync_current()
+        elif not lazy and self._flusher != ffi.NULL:
+            lib.jn_flusher_want(self._flusher, seq)
         return seq, ffi.unpack(self._hash_out, HASH_SIZE)
 
     def _append_slow(self, type: RecordType, body: bytes, attestation_id: int, code: int) -> int:
@@ -303,6 +311,8 @@ class Writer:
         type: RecordType | Sequence[RecordType],
         bodies: Sequence[bytes],
         attestation_ids: Sequence[int] | None = None,
+        *,
+        lazy: bool = False,
     ) -> tuple[int, bytes]:
         """Append many records in one call; return (first_seq, chain_hash of the last).
 
@@ -341,6 +351,8 @@ class Writer:
         assert done == count
         if self._level is Durability.ALWAYS:
             self._sync_current()
+        elif not lazy and self._flusher != ffi.NULL:
+            lib.jn_flusher_want(self._flusher, first_seq + count - 1)
         return first_seq, ffi.unpack(self._hash_out, HASH_SIZE)
 
     def reserve(self, record_bytes: int) -> bool:
@@ -453,6 +465,7 @@ class Writer:
             return
         if seq <= lib.jn_flusher_durable(self._flusher):
             return
+        lib.jn_flusher_want(self._flusher, seq)  # a lazy record is wanted now
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop

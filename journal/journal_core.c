@@ -939,6 +939,13 @@ static inline uint64_t now_ns(void) {
 uint64_t jn_now_ns(void) { return now_ns(); }
 
 #define JN_FLUSHER_IDLE_NS 100000000u  /* an idle flusher re-checks every 100 ms */
+/* Records nobody waits for (jn_flusher_want) are synced within this bound. */
+#define JN_FLUSHER_LAZY_NS 5000000u
+
+/* What the flusher is sleeping on (f->idle): */
+#define JN_AWAKE 0
+#define JN_IDLE_EMPTY 1  /* nothing unsynced: any append wakes it (to start the lazy bound) */
+#define JN_IDLE_LAZY 2   /* unsynced records nobody waits for: a want or flush_records wakes it */
 
 struct jn_flusher {
     jn_writer *writer;
@@ -949,8 +956,9 @@ struct jn_flusher {
     uint64_t interval_ns;
     uint64_t flush_records;
     uint64_t durable_seq;    /* atomic; written under mutex */
+    uint64_t wanted_seq;     /* atomic; highest seq a waiter needs durable */
     uint64_t syncs;          /* atomic */
-    int32_t idle;            /* atomic */
+    int32_t idle;            /* atomic; JN_AWAKE, JN_IDLE_EMPTY or JN_IDLE_LAZY */
     int32_t stop;            /* atomic */
     int32_t error;           /* atomic errno of a failed sync */
     int32_t want_notify;     /* atomic */
@@ -979,16 +987,29 @@ static void eventfd_wait(int fd, uint64_t timeout_ns) {
     (void)ppoll(&entry, 1, &timeout, NULL);
 }
 
-/* Called on the append path after publishing: cheap unless the flusher sleeps. */
-static void flusher_poke(jn_flusher *f, uint64_t seq) {
-    /* Pairs with the flusher's idle store then next_seq load: either it sees
-     * our record, or we see it idle and wake it (no lost wake-up). */
+/* Wakes the flusher if it sleeps in one of `states` (a mask of 1 << JN_IDLE_*).
+ * Pairs with the flusher's idle store then re-check: either it sees what the
+ * caller published before this call, or the caller sees it asleep and wakes
+ * it (no lost wake-up). */
+static void flusher_wake_if(jn_flusher *f, int states) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&f->idle, __ATOMIC_RELAXED) &&
-        __atomic_exchange_n(&f->idle, 0, __ATOMIC_SEQ_CST)) {
+    int32_t idle = __atomic_load_n(&f->idle, __ATOMIC_RELAXED);
+    if (idle != JN_AWAKE && (states & (1 << idle)) &&
+        __atomic_compare_exchange_n(&f->idle, &idle, JN_AWAKE, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         eventfd_signal(f->wake_fd);
-    } else if (seq - __atomic_load_n(&f->durable_seq, __ATOMIC_RELAXED) == f->flush_records) {
-        eventfd_signal(f->wake_fd);  /* enough pending: do not wait out the interval */
+    }
+}
+
+/* Called on the append path after publishing. An append alone does not ask
+ * for a sync: a record is synced when someone waits for it (jn_flusher_want),
+ * when flush_records are pending, or within JN_FLUSHER_LAZY_NS. So a record
+ * nobody waits for (a sidecar OUTCOME) does not cost a sync of its own, nor
+ * delay the next waited-for record behind that sync. */
+static void flusher_poke(jn_flusher *f, uint64_t seq) {
+    if (seq - __atomic_load_n(&f->durable_seq, __ATOMIC_RELAXED) >= f->flush_records) {
+        flusher_wake_if(f, (1 << JN_IDLE_EMPTY) | (1 << JN_IDLE_LAZY));
+    } else {
+        flusher_wake_if(f, 1 << JN_IDLE_EMPTY);  /* start the lazy bound */
     }
 }
 
@@ -1019,6 +1040,21 @@ static void flusher_sync(jn_flusher *f) {
     if (__atomic_load_n(&f->want_notify, __ATOMIC_SEQ_CST)) eventfd_signal(f->notify_fd);
 }
 
+/* Sleeps in `state` unless `ready` turns true once the state is published
+ * (the wakers' side of flusher_wake_if); returns with the flusher awake. */
+static void flusher_sleep(jn_flusher *f, int32_t state, uint64_t timeout_ns, uint64_t durable) {
+    jn_writer *w = f->writer;
+    __atomic_store_n(&f->idle, state, __ATOMIC_SEQ_CST);
+    uint64_t appended = __atomic_load_n(&w->next_seq, __ATOMIC_SEQ_CST) - 1;
+    uint64_t wanted = __atomic_load_n(&f->wanted_seq, __ATOMIC_SEQ_CST);
+    int ready = (state == JN_IDLE_EMPTY) ? appended > durable
+                                         : (wanted > durable || appended - durable >= f->flush_records);
+    if (__atomic_load_n(&f->error, __ATOMIC_ACQUIRE) != 0) ready = 0;
+    if (!ready && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) eventfd_wait(f->wake_fd, timeout_ns);
+    __atomic_store_n(&f->idle, JN_AWAKE, __ATOMIC_SEQ_CST);
+    eventfd_drain(f->wake_fd);
+}
+
 static void *flusher_main(void *argument) {
     jn_flusher *f = argument;
     jn_writer *w = f->writer;
@@ -1027,19 +1063,23 @@ static void *flusher_main(void *argument) {
     while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
         uint64_t durable = __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE);
         uint64_t appended = __atomic_load_n(&w->next_seq, __ATOMIC_ACQUIRE) - 1;
-        int failed = __atomic_load_n(&f->error, __ATOMIC_ACQUIRE) != 0;
-        if (appended <= durable || failed) {
-            __atomic_store_n(&f->idle, 1, __ATOMIC_SEQ_CST);
-            appended = __atomic_load_n(&w->next_seq, __ATOMIC_SEQ_CST) - 1;
-            if ((appended <= durable || failed) && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
-                eventfd_wait(f->wake_fd, JN_FLUSHER_IDLE_NS);
-            }
-            __atomic_store_n(&f->idle, 0, __ATOMIC_SEQ_CST);
-            eventfd_drain(f->wake_fd);
+        uint64_t wanted = __atomic_load_n(&f->wanted_seq, __ATOMIC_ACQUIRE);
+        if (appended <= durable || __atomic_load_n(&f->error, __ATOMIC_ACQUIRE) != 0) {
+            flusher_sleep(f, JN_IDLE_EMPTY, JN_FLUSHER_IDLE_NS, durable);
             continue;
         }
+        int slept = 0;
+        if (wanted <= durable && appended - durable < f->flush_records) {
+            /* Only records nobody waits for: sync when someone does, or at
+             * the lazy bound, whichever comes first. */
+            flusher_sleep(f, JN_IDLE_LAZY, JN_FLUSHER_LAZY_NS, durable);
+            slept = 1;
+        }
         uint64_t now = now_ns();
-        if (f->interval_ns > 0 && appended - durable < f->flush_records &&
+        /* The interval spaces back-to-back syncs under load (fewer, larger
+         * group commits); a want that wakes a sleeping flusher is served at
+         * once, so a lone request never waits out the interval. */
+        if (!slept && f->interval_ns > 0 && appended - durable < f->flush_records &&
             now < last_start + f->interval_ns) {
             eventfd_wait(f->wake_fd, last_start + f->interval_ns - now);
             eventfd_drain(f->wake_fd);
@@ -1119,6 +1159,15 @@ void jn_flusher_want_notify(jn_flusher *f, int want) {
 
 void jn_flusher_wake(jn_flusher *f) { eventfd_signal(f->wake_fd); }
 
+void jn_flusher_want(jn_flusher *f, uint64_t seq) {
+    uint64_t wanted = __atomic_load_n(&f->wanted_seq, __ATOMIC_RELAXED);
+    /* Bounded: each failed exchange saw a larger value written by another waiter. */
+    while (seq > wanted &&
+           !__atomic_compare_exchange_n(&f->wanted_seq, &wanted, seq, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    }
+    flusher_wake_if(f, (1 << JN_IDLE_EMPTY) | (1 << JN_IDLE_LAZY));
+}
+
 uint64_t jn_flusher_syncs(jn_flusher *f) { return __atomic_load_n(&f->syncs, __ATOMIC_RELAXED); }
 
 void jn_flusher_set_log(jn_flusher *f, uint64_t *log, uint64_t capacity) {
@@ -1146,6 +1195,7 @@ int64_t jn_bench_append(jn_writer *w, const char *body, uint32_t body_len, uint6
         int64_t seq = append_one(w, JN_TYPE_INGRESS, done, (const uint8_t *)body, body_len);
         if (seq < 0) break;
         publish(w, (uint64_t)seq);
+        if (w->flusher != NULL) jn_flusher_want(w->flusher, (uint64_t)seq);  /* as Writer.append */
         if (latency_ns_out) latency_ns_out[done] = now_ns() - start;
     }
     return (int64_t)done;

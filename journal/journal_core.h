@@ -254,6 +254,7 @@ void jn_flusher_set_durable(jn_flusher *f, uint64_t seq);
 int jn_flusher_error(jn_flusher *f);
 void jn_flusher_want_notify(jn_flusher *f, int want);
 void jn_flusher_wake(jn_flusher *f);
+void jn_flusher_want(jn_flusher *f, uint64_t seq);
 uint64_t jn_flusher_syncs(jn_flusher *f);
 void jn_flusher_set_log(jn_flusher *f, uint64_t *log, uint64_t capacity);
 uint64_t jn_flusher_log_length(jn_flusher *f);
@@ -417,10 +418,12 @@ uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint3
  *
  * jn_flusher_start(w, interval_ns, flush_records, notify_fd, error_out) -> jn_flusher *
  *     Starts the group-commit thread of writer `w` ("batch" durability). It
- *     never takes the GIL: it sleeps on an eventfd until an append finds it
- *     idle, then msyncs the current segment back to back while records are
- *     pending, waiting at least interval_ns between syncs unless flush_records
- *     are pending. After each sync it publishes the durable seq and, when
+ *     never takes the GIL: it sleeps on an eventfd until a record is wanted
+ *     (jn_flusher_want), flush_records are pending, or unwanted records have
+ *     waited 5 ms; then it msyncs the current segment. Back-to-back syncs
+ *     (records wanted while the previous sync ran) start at least interval_ns
+ *     apart unless flush_records are pending; a want that wakes a sleeping
+ *     flusher is served at once. After each sync it publishes the durable seq and, when
  *     asked to (jn_flusher_want_notify), writes 1 to notify_fd (an eventfd the
  *     asyncio loop reads). Allocates once here, never on the append path.
  *     Returns NULL with *error_out = errno on failure.
@@ -445,6 +448,10 @@ uint64_t jn_bench_memcpy(uint8_t *base, uint64_t size, const char *record, uint3
  *
  * jn_flusher_wake(f) -> void
  *     Makes the flusher look for pending records now.
+ *
+ * jn_flusher_want(f, seq) -> void
+ *     Someone needs record `seq` durable: raises the wanted seq and wakes a
+ *     sleeping flusher. Appends alone only start the 5 ms bound.
  *
  * jn_flusher_syncs(f) -> uint64_t
  *     Number of syncs done (statistics).

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,34 @@ async def test_append_durable_resolves_on_the_loop(stream_dir: Path, durability:
         first, _ = writer.append_many(INGRESS, [b"m"] * 50)
         await writer.wait_durable(first + 49)
     assert verify(stream_dir).last_seq == 351
+
+
+async def test_a_lazy_record_is_durable_with_the_next_wanted_one_or_within_the_bound(stream_dir: Path) -> None:
+    """Level batch: a lazy append asks for no sync of its own, yet never stays
+    volatile: the next wait covers it, and alone it is synced at the 5 ms
+    bound (checked here only as "eventually", with a generous limit)."""
+    with Writer(stream_dir, "node-a", 7, durability="batch") as writer:
+        covered, _ = writer.append(INGRESS, b"lazy outcome", 1, lazy=True)
+        wanted, _ = writer.append(INGRESS, b"next request", 2, lazy=True)
+        await writer.wait_durable(wanted)
+        assert writer.durable_seq >= wanted > covered
+        alone, _ = writer.append(INGRESS, b"nobody waits", 3, lazy=True)
+        deadline = time.monotonic() + 10
+        while writer.durable_seq < alone and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        assert writer.durable_seq >= alone
+
+
+async def test_a_want_that_wakes_the_flusher_does_not_wait_out_the_interval(stream_dir: Path) -> None:
+    """The interval spaces back-to-back group commits under load; a lone request
+    arriving after a sync is synced at once (otherwise each of these waits
+    would last the 10 s interval)."""
+    with Writer(stream_dir, "node-a", 7, durability="batch", flush_interval_us=10_000_000) as writer:
+        started = time.monotonic()
+        for i in range(3):
+            seq, _ = writer.append(INGRESS, b"request %d" % i, i + 1)
+            await asyncio.wait_for(writer.wait_durable(seq), timeout=30)
+        assert time.monotonic() - started < 5
 
 
 def test_size_cap_raises_journal_full_cleanly_and_release_frees_space(stream_dir: Path) -> None:
