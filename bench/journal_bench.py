@@ -159,6 +159,7 @@ def bench_fsync(workdir: Path, repetitions: int = 300) -> tuple[list[float], lis
     """fdatasync after a 4 KiB write (into written blocks), and msync of one dirtied page, in microseconds."""
     fdatasync = bench_fdatasync(workdir, repetitions, zero_filled=True)
     segment = MappedSegment.create_temporary(workdir, 4096 * (repetitions + 1), prefault=True)
+    page = os.urandom(4096)
     try:
         msync = []
         for i in range(repetitions):

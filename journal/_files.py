@@ -7,6 +7,7 @@ import fcntl
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from journal._errors import JournalCorrupt, JournalError, JournalLocked, os_error
 from journal._format import (
@@ -26,10 +27,10 @@ class MappedSegment:
 
     __slots__ = ("path", "fd", "base", "size", "writable")
 
-    def __init__(self, path: Path, fd: int, base: object, size: int, writable: bool) -> None:
+    def __init__(self, path: Path, fd: int, base: Any, size: int, writable: bool) -> None:
         self.path = path
         self.fd = fd
-        self.base = base  # uint8_t * from jn_map; NULL after close
+        self.base = base  # uint8_t * from jn_map (cffi: pointer arithmetic), NULL after close
         self.size = size
         self.writable = writable
 

@@ -154,11 +154,7 @@ async def test_stale_policy_fails_closed_for_executing_routes(
         assert response.status == 200, "reads still work on the stale cache"
 
     def not_ready() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{stale.admin_port}/readyz", timeout=5)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 503
-        return False
+        return stale.readyz_status() == 503
 
     await wait_until(not_ready, timeout=10)
     assert stale.stop() == 0

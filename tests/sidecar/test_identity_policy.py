@@ -87,7 +87,7 @@ async def test_stale_policy_version_and_suspension_are_refused_within_the_bound(
     """Goal: invariant 10. Method: bump bank-a's policy_version and suspend mfi-b in
     PostgreSQL; measure the time until the first 403 (reported, and bounded here);
     /metrics shows the propagation histogram."""
-    await wait_until(lambda: _ready(sidecar))
+    await wait_until(lambda: sidecar.readyz_status() == 200)
     old_token, new_token = keys.token("bank-a", pv=1), keys.token("bank-a", pv=2)
     assert (await _post(http, sidecar, old_token))[0] == 201
     db = await connect(module_database_url)
@@ -162,14 +162,6 @@ async def test_unauthenticated_flood_is_rate_limited_and_counted(sidecar: Sideca
         return total if total >= limited else 0
 
     assert await wait_until(dropped) == limited
-
-
-def _ready(sidecar: Sidecar) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _metric_line(sidecar: Sidecar, name: str) -> str | None:

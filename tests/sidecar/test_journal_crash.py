@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +69,7 @@ async def test_full_journal_refuses_with_503_and_never_forwards(
     assert ingress == outcome and len(ingress) == accepted
 
     def not_ready() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/readyz", timeout=5)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 503
-        return False
+        return sidecar.readyz_status() == 503
 
     await wait_until(not_ready, timeout=15)
     assert sidecar.stop() == 0

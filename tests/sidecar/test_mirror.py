@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from symphony import attestation_mirror as fmt
 from tests.sidecar.conftest import Keys, Sidecar, Upstream, requires_journal, wait_until

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import ipaddress
 import ssl
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,20 +127,12 @@ def _forwarded(upstream: Upstream, attestation_id: int) -> list[dict[str, Any]]:
     return [seen for seen in upstream.received if seen["headers"].get(uh.ATTESTATION_ID) == str(attestation_id)]
 
 
-def _ready(sidecar: Sidecar) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 async def test_a_participant_certificate_is_forwarded_as_that_participant(
         sidecar: Sidecar, upstream: Upstream, keys: Keys, pki: Pki) -> None:
     """Goal: a client certificate from the CA with spiffe://<domain>/participant/bank-a
     on an executing route is forwarded as bank-a, with verifiable attestation
     headers, and the INGRESS record names bank-a and auth method mtls."""
-    await wait_until(lambda: _ready(sidecar))
+    await wait_until(lambda: sidecar.readyz_status() == 200)
     answer = await _post(sidecar, pki, pki.bank_a, {"Idempotency-Key": "mtls-1"})
     assert answer.status == 201, answer
     assert answer.payload == {"status": "accepted"} and answer.attestation_id > 0
@@ -169,7 +160,7 @@ async def test_a_certificate_longer_than_the_max_lifetime_is_refused(
         sidecar: Sidecar, upstream: Upstream, pki: Pki) -> None:
     """Goal: a 3 h certificate against a configured 2 h maximum gets 403 with the
     reason, is attested as rejected (participant unknown) and is never forwarded."""
-    await wait_until(lambda: _ready(sidecar))
+    await wait_until(lambda: sidecar.readyz_status() == 200)
     before = len(upstream.received)
     answer = await _post(sidecar, pki, pki.long_lived)
     assert (answer.status, answer.payload.get("error")) == (403, "certificate_lifetime_exceeds_max"), answer
@@ -225,7 +216,7 @@ async def test_a_participant_header_from_the_client_is_ignored(
         sidecar: Sidecar, upstream: Upstream, keys: Keys, pki: Pki) -> None:
     """Goal: X-Symphony-* headers sent by the client are stripped: bank-a's certificate
     with a spoofed X-Symphony-Participant: mfi-b reaches the upstream as bank-a only."""
-    await wait_until(lambda: _ready(sidecar))
+    await wait_until(lambda: sidecar.readyz_status() == 200)
     spoofed = {uh.PARTICIPANT: "mfi-b", uh.ATTESTATION_ID: "1", uh.POLICY_VERSION: "99", "X-Symphony-Evil": "1"}
     answer = await _post(sidecar, pki, pki.bank_a, spoofed)
     assert answer.status == 201, answer

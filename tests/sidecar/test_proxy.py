@@ -29,7 +29,7 @@ async def test_every_request_is_attested_and_signed(sidecar: Sidecar, upstream: 
     gapless seqs and a valid chain; the upstream sees verified, unspoofed headers.
     Method: send payments with spoofed X-Symphony-* headers and a caller traceparent,
     then read the journal stream back and verify the upstream's headers."""
-    await wait_until(lambda: _ready(sidecar))
+    await wait_until(lambda: sidecar.readyz_status() == 200)
     token = keys.token("bank-a")
     caller_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     spoofed = {uh.PARTICIPANT: "mfi-b", uh.ATTESTATION_ID: "1", uh.SIGNATURE: "v1;kid=x;ts=1;sig=AA",
@@ -77,16 +77,6 @@ async def test_every_request_is_attested_and_signed(sidecar: Sidecar, upstream: 
         assert seen["body"] not in ingress_record.body or not seen["body"], "no payload in attestations"
     assert records[len(records) - 1][1] is not None
     assert hlc.decompose(answers[0])[1] == hlc.decompose(answers[-1])[1], "one worker id per stream"
-
-
-def _ready(sidecar: Sidecar) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.admin_port}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _records_with(sidecar: Sidecar, ids: list[int]) -> list[Any] | None:
