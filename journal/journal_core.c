@@ -1006,8 +1006,10 @@ static void flusher_wake_if(jn_flusher *f, int states) {
  * nobody waits for (a sidecar OUTCOME) does not cost a sync of its own, nor
  * delay the next waited-for record behind that sync. */
 static void flusher_poke(jn_flusher *f, uint64_t seq) {
-    if (seq - __atomic_load_n(&f->durable_seq, __ATOMIC_RELAXED) >= f->flush_records) {
-        flusher_wake_if(f, (1 << JN_IDLE_EMPTY) | (1 << JN_IDLE_LAZY));
+    if (seq - __atomic_load_n(&f->durable_seq, __ATOMIC_RELAXED) == f->flush_records) {
+        /* Enough pending: end whatever wait the flusher is in, the interval
+         * included (once per crossing, not once per append). */
+        eventfd_signal(f->wake_fd);
     } else {
         flusher_wake_if(f, 1 << JN_IDLE_EMPTY);  /* start the lazy bound */
     }
@@ -1161,9 +1163,10 @@ void jn_flusher_wake(jn_flusher *f) { eventfd_signal(f->wake_fd); }
 
 void jn_flusher_want(jn_flusher *f, uint64_t seq) {
     uint64_t wanted = __atomic_load_n(&f->wanted_seq, __ATOMIC_RELAXED);
-    /* Bounded: each failed exchange saw a larger value written by another waiter. */
+    /* Bounded: a (strong) exchange fails only when another waiter raised the
+     * value, and then either it is already >= seq or fewer waiters remain. */
     while (seq > wanted &&
-           !__atomic_compare_exchange_n(&f->wanted_seq, &wanted, seq, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+           !__atomic_compare_exchange_n(&f->wanted_seq, &wanted, seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
     }
     flusher_wake_if(f, (1 << JN_IDLE_EMPTY) | (1 << JN_IDLE_LAZY));
 }
