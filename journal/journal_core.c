@@ -615,6 +615,39 @@ uint64_t jn_load_write_end(const uint8_t *base) {
 /* Records                                                                    */
 /* ------------------------------------------------------------------------- */
 
+/* The F7 rules once a record's length is known to fit: CRC, seq, type, flags,
+ * padding, and the chain when prev_hash is given; fills *out. `rec` holds the
+ * record (the mapping or a private copy); crc and body_len are the values the
+ * caller read once, so every decision is about the bytes the CRC covers. */
+static int check_record(const uint8_t *rec, uint64_t pos, uint32_t crc, uint32_t body_len,
+                        uint64_t expected_seq, const uint8_t *prev_hash, jn_record_view *out) {
+    const jn_record_header *r = (const jn_record_header *)rec;
+    uint64_t total = record_size(body_len);
+    if (crc32c(rec + 4, (size_t)(total - 4)) != crc) return JN_R_CRC;
+    if (r->seq != expected_seq) return JN_R_SEQ;
+    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
+    if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
+    if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
+    if (!all_zero(rec + JN_RECORD_HEADER_SIZE + body_len,
+                  (size_t)(total - JN_RECORD_HEADER_SIZE - body_len))) {
+        return JN_R_RESERVED;
+    }
+    if (prev_hash != NULL) {
+        uint8_t digest[JN_HASH_SIZE];
+        chain_hash(prev_hash, rec + JN_CANONICAL_OFFSET,
+                   JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, digest);
+        if (memcmp(digest, r->chain_hash, JN_HASH_SIZE) != 0) return JN_R_CHAIN;
+    }
+    out->pos = pos;
+    out->record_size = total;
+    out->seq = r->seq;
+    out->attestation_id = r->attestation_id;
+    out->body_len = body_len;
+    out->type = r->type;
+    out->reserved = 0;
+    return JN_OK;
+}
+
 int jn_record_check(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
                     const char *prev_hash, jn_record_view *out) {
     JN_ASSERT(base != NULL);
@@ -628,31 +661,8 @@ int jn_record_check(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t e
     uint32_t stored_crc = __atomic_load_n(&r->crc, __ATOMIC_ACQUIRE);
     uint32_t body_len = r->body_len;
     if (body_len > JN_BODY_MAX) return JN_R_LENGTH;
-    uint64_t total = record_size(body_len);
-    if (total > size - pos) return JN_R_LENGTH;
-    if (crc32c(p + 4, (size_t)(total - 4)) != stored_crc) return JN_R_CRC;
-    if (r->seq != expected_seq) return JN_R_SEQ;
-    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
-    if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
-    if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
-    if (!all_zero(p + JN_RECORD_HEADER_SIZE + body_len,
-                  (size_t)(total - JN_RECORD_HEADER_SIZE - body_len))) {
-        return JN_R_RESERVED;
-    }
-    if (prev_hash != NULL) {
-        uint8_t digest[JN_HASH_SIZE];
-        chain_hash((const uint8_t *)prev_hash, p + JN_CANONICAL_OFFSET,
-                   JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, digest);
-        if (memcmp(digest, r->chain_hash, JN_HASH_SIZE) != 0) return JN_R_CHAIN;
-    }
-    out->pos = pos;
-    out->record_size = total;
-    out->seq = r->seq;
-    out->attestation_id = r->attestation_id;
-    out->body_len = body_len;
-    out->type = r->type;
-    out->reserved = 0;
-    return JN_OK;
+    if (record_size(body_len) > size - pos) return JN_R_LENGTH;
+    return check_record(p, pos, stored_crc, body_len, expected_seq, (const uint8_t *)prev_hash, out);
 }
 
 /* A later record that passes its CRC and has a higher seq (F10): evidence
@@ -746,27 +756,7 @@ static int copy_record_checked(const uint8_t *base, uint64_t size, uint64_t pos,
     memcpy(dst + JN_RECORD_HEADER_SIZE, src + JN_RECORD_HEADER_SIZE,
            (size_t)(total - JN_RECORD_HEADER_SIZE));
     /* From here on only the copy is read. */
-    if (crc32c(dst + 4, (size_t)(total - 4)) != r->crc) return JN_R_CRC;
-    if (r->seq != expected_seq) return JN_R_SEQ;
-    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
-    if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
-    if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
-    if (!all_zero(dst + JN_RECORD_HEADER_SIZE + body_len,
-                  (size_t)(total - JN_RECORD_HEADER_SIZE - body_len))) {
-        return JN_R_RESERVED;
-    }
-    uint8_t digest[JN_HASH_SIZE];
-    chain_hash(prev_hash, dst + JN_CANONICAL_OFFSET,
-               JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, digest);
-    if (memcmp(digest, r->chain_hash, JN_HASH_SIZE) != 0) return JN_R_CHAIN;
-    view->pos = pos;
-    view->record_size = total;
-    view->seq = r->seq;
-    view->attestation_id = r->attestation_id;
-    view->body_len = body_len;
-    view->type = r->type;
-    view->reserved = 0;
-    return JN_OK;
+    return check_record(dst, pos, loaded_crc, body_len, expected_seq, prev_hash, view);
 }
 
 int jn_read_batch(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t expected_seq,
