@@ -1051,6 +1051,7 @@ static void *flusher_main(void *argument) {
     jn_flusher *f = argument;
     jn_writer *w = f->writer;
     uint64_t last_start = 0;
+    int slept = 0;  /* slept since the last sync: the next one is not back to back */
     /* Runs until jn_flusher_stop; every wait below is bounded. */
     while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
         uint64_t durable = __atomic_load_n(&f->durable_seq, __ATOMIC_ACQUIRE);
@@ -1058,9 +1059,9 @@ static void *flusher_main(void *argument) {
         uint64_t wanted = __atomic_load_n(&f->wanted_seq, __ATOMIC_ACQUIRE);
         if (appended <= durable || __atomic_load_n(&f->error, __ATOMIC_ACQUIRE) != 0) {
             flusher_sleep(f, JN_IDLE_EMPTY, JN_FLUSHER_IDLE_NS, durable);
+            slept = 1;
             continue;
         }
-        int slept = 0;
         if (wanted <= durable && appended - durable < f->flush_records) {
             /* Only records nobody waits for: sync when someone does, or at
              * the lazy bound, whichever comes first. */
@@ -1077,6 +1078,7 @@ static void *flusher_main(void *argument) {
             eventfd_drain(f->wake_fd);
         }
         last_start = now_ns();
+        slept = 0;
         flusher_sync(f);
     }
     return NULL;
