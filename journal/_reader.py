@@ -9,6 +9,7 @@ segment named after the seq we expect next means the current one is finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
 import time
@@ -272,16 +273,11 @@ class Reader:
         Never ends by itself; cancel it or break out. Follows rotation and the
         writer's restarts (a torn tail it truncates is never returned).
         """
-        cursor = _Cursor(self._dir, from_seq)
-        try:
-            while True:  # an endless tail by design; cancellation stops it
-                batch = cursor.read() if self._dir.is_dir() else []
+        steps = self.follow_batches(from_seq, poll_seconds=poll_seconds)
+        async with contextlib.aclosing(steps):  # the cursor's segment is unmapped when we stop
+            async for batch in steps:
                 for record in batch:
                     yield record
-                if not batch:
-                    await asyncio.sleep(poll_seconds)
-        finally:
-            cursor.close()
 
     async def follow_batches(self, from_seq: int = 1, *,
                              poll_seconds: float = 0.005) -> AsyncGenerator[list[Record], None]:

@@ -37,14 +37,15 @@ from relayer.breaker import CircuitBreaker
 from relayer.config import RelayerConfig
 from relayer.metrics import RailMetrics, RelayerMetrics
 from relayer.store import ClaimedRow, Completion, OutboxStore
-from symphony.db import connect
+from symphony.db import RETRYABLE_ERRORS, connect
 from symphony.errors import SymphonyError
 
 log = logging.getLogger("relayer")
 
 # Errors of one database round trip that the loop survives (it retries on the
-# next cycle); anything else is a bug and stops the daemon.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError, SymphonyError)
+# next cycle): the shared set, and any SymphonyError the store raises;
+# anything else is a bug and stops the daemon.
+DB_ERRORS = (*RETRYABLE_ERRORS, SymphonyError)
 WRITE_ATTEMPTS_MAX = 5
 WRITE_DRAIN_SECONDS_MAX = 30.0
 # A rail may have `concurrency` calls running and at most this many times
