@@ -73,7 +73,7 @@ class Attestor:
 
     @classmethod
     def open(cls, journal_root: Path, *, node_id: str, stream_id: int, durability: str,
-             segment_bytes: int = 0, bytes_max: int = 0, flush_interval_us: int = 100) -> Attestor:
+             segment_bytes: int, bytes_max: int, flush_interval_us: int) -> Attestor:
         stream_dir = journal_root / node_id / str(stream_id)
         writer = journal.Writer(stream_dir, node_id=node_id, stream_id=stream_id, durability=durability,
                                 flush_interval_us=flush_interval_us,
