@@ -119,6 +119,9 @@ class Upstream:
     received: list[dict[str, Any]] = field(default_factory=list)
     delay_seconds: float = 0.0
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with each request as it arrives, before the answer: a test's look
+    # at the world at the moment the sidecar forwarded.
+    on_receive: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def url(self) -> str:
@@ -128,6 +131,8 @@ class Upstream:
         body = await request.read()
         self.received.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
                               "header_list": list(request.headers.items()), "body": body})
+        if self.on_receive is not None:
+            self.on_receive(self.received[-1])
         self.started.set()
         delay = float(request.query.get("delay", self.delay_seconds))
         if delay:

@@ -1,15 +1,19 @@
-"""Attest before forward: every request leaves INGRESS then OUTCOME, the upstream
-gets signed Symphony headers and never a spoofed one (invariants 1, 3, 8, 9)."""
+"""Attest before forward: every request leaves INGRESS then OUTCOME, durable
+before the upstream sees it; the upstream gets signed Symphony headers and
+never a spoofed one (invariants 1, 3, 8, 9)."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+import journal
 from ingress_sidecar import hlc, trace
+from journal._format import HEADER_SIZE
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
@@ -95,3 +99,45 @@ async def test_unknown_route_and_bad_scheme_are_attested(sidecar: Sidecar, keys:
     bodies = [b for r, b in records if r.attestation_id == attestation_id]
     assert isinstance(bodies[0], att.IngressBody) and bodies[0].verdict == "no_route"
     assert isinstance(bodies[1], att.OutcomeBody) and bodies[1].disposition == "rejected"
+
+
+def _ingress_end_and_synced(stream_dir: Path, seq: int) -> tuple[int, int]:
+    """(offset just past record `seq`, the segment's synced_end) as they are now.
+
+    synced_end is stored only after the msync that made everything below it
+    durable (FORMAT.md F12), and it is read first: it only grows."""
+    header = max((h for h in journal.Reader(stream_dir).segments() if h.first_seq <= seq),
+                 key=lambda h: h.first_seq)
+    end = HEADER_SIZE
+    for record in journal.Reader(stream_dir).records(from_seq=header.first_seq):
+        end += journal.record_size(len(record.body))
+        if record.seq == seq:
+            return end, header.synced_end
+    raise AssertionError(f"record {seq} is not in {stream_dir}")
+
+
+async def test_the_ingress_is_durable_before_the_upstream_sees_the_request(
+        sidecar: Sidecar, upstream: Upstream, keys: Keys, http: aiohttp.ClientSession) -> None:
+    """Invariant 1 at level batch (the default): at the moment a request reaches
+    the upstream, its INGRESS record lies below the segment's synced_end. A
+    sidecar that forwarded before its group commit (or on an append alone,
+    the INGRESS being appended lazily) fails this."""
+    await wait_until(lambda: sidecar.readyz_status() == 200)
+    seen: list[tuple[int, int]] = []
+
+    def at_arrival(request: dict[str, Any]) -> None:
+        _, stream_id, seq = request["headers"][uh.STREAM].split("/")
+        seen.append(_ingress_end_and_synced(sidecar.stream_dir(int(stream_id)), int(seq)))
+
+    upstream.on_receive = at_arrival
+    try:
+        token = keys.token("bank-a")
+        for index in range(20):
+            async with http.post(f"{sidecar.url}/v1/payments", data=b'{"amount": 1}', headers={
+                    "Authorization": f"Bearer {token}", "Idempotency-Key": f"durable-{index}",
+                    "Content-Type": "application/json"}) as response:
+                assert response.status == 201, await response.text()
+    finally:
+        upstream.on_receive = None
+    assert len(seen) == 20
+    assert all(end <= synced_end for end, synced_end in seen), seen
