@@ -159,7 +159,7 @@ def make_keys(work: Path) -> str:
     import jwt
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from symphony.demo import jwks_for
+    from symphony.app.demo import jwks_for
     from symphony.upstream_headers import key_id, write_keypair
 
     write_keypair(work / "sidecar-upstream.pem", work / "sidecar-upstream.pub.pem")

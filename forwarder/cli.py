@@ -8,7 +8,7 @@ from pathlib import Path
 
 from forwarder import config
 from symphony import lifecycle
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
 from symphony.db import dsn
 
 # Objects of the first GC generation before a collection (CPython's default is

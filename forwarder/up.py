@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from symphony.up import ChildSpec, UpContext
+from symphony.components import ChildSpec, UpContext
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:

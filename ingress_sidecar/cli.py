@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

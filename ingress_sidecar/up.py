@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from symphony.up import ChildSpec, UpContext
+from symphony.components import ChildSpec, UpContext
 
 DEMO_PORT = 8080
 DEMO_WORKERS = 2

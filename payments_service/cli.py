@@ -7,7 +7,7 @@ from pathlib import Path
 
 from payments_service.config import ServiceConfig
 from symphony import config, lifecycle
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
 from symphony.db import dsn
 from symphony.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 It sets `ctx.service_url` on the shared UpContext so the sidecar (started after
 it, see UP_MODULES) forwards there; it verifies the sidecar's signatures with
-<data_dir>/keys/sidecar-upstream.pub.pem, which symphony.demo.prepare created.
+<data_dir>/keys/sidecar-upstream.pub.pem, which symphony.app.demo.prepare created.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from symphony.up import ChildSpec, UpContext
+    from symphony.components import ChildSpec, UpContext
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:
-    from symphony.up import ChildSpec
+    from symphony.components import ChildSpec
 
     port, admin_port = ctx.free_port(), ctx.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -23,7 +23,7 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     argv = [sys.executable, "-m", "symphony", "service", "--data-dir", str(ctx.data_dir)]
     env = {"SYMPHONY_DATABASE_URL": ctx.database_url, "SYMPHONY_SERVICE_LISTEN_PORT": str(port),
            "SYMPHONY_SERVICE_ADMIN_PORT": str(admin_port)}
-    if getattr(ctx, "chaos", False):  # `chaos = true` in up.toml: the test-only fault switch (symphony.chaos)
+    if getattr(ctx, "chaos", False):  # `chaos = true` in up.toml: the test-only fault switch (symphony.app.chaos)
         argv.append("--enable-test-faults")
         env["SYMPHONY_SERVICE_TEST_FAULT_FILE"] = str(ctx.path("chaos", "service-faults.json"))
     return [ChildSpec(

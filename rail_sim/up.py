@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from rail_sim.profiles import PROFILES
 
 if TYPE_CHECKING:
-    from symphony.up import ChildSpec, UpContext
+    from symphony.components import ChildSpec, UpContext
 
 ENDPOINTS_FILE = ("rail-sim", "endpoints.json")
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:
-    from symphony.up import ChildSpec
+    from symphony.components import ChildSpec
 
     specs = []
     endpoints = {}

@@ -8,7 +8,7 @@ import msgspec
 
 from relayer.config import RelayerConfig
 from symphony import config, lifecycle
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
 from symphony.db import dsn
 
 

@@ -14,7 +14,7 @@ import getpass
 import uuid
 
 from relayer import store
-from symphony.cli import add_database_arguments
+from symphony.arguments import add_database_arguments
 from symphony.db import connect, dsn
 from symphony.errors import EXIT_USAGE, SymphonyError
 

@@ -11,11 +11,11 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from symphony.up import ChildSpec, UpContext
+    from symphony.components import ChildSpec, UpContext
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:
-    from symphony.up import ChildSpec
+    from symphony.components import ChildSpec
 
     endpoints_file = ctx.data_dir / "rail-sim" / "endpoints.json"
     if not endpoints_file.exists():

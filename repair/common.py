@@ -11,7 +11,7 @@ import asyncpg
 
 from repair import config as repair_config
 from repair.config import RepairConfig
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
 from symphony.db import connect, dsn
 
 T = TypeVar("T")

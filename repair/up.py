@@ -6,7 +6,7 @@ import os
 import secrets
 import sys
 
-from symphony.up import ChildSpec, UpContext
+from symphony.components import ChildSpec, UpContext
 
 
 def dashboard_token(ctx: UpContext) -> str:

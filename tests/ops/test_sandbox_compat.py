@@ -20,7 +20,7 @@ import pytest
 
 PR_SET_MDWE = 65
 PR_MDWE_REFUSE_EXEC_GAIN = 1
-MODULES = ("symphony.lifecycle", "symphony.cli", "journal", "ingress_sidecar.supervisor",
+MODULES = ("symphony.lifecycle", "symphony.app.cli", "journal", "ingress_sidecar.supervisor",
            "ingress_sidecar.server", "forwarder.server", "relayer.server", "repair.server")
 
 CHILD = r"""

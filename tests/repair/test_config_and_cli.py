@@ -127,7 +127,7 @@ async def test_report_of_a_dead_letter_shows_transitions_and_rail_attempts(
 
 def test_up_components_run_repair_and_a_token_protected_dashboard(tmp_path: Path) -> None:
     from repair import up
-    from symphony.up import UpContext
+    from symphony.components import UpContext
 
     ctx = UpContext(data_dir=tmp_path, database_url="postgresql://127.0.0.1:1/x", node_id="node-t")
     specs = up.components(ctx)

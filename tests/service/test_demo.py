@@ -1,6 +1,6 @@
 """Demo helpers: what `symphony up` prepares, demo tokens, and demo traffic.
 
-Method: call symphony.demo.prepare on a fresh database and data dir; verify a
+Method: call symphony.app.demo.prepare on a fresh database and data dir; verify a
 `symphony demo token` against the JWKS it wrote; run `symphony demo traffic`
 as a process against the service fronted by the in-test signer and compare its
 summary with the tables (one intent per executed request, none for the rest).
@@ -15,8 +15,8 @@ from pathlib import Path
 import asyncpg
 import jwt
 
-from symphony import demo
-from symphony.up import UpContext
+from symphony.app import demo
+from symphony.components import UpContext
 from tests.conftest import symphony_cli
 
 

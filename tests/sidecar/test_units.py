@@ -267,7 +267,7 @@ def test_up_component_runs_the_sidecar_in_front_of_the_service(tmp_path: Path) -
     """Goal: `symphony up` starts the sidecar with the data dir's keys and journal,
     pointed at the service URL that payments_service.up publishes on the context."""
     from ingress_sidecar import up
-    from symphony.up import UpContext
+    from symphony.components import UpContext
 
     ctx = UpContext(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1:1/db", node_id="node-x")
     ctx.service_url = "http://127.0.0.1:18123"  # type: ignore[attr-defined]

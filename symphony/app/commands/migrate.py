@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from symphony.cli import add_database_arguments
+from symphony.arguments import add_database_arguments
 from symphony.db import connect, dsn, migrate
 
 

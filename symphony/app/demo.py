@@ -41,7 +41,7 @@ from symphony.errors import EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyErro
 from symphony.upstream_headers import key_id, write_keypair
 
 if TYPE_CHECKING:
-    from symphony.up import UpContext
+    from symphony.components import UpContext
 
 DEMO_PARTICIPANTS = ("demo-bank-a", "demo-mfi-b")
 JWT_ISSUER = "symphony-demo"
@@ -220,7 +220,7 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from symphony.cli import add_database_arguments
+    from symphony.arguments import add_database_arguments
 
     sub = parser.add_subparsers(dest="action", required=True)
     token = sub.add_parser("token", help="print a valid JWT for a demo participant")

@@ -231,7 +231,7 @@ class Load:
 
     def __init__(self, system: System, *, rate: float, concurrency: int, rng: random.Random,
                  duplicate_rate: float = 0.1, invalid_rate: float = 0.05) -> None:
-        from symphony import demo
+        from symphony.app import demo
 
         self.system = system
         self.rate = rate
@@ -247,7 +247,7 @@ class Load:
         self.in_flight: set[asyncio.Task[Sent]] = set()
 
     def next_request(self) -> tuple[str, str, bytes]:
-        from symphony import demo
+        from symphony.app import demo
 
         if self.sent and self.rng.random() < self.duplicate_rate:
             prior = self.rng.choice(self.sent)
@@ -257,7 +257,7 @@ class Load:
     async def send(self, participant: str, key: str, body: bytes) -> Sent:
         import aiohttp
 
-        from symphony import demo
+        from symphony.app import demo
 
         sent = Sent(participant, key, body)
         self.sent.append(sent)
@@ -663,7 +663,7 @@ def _blackholed(path: Path) -> set[int]:
 
 
 async def scenario_double_tap(run: Run) -> None:
-    from symphony import demo
+    from symphony.app import demo
 
     load = run.load
     while load.session is None:
@@ -1166,7 +1166,7 @@ async def check_only(system: System, since: dt.datetime | None, quiesce_timeout:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from symphony.cli import add_database_arguments
+    from symphony.arguments import add_database_arguments
 
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="inject one failure scenario under load, then check the invariants")

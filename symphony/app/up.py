@@ -7,8 +7,8 @@ in reverse order (SIGTERM, then SIGKILL after their drain timeout) and the
 embedded database last, so no process is left behind.
 
 Daemons join `up` by providing a module `<package>.up` with
-`components(ctx: UpContext) -> list[ChildSpec]`; modules listed in
-`UP_MODULES` that do not exist yet are skipped.
+`components(ctx: UpContext) -> list[ChildSpec]` (types in
+`symphony.components`), listed in `UP_MODULES`.
 
 While it runs, `<data_dir>/run/up.json` names `up`'s pid and each child's
 current pid (rewritten when a child is restarted), so tools such as
@@ -27,17 +27,16 @@ import importlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from symphony import config
-from symphony.cli import add_config_argument, add_database_arguments
+from symphony.arguments import add_config_argument, add_database_arguments
+from symphony.components import ChildSpec, UpContext
 from symphony.db import connect, dsn, migrate
 from symphony.embedded import EmbeddedPostgres, wait_for_port
 from symphony.errors import EXIT_RUNTIME, StartupError
@@ -71,7 +70,7 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     chaos: tests and chaos runs only: the service honours its test fault file
         (--enable-test-faults), the sidecar reads a test clock file, and the
         daemons get the short grace periods of `symphony chaos` (see
-        symphony/chaos.py; variables already in the environment win).
+        symphony/app/chaos.py; variables already in the environment win).
     """
 
     node_id: str = "node-local"
@@ -88,45 +87,6 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("child_stop_timeout_seconds must be in (0, 600]")
         if not 0 <= self.child_restarts_max <= 100:
             raise ValueError("child_restarts_max must be in [0, 100]")
-
-
-@dataclass
-class UpContext:
-    """What `up` knows that components need to build their command lines."""
-
-    data_dir: Path
-    database_url: str
-    node_id: str = "node-local"
-    chaos: bool = False
-    _taken: set[int] = field(default_factory=set)
-
-    def free_port(self) -> int:
-        """A TCP port on 127.0.0.1 nobody listens on (and `up` has not handed out)."""
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = int(sock.getsockname()[1])
-            if port not in self._taken:
-                self._taken.add(port)
-                return port
-        raise StartupError("no free TCP port on 127.0.0.1")
-
-    def path(self, *parts: str) -> Path:
-        """A path under the data dir, its parent created."""
-        target = self.data_dir.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
-
-
-@dataclass
-class ChildSpec:
-    """One daemon process `up` runs."""
-
-    name: str
-    argv: list[str]
-    endpoints: dict[str, str] = field(default_factory=dict)
-    wait_port: int | None = None  # `up` waits until this port accepts connections
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _chaos_environment(data_dir: Path) -> dict[str, str]:
-    from symphony import chaos
+    from symphony.app import chaos
 
     return chaos.child_environment(data_dir)
 
@@ -200,27 +160,18 @@ async def _migrate(url: str) -> list[str]:
 
 
 def _prepare_demo(ctx: UpContext) -> None:
-    """Demo participants and keys (symphony.demo), once that module exists."""
-    try:
-        demo = importlib.import_module("symphony.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name == "symphony.demo":
-            return
-        raise
+    """Demo participants and keys (symphony.app.demo)."""
+    from symphony.app import demo
+
     demo.prepare(ctx)
 
 
 def _collect_components(ctx: UpContext) -> list[ChildSpec]:
     specs: list[ChildSpec] = []
     for module_name in UP_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                # Said out loud: a missing daemon must never look like a running one.
-                print(f"skipped: {module_name} is not installed", file=sys.stderr, flush=True)
-                continue
-            raise
+        # A daemon that fails to import is a broken installation: it raises,
+        # never silently missing from a system that says "ready".
+        module = importlib.import_module(module_name)
         specs.extend(module.components(ctx))
     return specs
 

@@ -14,15 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from symphony import __version__
-from symphony.config import DATA_DIR_ENV, DATABASE_URL_ENV
 from symphony.errors import EXIT_USAGE, SymphonyError
 
 # name -> (module, one-line summary). The surface is relied on by operators,
 # systemd units and tests: add freely, never rename.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("symphony.up", "run the whole system (embedded PostgreSQL unless --database-url)"),
-    "migrate": ("symphony.commands.migrate", "apply pending database migrations"),
-    "db": ("symphony.commands.db", "database helpers (db url: DSN of the embedded server)"),
+    "up": ("symphony.app.up", "run the whole system (embedded PostgreSQL unless --database-url)"),
+    "migrate": ("symphony.app.commands.migrate", "apply pending database migrations"),
+    "db": ("symphony.app.commands.db", "database helpers (db url: DSN of the embedded server)"),
     "sidecar": ("ingress_sidecar.cli", "run the attest-before-forward ingress sidecar"),
     "forwarder": ("forwarder.cli", "ship journal streams to PostgreSQL"),
     "relayer": ("relayer.cli", "drive the payment outbox to the rails"),
@@ -34,30 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
     "journal": ("journal.cli", "verify or dump a journal stream"),
-    "demo": ("symphony.demo", "demo helpers: token for a demo participant, traffic"),
-    "chaos": ("symphony.chaos", "run a failure scenario against a running system"),
+    "demo": ("symphony.app.demo", "demo helpers: token for a demo participant, traffic"),
+    "chaos": ("symphony.app.chaos", "run a failure scenario against a running system"),
 }
-
-
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    """The two ways every database-touching command is told where PostgreSQL is."""
-    group = parser.add_argument_group("database")
-    group.add_argument(
-        "--database-url", metavar="URL",
-        help=f"PostgreSQL DSN (env {DATABASE_URL_ENV}); wins over --data-dir",
-    )
-    group.add_argument(
-        "--data-dir", metavar="DIR",
-        help=f"Symphony data dir whose embedded server `symphony up` runs (env {DATA_DIR_ENV}, default ./.symphony)",
-    )
-
-
-def add_config_argument(parser: argparse.ArgumentParser, daemon: str) -> None:
-    parser.add_argument(
-        "--config", metavar="FILE",
-        help=f"TOML configuration file; every key can be overridden by SYMPHONY_{daemon.upper()}_<KEY> "
-        "(see docs/configuration.md)",
-    )
 
 
 def _top_level_help() -> str:
@@ -89,13 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"symphony: error: unknown command {name!r}; see `symphony --help`", file=sys.stderr)
         return EXIT_USAGE
     module_name, summary = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            print(f"symphony {name}: not built yet", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+    # A module that fails to import is a broken installation: let it raise.
+    module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"symphony {name}", description=summary)
     module.add_arguments(parser)
     parsed = parser.parse_args(args[1:])
