@@ -47,13 +47,10 @@ VALUES ($1, $2, '\x00000000000000000000000000000000'::bytea, 0,
 ON CONFLICT (node_id, stream_id) DO NOTHING;
 
 -- name: open_incident
--- Opens a $1 (CHAIN_BREAK or SEQ_GAP) incident for stream ($3 node, $4 stream)
--- with dedup key $2, subject $5 and evidence $6 (jsonb). The same open problem
--- seen again only moves last_seen_at.
-INSERT INTO repair_incidents (kind, dedup_key, severity, node_id, stream_id, subject, evidence)
-VALUES ($1, $2, 'CRITICAL', $3, $4, $5, $6::jsonb)
-ON CONFLICT (kind, dedup_key) WHERE resolved_at IS NULL
-DO UPDATE SET last_seen_at = now();
+-- Opens a $1 (CHAIN_BREAK or SEQ_GAP) CRITICAL incident for stream ($3 node,
+-- $4 stream) with dedup key $2, subject $5 and evidence $6 (jsonb); the same
+-- open problem seen again is refreshed (open_incident_v1).
+SELECT * FROM open_incident_v1($1, $2, 'CRITICAL', NULL, $3, $4, $5, $6::jsonb);
 
 -- name: list_checkpoints
 -- Every checkpoint of node $1: where each stream resumes after a restart.

@@ -94,20 +94,18 @@ done AS (
               NEW.last_response_code, NEW.last_error, i.dead_letter
 ),
 incidents AS (
-    INSERT INTO repair_incidents (kind, dedup_key, severity, participant_id, subject, evidence)
-    SELECT 'DEAD_LETTER', d.id::text,
-           CASE WHEN d.last_response_code LIKE 'AMBIGUOUS%' THEN 'CRITICAL' ELSE 'HIGH' END,
-           d.participant_id,
-           format('outbox %s on rail %s dead-lettered after %s attempts: %s',
-                  d.id, d.rail, d.attempt_count, coalesce(d.last_error, d.last_response_code)),
-           jsonb_build_object('outbox_id', d.id, 'rail', d.rail, 'attempts', d.attempt_count,
-                              'last_response_code', d.last_response_code, 'last_error', d.last_error,
-                              'worker', $1::text)
-    FROM done d
+    SELECT o.incident_id
+    FROM done d,
+         LATERAL open_incident_v1(
+             'DEAD_LETTER', d.id::text,
+             CASE WHEN d.last_response_code LIKE 'AMBIGUOUS%' THEN 'CRITICAL' ELSE 'HIGH' END,
+             d.participant_id, NULL, NULL,
+             format('outbox %s on rail %s dead-lettered after %s attempts: %s',
+                    d.id, d.rail, d.attempt_count, coalesce(d.last_error, d.last_response_code)),
+             jsonb_build_object('outbox_id', d.id, 'rail', d.rail, 'attempts', d.attempt_count,
+                                'last_response_code', d.last_response_code, 'last_error', d.last_error,
+                                'worker', $1::text)) AS o
     WHERE d.dead_letter AND d.new_status = 'FAILED'
-    ON CONFLICT (kind, dedup_key) WHERE resolved_at IS NULL
-    DO UPDATE SET last_seen_at = now(), evidence = EXCLUDED.evidence
-    RETURNING dedup_key
 )
 SELECT count(*) AS written, (SELECT count(*) FROM incidents) AS incidents_opened
 FROM done d;
@@ -145,18 +143,16 @@ done AS (
               NEW.last_error, OLD.lease_owner AS previous_owner
 ),
 incidents AS (
-    INSERT INTO repair_incidents (kind, dedup_key, severity, participant_id, subject, evidence)
-    SELECT 'DEAD_LETTER', d.id::text, 'CRITICAL', d.participant_id,
-           format('outbox %s on rail %s dead-lettered: last attempt (%s) ended with an expired lease, outcome unknown',
-                  d.id, d.rail, d.attempt_count),
-           jsonb_build_object('outbox_id', d.id, 'rail', d.rail, 'attempts', d.attempt_count,
-                              'last_response_code', 'AMBIGUOUS_LEASE_EXPIRED', 'last_error', d.last_error,
-                              'previous_owner', d.previous_owner, 'worker', $1::text)
-    FROM done d
+    SELECT o.incident_id
+    FROM done d,
+         LATERAL open_incident_v1(
+             'DEAD_LETTER', d.id::text, 'CRITICAL', d.participant_id, NULL, NULL,
+             format('outbox %s on rail %s dead-lettered: last attempt (%s) ended with an expired lease, outcome unknown',
+                    d.id, d.rail, d.attempt_count),
+             jsonb_build_object('outbox_id', d.id, 'rail', d.rail, 'attempts', d.attempt_count,
+                                'last_response_code', 'AMBIGUOUS_LEASE_EXPIRED', 'last_error', d.last_error,
+                                'previous_owner', d.previous_owner, 'worker', $1::text)) AS o
     WHERE d.new_status = 'FAILED'
-    ON CONFLICT (kind, dedup_key) WHERE resolved_at IS NULL
-    DO UPDATE SET last_seen_at = now(), evidence = EXCLUDED.evidence
-    RETURNING dedup_key
 )
 SELECT d.id, d.new_status, d.previous_owner, (SELECT count(*) FROM incidents) AS incidents_opened
 FROM done d;

@@ -139,22 +139,15 @@ ORDER BY node_id, stream_id;
 
 -- name: upsert_incidents
 -- Opens each finding as an incident, or refreshes the open one with the same
--- (kind, dedup_key). A finding an operator closed as ACCEPTED_LOSS or
--- FALSE_POSITIVE is not reopened. Arrays: $1 kind, $2 dedup_key, $3 severity,
--- $4 participant, $5 node, $6 stream, $7 subject, $8 evidence (json text).
-INSERT INTO repair_incidents AS r
-    (kind, dedup_key, severity, participant_id, node_id, stream_id, subject, evidence)
-SELECT f.kind, f.dedup_key, f.severity, f.participant_id, f.node_id, f.stream_id, f.subject, f.evidence::jsonb
+-- (kind, dedup_key), through open_incident_v1 (a finding an operator closed as
+-- ACCEPTED_LOSS or FALSE_POSITIVE is not reopened). Arrays: $1 kind,
+-- $2 dedup_key, $3 severity, $4 participant, $5 node, $6 stream, $7 subject,
+-- $8 evidence (json text).
+SELECT o.incident_id, f.kind, f.dedup_key, o.opened
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[])
-     AS f(kind, dedup_key, severity, participant_id, node_id, stream_id, subject, evidence)
-WHERE NOT EXISTS (
-    SELECT 1 FROM repair_incidents c
-    WHERE c.kind = f.kind AND c.dedup_key = f.dedup_key
-      AND c.resolution IN ('ACCEPTED_LOSS', 'FALSE_POSITIVE'))
-ON CONFLICT (kind, dedup_key) WHERE resolved_at IS NULL
-DO UPDATE SET last_seen_at = now(), severity = EXCLUDED.severity, subject = EXCLUDED.subject,
-              evidence = EXCLUDED.evidence
-RETURNING r.incident_id, r.kind, r.dedup_key, (r.xmax = 0) AS opened;
+     AS f(kind, dedup_key, severity, participant_id, node_id, stream_id, subject, evidence),
+     LATERAL open_incident_v1(f.kind, f.dedup_key, f.severity, f.participant_id, f.node_id, f.stream_id,
+                              f.subject, f.evidence::jsonb) AS o;
 
 -- name: resolve_cleared
 -- Auto-resolves open incidents of kind $1 whose condition is gone: not among

@@ -125,6 +125,31 @@ async def test_open_incidents_are_deduplicated(db: asyncpg.Connection) -> None:
     await db.execute(insert)  # the same problem may come back after it was resolved
 
 
+async def test_open_incident_v1_is_the_one_rule(db: asyncpg.Connection) -> None:
+    """open_incident_v1 opens, refreshes, respects an operator's closing, and
+    refuses a kind no migration declared.
+
+    Method: call it as every daemon does; read back the rows.
+    """
+    call = "SELECT * FROM open_incident_v1($1, 'node-a/0/7', $2, NULL, 'node-a', 0, $3, $4::jsonb)"
+    first = await db.fetchrow(call, "GHOST", "HIGH", "ghost seen", '{"n": 1}')
+    assert first is not None and first["opened"] is True
+    again = await db.fetchrow(call, "GHOST", "CRITICAL", "ghost seen again", '{"n": 2}')
+    assert again is not None and again["opened"] is False and again["incident_id"] == first["incident_id"]
+    row = await db.fetchrow("SELECT severity, subject, evidence, last_seen_at >= detected_at AS moved "
+                            "FROM repair_incidents WHERE incident_id = $1", first["incident_id"])
+    assert row is not None
+    assert (row["severity"], row["subject"], row["moved"]) == ("CRITICAL", "ghost seen again", True)
+    assert '"n": 2' in row["evidence"]
+    await db.execute("UPDATE repair_incidents SET resolved_at = now(), resolution = 'ACCEPTED_LOSS'")
+    assert await db.fetchrow(call, "GHOST", "HIGH", "ghost", "{}") is None  # the operator's word stands
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await db.fetchrow(call, "NO_SUCH_KIND", "HIGH", "x", "{}")
+    await db.execute("INSERT INTO incident_kinds (kind, description) VALUES ('NEW_KIND', 'a later migration')")
+    added = await db.fetchrow(call, "NEW_KIND", "LOW", "x", "{}")
+    assert added is not None and added["opened"] is True
+
+
 async def test_policy_change_is_notified(db: asyncpg.Connection, database_url: str) -> None:
     from symphony.db import connect
 
