@@ -22,6 +22,7 @@ class UpContext:
     data_dir: Path
     database_url: str
     node_id: str = "node-local"
+    log_origin_prefix: str = "symphony.example/local"
     chaos: bool = False
     _taken: set[int] = field(default_factory=set)
 

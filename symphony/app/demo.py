@@ -89,8 +89,28 @@ async def ensure_participants(database_url: str) -> None:
         await conn.close()
 
 
+def ensure_log_key(data_dir: Path, name: str) -> str:
+    """The node's checkpoint-signing key (keys/node-log.pem, 0600) and the file
+    of logs a witness trusts (keys/trusted-logs.txt: `<log name> <vkey>`);
+    returns the node's verifier key."""
+    from symphony.tlog import note
+    from symphony.upstream_headers import load_private_key
+
+    keys = data_dir / "keys"
+    if not (keys / "node-log.pem").exists():
+        write_keypair(keys / "node-log.pem", keys / "node-log.pub.pem")
+    vkey = note.Signer(name, load_private_key(keys / "node-log.pem")).verifier.vkey()
+    (keys / "node-log.vkey").write_text(vkey + "\n")
+    (keys / "trusted-logs.txt").write_text(f"# <log name> <vkey>: node keys this deployment's witness trusts\n"
+                                           f"{name} {vkey}\n")
+    return vkey
+
+
 def prepare(ctx: UpContext) -> None:
+    from symphony.tlog import origins
+
     ensure_keys(ctx.data_dir)
+    ensure_log_key(ctx.data_dir, origins.log_name(ctx.log_origin_prefix, ctx.node_id))
     (ctx.data_dir / "journal" / ctx.node_id).mkdir(parents=True, exist_ok=True)
     (ctx.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_participants(ctx.database_url))

@@ -40,6 +40,7 @@ from symphony.components import ChildSpec, UpContext
 from symphony.db import connect, dsn, migrate
 from symphony.embedded import EmbeddedPostgres, wait_for_port
 from symphony.errors import EXIT_RUNTIME, StartupError
+from symphony.tlog import origins
 
 # Start order: what others depend on first. Stopped in reverse.
 UP_MODULES = [
@@ -49,6 +50,7 @@ UP_MODULES = [
     "forwarder.up",
     "relayer.up",
     "repair.up",
+    "witness.up",
 ]
 CHILD_START_TIMEOUT_SECONDS = 60.0
 CHILD_STOP_TIMEOUT_SECONDS = 20.0
@@ -60,6 +62,8 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     """Settings of `symphony up` (file given with --config, env SYMPHONY_UP_<KEY>).
 
     node_id: this machine's node id in journal streams and attestations.
+    log_origin_prefix: the deployment's name in checkpoint origins and the
+        node key's name (`<prefix>/<node_id>`; see symphony/tlog/origins.py).
     embedded_fast: run the embedded PostgreSQL without fsync and full page
         writes (throwaway demos and tests only: a power loss or kernel crash
         can lose or corrupt data; a crash of the server alone keeps every
@@ -74,6 +78,7 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     """
 
     node_id: str = "node-local"
+    log_origin_prefix: str = "symphony.example/local"
     embedded_fast: bool = False
     child_stop_timeout_seconds: float = msgspec.field(default=CHILD_STOP_TIMEOUT_SECONDS)
     child_restarts_max: int = 0
@@ -83,6 +88,7 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
         super().__post_init__()
         if not (0 < len(self.node_id) <= 63 and all(c.isalnum() or c in "._-" for c in self.node_id)):
             raise ValueError("node_id must be 1-63 characters of letters, digits, '.', '_' or '-'")
+        origins.log_name(self.log_origin_prefix, self.node_id)  # raises ValueError on a bad prefix
         if not 0 < self.child_stop_timeout_seconds <= 600:
             raise ValueError("child_stop_timeout_seconds must be in (0, 600]")
         if not 0 <= self.child_restarts_max <= 100:
@@ -112,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"database: {dsn.redact(url)}", flush=True)
         applied = asyncio.run(_migrate(url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
-        ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id, chaos=settings.chaos)
+        ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id, chaos=settings.chaos,
+                        log_origin_prefix=settings.log_origin_prefix)
         _prepare_demo(ctx)
         extra_env = _chaos_environment(data_dir) if settings.chaos else {}
         for spec in _collect_components(ctx):

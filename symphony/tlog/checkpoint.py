@@ -66,10 +66,17 @@ class Checkpoint:
         return cls(origin, int(size_line), root, tuple(extensions))
 
 
+def key_covers(key_name: str, origin: str) -> bool:
+    """Symphony's rule for which origins a log key may sign: its own name, or
+    any origin under `<key name>/` (one node key signs the checkpoints of all
+    the node's streams and epochs; C2SP recommends, not requires, name = origin)."""
+    return origin == key_name or (origin.startswith(key_name + "/") and len(origin) > len(key_name) + 1)
+
+
 def sign(checkpoint: Checkpoint, signer: note.Signer) -> str:
     """The signed checkpoint note (the log's own signature, type 0x01)."""
-    if signer.name != checkpoint.origin:
-        raise CheckpointError(f"the log's key name {signer.name!r} should match the origin {checkpoint.origin!r}")
+    if not key_covers(signer.name, checkpoint.origin):
+        raise CheckpointError(f"the log key {signer.name!r} does not sign for origin {checkpoint.origin!r}")
     return note.sign(checkpoint.text(), signer)
 
 
@@ -81,8 +88,8 @@ def open_checkpoint(signed: bytes, log_key: note.Verifier) -> tuple[Checkpoint, 
     except note.NoteError as exc:
         raise CheckpointError(str(exc)) from None
     checkpoint = Checkpoint.parse(text)
-    if checkpoint.origin != log_key.name:
-        raise CheckpointError(f"checkpoint origin {checkpoint.origin!r} is not the log {log_key.name!r}")
+    if not key_covers(log_key.name, checkpoint.origin):
+        raise CheckpointError(f"checkpoint origin {checkpoint.origin!r} is not under the log key {log_key.name!r}")
     return checkpoint, signatures
 
 

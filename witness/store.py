@@ -1,0 +1,98 @@
+"""The witness's own store: the latest cosigned checkpoint per origin, in files.
+
+One file per origin, `<state_dir>/logs/<sha256(origin) hex>`, holding the
+cosigned checkpoint note exactly as the monitoring endpoint serves it. A new
+state is written to a temporary file, fsync'd, renamed over the old one and
+the directory fsync'd, all before the witness answers: after a crash (kill -9
+mid-request included) the file is the old state or the new one, never a mix,
+and never older than a cosignature the witness handed out.
+
+Refused submissions from trusted keys (rollback, fork) are kept as evidence
+under `<state_dir>/refused/`, bounded in count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from symphony.tlog import checkpoint, note
+
+REFUSED_KEEP_MAX = 1000
+
+
+def origin_hash(origin: str) -> str:
+    return hashlib.sha256(origin.encode()).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class Store:
+    def __init__(self, state_dir: Path) -> None:
+        self.logs_dir = state_dir / "logs"
+        self.refused_dir = state_dir / "refused"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.refused_dir.mkdir(parents=True, exist_ok=True)
+        self._latest: dict[str, tuple[checkpoint.Checkpoint, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def load(self) -> int:
+        """Read every stored state (at start); returns how many origins."""
+        for path in self.logs_dir.iterdir():
+            if path.name.startswith("."):
+                path.unlink()  # a temporary file a crash left behind: never the state
+                continue
+            signed = path.read_bytes()
+            text, _ = note.split(signed)
+            cp = checkpoint.Checkpoint.parse(text)
+            if origin_hash(cp.origin) != path.name:
+                raise ValueError(f"{path} holds a checkpoint of another origin ({cp.origin})")
+            self._latest[cp.origin] = (cp, signed)
+        return len(self._latest)
+
+    def lock(self, origin: str) -> asyncio.Lock:
+        """Held from reading the latest state to persisting the new one (the
+        specification's atomicity: two requests can never roll each other back)."""
+        return self._locks.setdefault(origin, asyncio.Lock())
+
+    def latest(self, origin: str) -> tuple[checkpoint.Checkpoint, bytes] | None:
+        return self._latest.get(origin)
+
+    def latest_by_hash(self, hashed: str) -> bytes | None:
+        path = self.logs_dir / hashed
+        if len(hashed) != 64 or not all(c in "0123456789abcdef" for c in hashed) or not path.is_file():
+            return None
+        return path.read_bytes()
+
+    @property
+    def origins(self) -> int:
+        return len(self._latest)
+
+    async def save(self, cp: checkpoint.Checkpoint, cosigned: bytes) -> None:
+        await asyncio.to_thread(_write_atomically, self.logs_dir / origin_hash(cp.origin), cosigned)
+        self._latest[cp.origin] = (cp, cosigned)
+
+    async def keep_refused(self, origin: str, status: int, reason: str, body: bytes) -> None:
+        """Evidence of misbehaviour by a trusted log, bounded in count."""
+        if sum(1 for _ in self.refused_dir.iterdir()) >= REFUSED_KEEP_MAX:
+            return
+        name = f"{origin_hash(origin)[:16]}-{time.time_ns()}-{status}.txt"
+        data = f"origin {origin}\nstatus {status}\nreason {reason}\n\n".encode() + body
+        await asyncio.to_thread(_write_atomically, self.refused_dir / name, data)
