@@ -210,6 +210,7 @@ class Writer:
             raise JournalCorrupt(segments[0][0], "segments disagree on the stream epoch (F5)")
         self._epoch = epochs.pop()
         self._recover_last(segments[-1][1])
+        self._resume_tree(segments)
 
     def _start_new_stream(self) -> None:
         """First open of a stream: segment 1 and the GENESIS record with a fresh epoch."""
@@ -221,7 +222,57 @@ class Writer:
             segment.discard()
             raise
         self._attach(segment, HEADER_SIZE, 1, ZERO_HASH)
+        self._start_tree()
         self._append_genesis()
+
+    def _start_tree(self) -> None:
+        """An empty Merkle tree, kept from the next append (GENESIS) on."""
+        assert lib.jn_tree_reset(self._w, 0, ffi.NULL, 0) == lib.JN_OK
+        assert lib.jn_tree_enable(self._w) == lib.JN_OK
+
+    def _resume_tree(self, segments: list[tuple[int, Path]]) -> None:
+        """Rebuild the stream epoch's Merkle tree from its records.
+
+        Possible only while the segment that starts at seq 1 is still here;
+        otherwise the tree stays unknown (`tree_size` is None) until resuming
+        from a CHECKPOINT record's frontier exists.
+        """
+        if self._w.tree_enabled or segments[0][0] != 1:
+            return
+        assert lib.jn_tree_reset(self._w, 0, ffi.NULL, 0) == lib.JN_OK
+        for first_seq, path in segments[:-1]:
+            segment = MappedSegment.open(path, writable=False)
+            try:
+                header = segment.header()
+                scan = ffi.new("jn_scan_result *")
+                lib.jn_scan(segment.base, segment.size, HEADER_SIZE, first_seq, header.prev_hash, scan)
+                if scan.status != lib.JN_SCAN_CLEAN:
+                    raise JournalCorrupt(scan.next_seq, f"{path.name}: {reason(scan.reason)} in a sealed segment")
+                added = lib.jn_tree_add_records(self._w, segment.base, segment.size, HEADER_SIZE, scan.end)
+            finally:
+                segment.close()
+            assert added == scan.next_seq - first_seq, f"jn_tree_add_records returned {added}"
+        current = self._current
+        assert current is not None
+        added = lib.jn_tree_add_records(self._w, current.base, current.size, HEADER_SIZE, self._w.pos)
+        assert added >= 0, f"jn_tree_add_records returned {added}"
+        assert lib.jn_tree_enable(self._w) == lib.JN_OK, "the tree does not reach the last record"
+
+    @property
+    def tree_size(self) -> int | None:
+        """Leaves in the stream epoch's Merkle tree (= last seq), or None when unknown."""
+        return int(self._w.tree_size) if self._w.tree_enabled else None
+
+    def tree_root(self) -> bytes | None:
+        """RFC 9162 root over every record so far (leaf i = canonical bytes of seq i + 1)."""
+        if not self._w.tree_enabled:
+            return None
+        lib.jn_tree_root(self._w, self._hash_out)
+        return ffi.buffer(self._hash_out, HASH_SIZE)[:]
+
+    def tree_frontier(self) -> list[bytes]:
+        """The compact range (largest subtree first): what a CHECKPOINT record carries to resume."""
+        return [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
 
     def _append_genesis(self) -> None:
         body = genesis_body(self._epoch, self._stream_id, self._node_id)
@@ -256,6 +307,7 @@ class Writer:
             raise
         self._attach(segment, scan.end, scan.next_seq, last_hash)
         if scan.next_seq == 1:
+            self._start_tree()
             self._append_genesis()  # the crash came before GENESIS was complete
 
     def _judge_tail(self, path: Path, synced_end: int, scan: Any) -> None:

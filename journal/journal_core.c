@@ -799,6 +799,111 @@ int jn_read_batch(const uint8_t *base, uint64_t size, uint64_t pos, uint64_t exp
 }
 
 /* ------------------------------------------------------------------------- */
+/* Merkle tree (RFC 9162)                                                     */
+/* ------------------------------------------------------------------------- */
+
+static inline void merkle_leaf(const uint8_t *data, size_t length, uint8_t digest[32]) {
+    static const uint8_t leaf_prefix = 0x00;
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, &leaf_prefix, 1);
+    sha256_update(&ctx, data, length);
+    sha256_final(&ctx, digest);
+}
+
+/* digest may alias left or right: both are copied into the block first. */
+static inline void merkle_node(const uint8_t *left, const uint8_t *right, uint8_t digest[32]) {
+    uint8_t block[1 + 2 * JN_HASH_SIZE];
+    block[0] = 0x01;
+    memcpy(block + 1, left, JN_HASH_SIZE);
+    memcpy(block + 1 + JN_HASH_SIZE, right, JN_HASH_SIZE);
+    sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, block, sizeof block);
+    sha256_final(&ctx, digest);
+}
+
+void jn_merkle_leaf(const char *data, size_t length, char *digest_out) {
+    merkle_leaf((const uint8_t *)data, length, (uint8_t *)digest_out);
+}
+
+void jn_merkle_node(const char *left, const char *right, char *digest_out) {
+    merkle_node((const uint8_t *)left, (const uint8_t *)right, (uint8_t *)digest_out);
+}
+
+/* Append one leaf hash to the compact range: merge with every complete
+ * subtree of equal size (one per trailing set bit of tree_size). */
+static inline void tree_push(jn_writer *w, const uint8_t leaf[32]) {
+    uint8_t h[JN_HASH_SIZE];
+    memcpy(h, leaf, JN_HASH_SIZE);
+    uint64_t size = w->tree_size;
+    JN_ASSERT(w->tree_count == (uint32_t)__builtin_popcountll(size));
+    while (size & 1) {
+        JN_ASSERT(w->tree_count > 0);
+        w->tree_count--;
+        merkle_node(w->tree[w->tree_count], h, h);
+        size >>= 1;
+    }
+    JN_ASSERT(w->tree_count < 64);
+    memcpy(w->tree[w->tree_count], h, JN_HASH_SIZE);
+    w->tree_count++;
+    w->tree_size++;
+}
+
+int jn_tree_reset(jn_writer *w, uint64_t size, const char *hashes, uint32_t count) {
+    JN_ASSERT(w != NULL);
+    if (count > 64 || count != (uint32_t)__builtin_popcountll(size)) return JN_E_ARGUMENT;
+    if (w->next_seq == 0 || size > w->next_seq - 1) return JN_E_ARGUMENT;
+    if (count > 0) memcpy(w->tree, hashes, (size_t)count * JN_HASH_SIZE);
+    w->tree_size = size;
+    w->tree_count = count;
+    w->tree_enabled = 0;  /* on again (jn_tree_enable) once the leaves up to next_seq - 1 are in */
+    return JN_OK;
+}
+
+int64_t jn_tree_add_records(jn_writer *w, const uint8_t *base, uint64_t size, uint64_t pos, uint64_t end) {
+    JN_ASSERT(w != NULL);
+    if (base == NULL || pos < JN_SEGMENT_HEADER_SIZE || end > size || pos > end || pos % 8 != 0) {
+        return JN_E_ARGUMENT;
+    }
+    int64_t added = 0;
+    while (pos < end) {
+        if (end - pos < JN_RECORD_HEADER_SIZE) return JN_E_ARGUMENT;
+        const jn_record_header *r = (const jn_record_header *)(base + pos);
+        uint64_t total = record_size(r->body_len);
+        if (r->body_len > JN_BODY_MAX || total > end - pos || r->seq != w->tree_size + 1) return JN_E_ARGUMENT;
+        uint8_t leaf[JN_HASH_SIZE];
+        merkle_leaf(base + pos + JN_CANONICAL_OFFSET, JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + r->body_len, leaf);
+        tree_push(w, leaf);
+        pos += total;
+        added++;
+    }
+    return added;
+}
+
+int jn_tree_enable(jn_writer *w) {
+    JN_ASSERT(w != NULL);
+    if (w->tree_size != w->next_seq - 1) return JN_E_ARGUMENT;
+    w->tree_enabled = 1;
+    return JN_OK;
+}
+
+void jn_tree_root(const jn_writer *w, char *root_out) {
+    JN_ASSERT(w != NULL && w->tree_count <= 64);
+    uint8_t *out = (uint8_t *)root_out;
+    if (w->tree_count == 0) {
+        sha256_ctx ctx;
+        sha256_init(&ctx);
+        sha256_final(&ctx, out);    /* MTH of the empty tree: SHA-256("") */
+        return;
+    }
+    uint8_t h[JN_HASH_SIZE];
+    memcpy(h, w->tree[w->tree_count - 1], JN_HASH_SIZE);
+    for (uint32_t i = w->tree_count - 1; i > 0; i--) merkle_node(w->tree[i - 1], h, h);
+    memcpy(out, h, JN_HASH_SIZE);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Appending                                                                  */
 /* ------------------------------------------------------------------------- */
 
@@ -852,6 +957,12 @@ static inline int64_t append_one(jn_writer *w, uint16_t type, uint64_t attestati
     uint32_t crc = crc32c(p + 4, (size_t)(total - 4));
     __atomic_store_n(&r->crc, crc, __ATOMIC_RELEASE);
     memcpy(w->last_hash, r->chain_hash, JN_HASH_SIZE);
+    if (w->tree_enabled) {
+        uint8_t leaf[JN_HASH_SIZE];
+        merkle_leaf(p + JN_CANONICAL_OFFSET, JN_RECORD_HEADER_SIZE - JN_CANONICAL_OFFSET + body_len, leaf);
+        JN_ASSERT(w->tree_size == w->next_seq - 1);
+        tree_push(w, leaf);
+    }
     w->pos += total;
     uint64_t seq = w->next_seq;
     /* Atomic because the flusher thread reads it to see what is pending. */

@@ -151,8 +151,17 @@ typedef struct jn_writer {
     uint64_t next_seq;        /* seq the next record gets */
     uint8_t  last_hash[32];   /* chain hash of record next_seq - 1 */
     int32_t  failed;          /* nonzero after an unrecoverable I/O error */
-    int32_t  reserved;
+    int32_t  tree_enabled;    /* nonzero: every append also extends the Merkle tree */
     jn_flusher *flusher;      /* group-commit thread to poke, or NULL */
+    /* The stream epoch's RFC 9162 Merkle tree as a compact range: one hash per
+     * set bit of tree_size, the largest (leftmost) subtree first. Leaf i is the
+     * canonical bytes of record seq i + 1; tree_size == next_seq - 1 unless
+     * tree_enabled is 0 (the tree is not known yet, or a benchmark turned it off).
+ * 64 hashes cover any u64 size. */
+    uint64_t tree_size;
+    uint32_t tree_count;
+    uint32_t tree_reserved;
+    uint8_t  tree[64][32];
 } jn_writer;
 
 /* One validated record, as offsets into its segment. */
@@ -201,6 +210,24 @@ void jn_sha256(const char *data, size_t length, char *digest_out);
 void jn_chain_hash(const char *prev_hash, const char *canonical, size_t length, char *digest_out);
 int jn_cpu_features(void);
 void jn_set_accel(int mask);
+
+/* Merkle tree (RFC 9162) ----------------------------------------------------
+ *
+ * jn_merkle_leaf: SHA-256(0x00 || data). jn_merkle_node: SHA-256(0x01 || left || right).
+ * jn_tree_reset: set the writer's compact range (resume from a CHECKPOINT record's
+ *   frontier, or size 0 for a new stream) and turn upkeep off; returns JN_E_ARGUMENT
+ *   unless count is the number of set bits of size and size <= next_seq - 1.
+ * jn_tree_enable: turn upkeep on; JN_E_ARGUMENT unless tree_size == next_seq - 1.
+ * jn_tree_add_records: push the leaves of the records at [pos, end) of a mapped
+ *   segment (already validated by a scan) onto the tree; the first must have seq
+ *   tree_size + 1. Returns the number of leaves added or JN_E_ARGUMENT.
+ * jn_tree_root: the root over the current compact range (SHA-256("") when empty). */
+void jn_merkle_leaf(const char *data, size_t length, char *digest_out);
+void jn_merkle_node(const char *left, const char *right, char *digest_out);
+int jn_tree_reset(jn_writer *w, uint64_t size, const char *hashes, uint32_t count);
+int jn_tree_enable(jn_writer *w);
+int64_t jn_tree_add_records(jn_writer *w, const uint8_t *base, uint64_t size, uint64_t pos, uint64_t end);
+void jn_tree_root(const jn_writer *w, char *root_out);
 
 /* Segment files ----------------------------------------------------------- */
 
