@@ -110,3 +110,19 @@ def test_checkpoint_sign_cosign_verify() -> None:
 def test_malformed_checkpoints_refused(text: str) -> None:
     with pytest.raises(checkpoint.CheckpointError):
         checkpoint.Checkpoint.parse(text)
+
+
+def test_tlog_proof_file_round_trip_and_spec_shape() -> None:
+    """The spec's example layout: header, extra, index, hashes, blank line, checkpoint."""
+    from symphony.tlog.proof import ProofFile, ProofFormatError
+
+    signed = GO_SIGNED.encode()
+    proof = ProofFile(73894, [bytes(range(32)), bytes(32)], signed, extra=b"record bytes")
+    text = proof.text()
+    assert text.startswith(b"c2sp.org/tlog-proof@v1\nextra cmVjb3JkIGJ5dGVz\nindex 73894\n")
+    assert ProofFile.parse(text) == proof
+    assert ProofFile.parse(ProofFile(0, [], signed).text()).extra is None
+    for bad in (text.replace(b"index 73894", b"index 073894"), text.replace(b"@v1", b"@v2"),
+                text.replace(b"\n\n", b"\n", 1), text.replace(b"AAECAwQF", b"AAECAwQ!")):
+        with pytest.raises(ProofFormatError):
+            ProofFile.parse(bad)
