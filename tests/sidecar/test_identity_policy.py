@@ -23,9 +23,8 @@ from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
 from symphony.db import connect
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, wait_until
 
-pytestmark = requires_journal
 PROPAGATION_BOUND_SECONDS = 5.0
 
 

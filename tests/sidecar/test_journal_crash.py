@@ -14,9 +14,7 @@ import pytest
 
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, requires_journal, wait_until
-
-pytestmark = requires_journal
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, wait_until
 
 
 def _stream_pid(sidecar: Sidecar, stream_id: int) -> int | None:

@@ -20,9 +20,8 @@ from typing import Any
 import aiohttp
 
 from symphony import attestation_mirror as fmt
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, wait_until
 
-pytestmark = requires_journal
 
 MIRROR_SETTINGS = {"mirror_enabled": True, "mirror_file_bytes_max": 4096, "mirror_queue_records_max": 1}
 
