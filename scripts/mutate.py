@@ -189,6 +189,10 @@ def run(mutants: list[Mutant], keep: bool) -> int:
         code = run_tests(root, tests, logs / "unmutated.log")
         print(f"unmutated: {len(tests)} test ids, pytest exit {code} ({time.monotonic() - started:.0f} s)",
               flush=True)
+        if code in (4, 5):  # pytest: usage error (a node id not found) or nothing collected
+            print(f"mutate: a listed test id does not exist (pytest exit {code}):\n{tail(logs / 'unmutated.log')}",
+                  file=sys.stderr)
+            return EXIT_USAGE
         if code != 0:
             print(f"mutate: the unmutated tests fail, so no mutant can be judged:\n{tail(logs / 'unmutated.log')}",
                   file=sys.stderr)
