@@ -289,10 +289,12 @@ def read_stream(stream_dir: Path) -> list[tuple[Any, att.Body]]:
 
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = WAIT_SECONDS, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy (bounded)."""
+    """Poll `predicate` (plain or async) until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
