@@ -153,10 +153,13 @@ def run_tests(root: Path, tests: list[str], log: Path) -> int:
             return -1
 
 
-def rebuild_journal(root: Path, log: Path) -> None:
+def rebuild_journal(root: Path, log: Path, mutant: Mutant) -> None:
+    """Rebuild the journal's C extension in the copy; a mutant that does not build proves nothing."""
     with log.open("ab") as out:
-        subprocess.run([sys.executable, "journal/_build.py"], cwd=root, stdout=out, stderr=subprocess.STDOUT,
-                       check=True, timeout=TEST_TIMEOUT_SECONDS)
+        built = subprocess.run([sys.executable, "journal/_build.py"], cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                               check=False, timeout=TEST_TIMEOUT_SECONDS)
+    if built.returncode != 0:
+        raise ListError(f"{mutant.id}: the mutated {mutant.file} does not build:\n{tail(log)}")
 
 
 def imports_from(root: Path) -> bool:
@@ -207,7 +210,7 @@ def run(mutants: list[Mutant], keep: bool) -> int:
             try:
                 target.write_text(mutate_text(original.decode("utf-8"), mutant), encoding="utf-8")
                 if target.suffix in (".c", ".h") and target.parent.name == "journal":
-                    rebuild_journal(root, log)
+                    rebuild_journal(root, log, mutant)
                 code = run_tests(root, list(mutant.tests), log)
             finally:
                 target.write_bytes(original)
