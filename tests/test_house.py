@@ -166,7 +166,8 @@ def test_the_cycle_finder_finds_a_circle() -> None:
 
 
 def test_type_only_imports_count(tmp_path: Path) -> None:
-    # A circle made only of `if TYPE_CHECKING:` imports is still a circle.
+    """Goal: a circle made only of `if TYPE_CHECKING:` imports is still a circle.
+    Method: a probe module whose one import is type-only must show the edge."""
     source = tmp_path / "probe.py"
     source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from repair.store import QUERIES\n")
     assert "repair.store" in _imports("repair.probe", source)

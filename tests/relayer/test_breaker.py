@@ -32,6 +32,8 @@ def _opened(clock: FakeClock) -> CircuitBreaker:
 
 
 def test_opens_after_the_threshold_and_waits_out_the_reset_exactly() -> None:
+    """Goal: open at the threshold, shut until reset_seconds to the exact value.
+    Method: step the clock to just before, then onto, the boundary."""
     clock = FakeClock()
     breaker = _opened(clock)
     assert breaker.allowed(8) == 0
@@ -42,6 +44,8 @@ def test_opens_after_the_threshold_and_waits_out_the_reset_exactly() -> None:
 
 
 def test_half_open_allows_one_probe_and_its_outcome_decides() -> None:
+    """Goal: one probe at a time; a failed probe reopens for a full period, a
+    healthy one closes. Method: fail one probe, then pass the next."""
     clock = FakeClock()
     breaker = _opened(clock)
     clock.now += 5.0
@@ -60,6 +64,9 @@ def test_half_open_allows_one_probe_and_its_outcome_decides() -> None:
 
 
 def test_a_poison_payload_says_nothing_about_the_rail() -> None:
+    """Goal: outcomes that say nothing about the rail (None) neither count nor
+    reset; a healthy answer resets the count. Method: mix them in, closed and
+    half-open."""
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=2, reset_seconds=1.0, clock=clock)
     breaker.record(False)
