@@ -16,9 +16,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from forwarder import rows
 from forwarder.config import ForwarderConfig
@@ -342,7 +342,7 @@ class StreamShipper:
                                           "kind": brk.kind if brk else None})
         return False
 
-    async def _retry(self, call):  # type: ignore[no-untyped-def]
+    async def _retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run `call` until it succeeds; transient database failures back off.
         Returns None if a stop was requested while retrying."""
         self.backoff.reset()

@@ -28,11 +28,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ingress_sidecar.config import SidecarConfig
 from symphony import lifecycle
 from symphony.errors import EXIT_OK, EXIT_RUNTIME, StartupError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("sidecar")
 
@@ -142,7 +146,7 @@ class Supervisor:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             log.info("sidecar stopped", extra={"exit_code": code})
 
-    async def _start_admin(self, registry: object):  # noqa: ANN202
+    async def _start_admin(self, registry: object) -> web.AppRunner:
         try:
             return await lifecycle.start_admin_server(
                 self.settings.admin_host, self.settings.admin_port, registry,  # type: ignore[arg-type]

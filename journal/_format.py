@@ -212,4 +212,4 @@ def chain_hash(prev: bytes, canonical: bytes) -> bytes:
         raise ValueError(f"prev must be {HASH_SIZE} bytes, got {len(prev)}")
     out = ffi.new("char[32]")
     lib.jn_chain_hash(prev, canonical, len(canonical), out)
-    return ffi.unpack(out, HASH_SIZE)
+    return bytes(ffi.unpack(out, HASH_SIZE))

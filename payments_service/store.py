@@ -178,7 +178,7 @@ class PaymentStore:
 
     async def ping(self) -> bool:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval(QUERIES["ping"], timeout=2.0) == 1
+            return bool(await conn.fetchval(QUERIES["ping"], timeout=2.0) == 1)
 
 
 def unavailable_reason(exc: BaseException) -> str:

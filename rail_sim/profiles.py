@@ -31,15 +31,30 @@ import hashlib
 import time
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 from aiohttp import web
 
-from rail_sim.store import Execution
+from rail_sim.store import Execution, ExecutionStore
 
-if TYPE_CHECKING:
-    from rail_sim.server import Simulator
+
+class Simulator(Protocol):
+    """What a profile uses of `rail_sim.server.Simulator` (a Protocol, so this
+    module needs nothing of the server's and the two do not import each other)."""
+
+    profile: str
+    store: ExecutionStore
+    settle_ms: float
+
+    async def before_execute(self, request: web.Request, *, error_body: dict[str, object],
+                             error_status: int = 503) -> web.StreamResponse | None: ...
+
+    async def after_execute(self, request: web.Request, *, new_execution: bool) -> web.StreamResponse | None: ...
+
+
+Handler = Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
 
 PROFILES = ("swiftpay", "mobimoney")
 
@@ -167,7 +182,7 @@ async def mobimoney_status(sim: Simulator, request: web.Request) -> web.StreamRe
 
 
 def add_routes(sim: Simulator, app: web.Application) -> None:
-    def bind(handler):  # type: ignore[no-untyped-def]
+    def bind(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await handler(sim, request)
         return handle

@@ -118,8 +118,9 @@ class OutboxStore:
         assert limit >= 1
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(QUERIES["set_actor"], self.worker_id, timeout=STATEMENT_TIMEOUT_SECONDS)
-            return await conn.fetch(QUERIES["reclaim_expired"], self.worker_id, limit,
-                                    timeout=STATEMENT_TIMEOUT_SECONDS)
+            rows: list[Any] = await conn.fetch(QUERIES["reclaim_expired"], self.worker_id, limit,
+                                               timeout=STATEMENT_TIMEOUT_SECONDS)
+            return rows
 
     async def release_unstarted(self, rows: Sequence[ClaimedRow]) -> int:
         """Return claimed-but-never-sent rows to their previous status."""
@@ -134,7 +135,7 @@ class OutboxStore:
 
     async def ping(self) -> bool:
         async with self.pool.acquire() as conn:
-            return await conn.fetchval(QUERIES["ping"], timeout=2.0) == 1
+            return bool(await conn.fetchval(QUERIES["ping"], timeout=2.0) == 1)
 
 
 async def redrive(conn: asyncpg.Connection, outbox_id: uuid.UUID, *, actor: str, note: str,

@@ -310,7 +310,7 @@ class Relayer:
     def backoff_seconds(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
         ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
-        return ceiling / 2 + self.rng.random() * ceiling / 2
+        return float(ceiling / 2 + self.rng.random() * ceiling / 2)
 
     def _count(self, row: ClaimedRow, completion: Completion) -> None:
         metrics = self.rails[row.rail].metrics

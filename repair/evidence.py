@@ -57,7 +57,8 @@ COMPLIANCE = {
 
 def schema() -> dict[str, Any]:
     text = resources.files("repair").joinpath("evidence-bundle.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def canonical_bytes(bundle: dict[str, Any]) -> bytes:

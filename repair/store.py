@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
+from repair.findings import Findings
 from symphony.db import queries
-
-if TYPE_CHECKING:
-    from repair.detectors import Findings
 
 QUERIES = queries.load("repair", "queries.sql")
 TIMEOUT_SECONDS = 30.0

@@ -20,7 +20,7 @@ import hashlib
 import msgspec
 
 # Record types are the journal's (its format and the schema share the values).
-from journal import RecordType
+from journal import RecordType as RecordType  # re-exported: part of this module's API
 
 BODY_VERSION = 1
 MAX_TEXT = 256  # longest route/method/participant/key id we attest

@@ -9,9 +9,11 @@ Goal: keep the layering that makes each part understandable on its own:
 
 and no import circle between any two modules. Method: parse every module with
 `ast` (nothing is executed), collect `import`/`from … import` targets (relative
-ones resolved; those under `if TYPE_CHECKING:` ignored, they never run), plus
-module names given as strings to `importlib.import_module`/`__import__`, the
-way a dispatch table names them. Each rule is checked against that graph; the
+ones resolved), plus module names given as strings to
+`importlib.import_module`/`__import__`, the way a dispatch table names them.
+Imports under `if TYPE_CHECKING:` count like any other: they never run, but a
+type-only circle is still two modules that cannot be understood apart (share
+the type from a small module of its own, or a Protocol, instead). Each rule is checked against that graph; the
 first test makes sure the graph is not empty, so the rules cannot pass vacuously.
 """
 
@@ -47,12 +49,6 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _strip_type_checking(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            node.body = [ast.Pass()]
-
-
 def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module or ""
@@ -63,7 +59,6 @@ def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
 
 def _imports(module: str, path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    _strip_type_checking(tree)
     targets: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -168,3 +163,11 @@ def test_the_cycle_finder_finds_a_circle() -> None:
         assert _cycle() is not None
     finally:
         GRAPH["journal._format"].discard("journal._reader")
+
+
+def test_type_only_imports_count(tmp_path: Path) -> None:
+    """Goal: a circle made only of `if TYPE_CHECKING:` imports is still a circle.
+    Method: a probe module whose one import is type-only must show the edge."""
+    source = tmp_path / "probe.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from repair.store import QUERIES\n")
+    assert "repair.store" in _imports("repair.probe", source)

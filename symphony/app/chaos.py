@@ -343,7 +343,8 @@ async def _query(url: str, sql: str, *args: Any) -> list[Any]:
 
 async def _db_now(url: str) -> dt.datetime:
     rows = await _query(url, "SELECT now() AS now")
-    return rows[0]["now"]
+    now: dt.datetime = rows[0]["now"]
+    return now
 
 
 async def _cli(system: System, *args: str) -> tuple[int, Any]:

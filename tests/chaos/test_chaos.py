@@ -141,11 +141,13 @@ def test_chaos_kill_forwarder(chaos_system: ChaosSystem) -> None:
 
 def test_chaos_kill_relayer(chaos_system: ChaosSystem) -> None:
     """kill -9 of a relayer at a random moment and right after a rail executed, then a hung relayer:
-    no second rail strike, zombies repaired in < 60 s."""
+    no second rail strike, and the hung relayer's expired leases become zombies that repair
+    re-queues (the run's own checks: each resolved within its bound). The zombie checks
+    must have had something to check: the frozen relayer held rows and zombies were found."""
     report = run_scenario(chaos_system, "kill-relayer")
-    zombies = report["measures"]["zombies"]
-    if zombies["count"]:
-        assert zombies["mttr_max_seconds"] < 60
+    frozen = [e for e in report["events"] if e["event"] == "relayer frozen (SIGSTOP)"]
+    assert frozen and frozen[-1]["rows_in_flight"] > 0, "the relayer was frozen holding no row: no zombie possible"
+    assert report["measures"]["zombies"]["count"] >= 1, "the scenario produced no zombie to repair"
 
 
 def test_chaos_kill_repair_leader(chaos_system: ChaosSystem) -> None:

@@ -7,7 +7,6 @@ and restart it. Each test states the invariant it guards.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import struct
@@ -217,8 +216,12 @@ async def test_segments_released_only_after_checkpoint(
     forwarder = forwarder_factory(database_url, journal_dir, journal_retention_seconds=0).start()
     await _until_caught_up(db, {1: heads[1]}, forwarder)
     await wait_for(lambda: len(_segments(journal_dir, 1)) == 1, "stream 1's shipped segments to go")
+    # The only thing that releases stream 0's segments is its shipper, and it
+    # stops for good once it has halted (releasing what it shipped first): wait
+    # for that positive evidence, then check what it left.
+    await wait_for(lambda: f'symphony_forwarder_stream_halted{{node_id="{NODE}",stream_id="0"}} 1.0'
+                   in forwarder.metrics(), "stream 0's shipper to halt", diagnostics=forwarder.log_tail)
     shipped = (await checkpoints(db))[0]
-    await asyncio.sleep(1.5)  # more than the release interval: a wrong release would have happened
     assert forwarder.terminate() == 0
     kept = [h.first_seq for h in _segments(journal_dir, 0)]
     assert kept[0] <= shipped + 1

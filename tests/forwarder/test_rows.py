@@ -47,6 +47,21 @@ def test_inserted_record_breaks_the_chain() -> None:
     assert brk is not None and brk.kind == "SEQ_GAP" and brk.seq == 4
 
 
+def test_a_batch_that_does_not_continue_the_checkpoint_is_a_chain_break() -> None:
+    """Goal: continuity with the last checkpoint (invariant 4) is checked on its
+    own, not only through the recomputed hashes. Method: a sound, self-consistent
+    stretch of chain offered after a checkpoint whose hash is not its
+    predecessor's (a rewritten history, or a journal that is not this stream's),
+    with and without recomputing hashes (the C reader may have verified them)."""
+    chain = fake.stream("n", 0, 10)
+    assert rows.first_break(chain[4:], 4, chain[3].chain_hash) == (6, None)  # the sound case passes
+    for recompute in (True, False):
+        sound, brk = rows.first_break(chain[4:], 4, b"\x01" * 32, recompute=recompute)
+        assert sound == 0
+        assert brk is not None and (brk.kind, brk.seq) == ("CHAIN_BREAK", 5)
+        assert brk.expected == (b"\x01" * 32).hex()
+
+
 def test_first_contact_needs_genesis_at_seq_one() -> None:
     chain = fake.stream("n", 0, 3)
     assert rows.genesis_break(chain[0]) is None

@@ -9,6 +9,7 @@ checks the rows, the checkpoints and the incidents, never timings.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -195,6 +196,9 @@ async def test_replaced_journal_is_caught_by_its_epoch(
     finally:
         await forwarder.drain()
     assert await db.fetchval("SELECT kind FROM repair_incidents") == "CHAIN_BREAK"
+    # Caught as a replaced journal (its epoch), not only as a record that differs.
+    evidence = json.loads(await db.fetchval("SELECT evidence FROM repair_incidents"))
+    assert evidence["expected"].startswith("epoch ") and evidence["found"].startswith("epoch "), evidence
     await _assert_exact(db, 0, chain)
 
 

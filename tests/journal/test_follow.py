@@ -44,8 +44,7 @@ async def test_reader_in_another_process_follows_a_live_writer(stream_dir: Path)
     for start in (0, PER_WRITER):
         writer = python_child(WRITER, str(stream_dir), str(start), str(PER_WRITER),
                               stderr=subprocess.PIPE)
-        while writer.poll() is None:
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(writer.wait, 120)  # bounded: raises TimeoutExpired past it
         assert writer.returncode == 0, writer.stderr.read() if writer.stderr else ""
     await asyncio.wait_for(follower, timeout=120)
 

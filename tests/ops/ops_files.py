@@ -169,11 +169,9 @@ def vector_config() -> dict[str, Any]:
 # -- daemon configuration examples (written by the daemons' engineers) ----------------
 
 
-def example_config(daemon: str) -> dict[str, Any] | None:
-    """`<package>/config.example.toml` of `daemon`, or None while it is not written."""
+def example_config(daemon: str) -> dict[str, Any]:
+    """`<package>/config.example.toml` of `daemon` (every daemon has one: a missing one fails)."""
     path = REPO_ROOT / DAEMONS[daemon][1] / "config.example.toml"
-    if not path.exists():
-        return None
     return tomllib.loads(path.read_text())
 
 

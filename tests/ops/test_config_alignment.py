@@ -4,8 +4,7 @@ Method: each daemon documents its keys in `<package>/config.example.toml`. Every
 key the ConfigMaps set, and every SYMPHONY_<DAEMON>_<KEY> variable the
 manifests or units set, must be a key of that example: the loader refuses an
 unknown key in a file (exit 2), but silently ignores an unknown variable, so a
-renamed key would otherwise be lost without a trace. A daemon whose example is
-not written yet is skipped, by name.
+renamed key would otherwise be lost without a trace.
 """
 
 from __future__ import annotations
@@ -22,13 +21,6 @@ from tests.ops.ops_files import (
 VARIABLE = re.compile(r"\bSYMPHONY_(SIDECAR|FORWARDER|RELAYER|REPAIR)_([A-Z0-9_]+)\b")
 
 
-def _example_or_skip(daemon: str) -> dict:
-    settings = example_config(daemon)
-    if settings is None:
-        pytest.skip(f"{DAEMONS[daemon][1]}/config.example.toml is not written yet")
-    return settings
-
-
 def test_config_maps_parse() -> None:
     """Goal: every daemon's TOML in the ConfigMap is valid TOML."""
     data = resource("ConfigMap", "symphony-config")["data"]
@@ -40,7 +32,7 @@ def test_config_maps_parse() -> None:
 @pytest.mark.parametrize("daemon", sorted(DAEMONS))
 def test_config_map_keys_exist(daemon: str) -> None:
     """Goal: the daemon starts with the ConfigMap's file (no unknown key)."""
-    example = _example_or_skip(daemon)
+    example = example_config(daemon)
     unknown = set(daemon_config_toml(daemon)) - set(example)
     assert not unknown, f"{daemon}: keys not in the example: {sorted(unknown)}"
 
@@ -48,7 +40,7 @@ def test_config_map_keys_exist(daemon: str) -> None:
 @pytest.mark.parametrize("daemon", sorted(DAEMONS))
 def test_environment_overrides_name_real_keys(daemon: str) -> None:
     """Goal: no variable in k8s/ or systemd/ overrides a key the daemon does not have."""
-    example = _example_or_skip(daemon)
+    example = example_config(daemon)
     texts = [path.read_text() for path in K8S_DIR.glob("*.yaml")]
     texts += [(REPO_ROOT / "systemd" / DAEMONS[daemon][0]).read_text()]
     texts += [(REPO_ROOT / "docs" / "operations.md").read_text()]

@@ -262,8 +262,8 @@ async def test_sigstop_past_the_lease_then_claimed_again_by_itself(database_url:
                                          outbox_id), what="the rail call in progress")
     relayer.send_signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(3.0)  # past the 2 s lease
-        assert await db.fetchval("SELECT lease_expires_at < now() FROM payment_outbox WHERE id = $1", outbox_id)
+        await wait_until(lambda: db.fetchval("SELECT lease_expires_at < now() FROM payment_outbox WHERE id = $1",
+                                             outbox_id), what="the stopped relayer's 2 s lease to expire")
     finally:
         relayer.send_signal(signal.SIGCONT)
 
@@ -277,7 +277,13 @@ async def test_sigstop_past_the_lease_then_claimed_again_by_itself(database_url:
 
     await wait_until(claimed_again, what="the row claimed again by the same relayer")
     await wait_until(lambda: _settled(db), what="the row settled")
-    await asyncio.sleep(1.5)  # the earlier outcome's delayed write, which must be fenced off
+
+    async def fenced() -> bool:
+        return _metric(await _metrics(admin_port), "symphony_relayer_completions_fenced_total") >= 1
+
+    # Positive evidence that the earlier attempt's delayed outcome write did
+    # happen (and was fenced off) before the row's final state is judged.
+    await wait_until(fenced, what="the earlier attempt's outcome write to be fenced off")
     assert relayer.poll() is None
     row = await db.fetchrow("SELECT status::text, attempt_count FROM payment_outbox WHERE id = $1", outbox_id)
     assert row["status"] == "SUCCESS" and row["attempt_count"] >= 2
@@ -307,7 +313,14 @@ async def test_survives_a_postgres_crash_and_restart(processes: Processes) -> No
                              what="rows flowing")
             await db.close()
             server.kill()
-            await asyncio.sleep(2.0)  # claims, reclaims and LISTEN attempts against a dead server
+
+            async def kept_trying() -> bool:
+                # Several failed claims: the relayer noticed the outage and kept running through it.
+                text = await _metrics(admin_port)
+                return (_metric(text, "symphony_relayer_database_errors_total", operation="claim") >= 2
+                        and _metric(text, "symphony_relayer_listening") == 0)
+
+            await wait_until(kept_trying, what="claims failing against the dead server")
             assert relayer.poll() is None, "the relayer exited while PostgreSQL was down"
             async with aiohttp.ClientSession() as session, \
                     session.get(f"http://127.0.0.1:{admin_port}/readyz") as answer:

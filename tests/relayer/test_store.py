@@ -75,14 +75,26 @@ async def _count(db: asyncpg.Connection, status: str) -> bool:
                              "WHERE status = $1::outbox_status", status)
 
 
+async def _leases_expired(db: asyncpg.Connection) -> None:
+    """Wait (bounded) until every IN_FLIGHT lease has expired by the database's clock."""
+    await wait_until(lambda: db.fetchval("SELECT bool_and(lease_expires_at < clock_timestamp()) "
+                                         "FROM payment_outbox WHERE status = 'IN_FLIGHT'"),
+                     what="the 0.2 s leases to expire")
+
+
 async def test_claims_are_fenced_and_expired_leases_reclaimed_in_bounds(db: asyncpg.Connection, pool) -> None:
+    """Goal: claims are exclusive, an expired lease is reclaimed (bounded per
+    cycle) and the old holder's late outcome is fenced off; an expired last
+    attempt dead-letters with an incident (invariant 7). Method: two stores
+    on one pool, leases of 0.2 s, waiting for them to expire by PostgreSQL's
+    clock (which decides reclaiming) rather than sleeping."""
     await add_payments(db, 5, rail="fast", max_attempts=2)
     first = OutboxStore(pool, "w-first")
     second = OutboxStore(pool, "w-second")
     claimed = await first.claim_batch({"fast": 10}, lease_seconds=0.2)
     assert len(claimed) == 5 and all(r.attempt == 1 and r.old_status == "PENDING" for r in claimed)
     assert await second.claim_batch({"fast": 10}, lease_seconds=5) == []
-    await asyncio.sleep(0.4)
+    await _leases_expired(db)
     reclaimed = await second.reclaim_expired(limit=3)  # bounded per cycle
     assert len(reclaimed) == 3
     assert {r["new_status"] for r in reclaimed} == {"RECOVERING"}
@@ -93,7 +105,7 @@ async def test_claims_are_fenced_and_expired_leases_reclaimed_in_bounds(db: asyn
     assert (await first.complete_batch(late))[0] == 0
     again = await second.claim_batch({"fast": 10}, lease_seconds=0.2)
     assert len(again) == 5 and all(r.attempt == 2 and r.last_attempt_ambiguous for r in again)
-    await asyncio.sleep(0.4)
+    await _leases_expired(db)
     # The expired attempt was the last one: dead letters, one CRITICAL incident each.
     dead = await second.reclaim_expired(limit=100)
     assert {r["new_status"] for r in dead} == {"FAILED"}

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
+import journal
 from repair import canonical, chain
 from symphony import attestation
-
-journal = pytest.importorskip("journal", reason="the journal's C core is not built")
 
 
 def test_parser_and_chain_step_agree_with_the_journal(tmp_path: Path) -> None:

@@ -20,16 +20,14 @@ import time
 from pathlib import Path
 
 import asyncpg
-import pytest
 
+import journal
+from ingress_sidecar import metrics
+from ingress_sidecar import mirror as mirror_module
 from symphony import attestation
 from tests.conftest import symphony_cli
+from tests.forwarder import conftest as forwarder_support
 from tests.repair.helpers import tamper
-
-journal = pytest.importorskip("journal", reason="the journal's C core is not built")
-forwarder_support = pytest.importorskip("tests.forwarder.conftest")
-mirror_module = pytest.importorskip("ingress_sidecar.mirror")
-metrics = pytest.importorskip("ingress_sidecar.metrics")
 
 
 def _append_requests(writer: journal.Writer, count: int) -> int:

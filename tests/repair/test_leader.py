@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -33,11 +34,16 @@ WHERE l.locktype = 'advisory' AND l.granted
 """
 
 
-def _start(instance: str, database_url: str) -> subprocess.Popen[bytes]:
+def _start(instance: str, database_url: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`symphony repair`; its log goes to `log` if given (to read while it runs), else to a pipe."""
     env = {**os.environ, "SYMPHONY_REPAIR_INSTANCE_ID": instance, "SYMPHONY_REPAIR_CYCLE_SECONDS": "0.5",
            "SYMPHONY_REPAIR_LEADER_RETRY_SECONDS": "0.2", "SYMPHONY_DATABASE_URL": database_url}
-    return subprocess.Popen([sys.executable, "-m", "symphony", "repair"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", "symphony", "repair"], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "symphony", "repair"], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=out)
 
 
 async def _holders(db: asyncpg.Connection) -> list[str]:
@@ -144,7 +150,7 @@ async def test_a_restarted_leader_with_the_same_id_starts_a_new_term(db: asyncpg
 
 
 @pytest.mark.slow
-async def test_the_leader_survives_a_postgres_crash_and_leads_again() -> None:
+async def test_the_leader_survives_a_postgres_crash_and_leads_again(tmp_path: Path) -> None:
     """PostgreSQL killed and restarted under a running leader: the daemon must
     not exit (its sessions die mid-query, reconnects are refused while the
     server is down); it takes the lock again and resumes its cycles."""
@@ -153,12 +159,19 @@ async def test_the_leader_survives_a_postgres_crash_and_leads_again() -> None:
         try:
             conn = await connect(url)
             start = await conn.fetchval("SELECT now() - interval '1 h'")
-            process = _start("repair-outage", url)
+            log = tmp_path / "repair-outage.log"
+            process = _start("repair-outage", url, log)
             await _wait_for_cycle_after(conn, "repair-outage", start, [process])
             await conn.close()
             server.kill()
-            await asyncio.sleep(3.0)  # several cycles and election retries against a dead server
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            # Positive evidence that it ran into the dead server several times
+            # (lost its session, then failed elections) before judging that it survived.
+            deadline = time.monotonic() + WAIT_SECONDS
+            while log.read_text(errors="replace").count("leader election failed") < 3:
+                assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, f"no failed elections logged: {log.read_text()[-3000:]}"
+                await asyncio.sleep(0.1)
+            assert process.poll() is None, log.read_text(errors="replace")[-3000:]
             server.restart()
             conn = await connect(url)
             restarted_at = await conn.fetchval("SELECT now()")
@@ -166,7 +179,7 @@ async def test_the_leader_survives_a_postgres_crash_and_leads_again() -> None:
             assert row["became_leader_at"] > start
             await conn.close()
             process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=20) == 0, process.stderr.read().decode() if process.stderr else ""
+            assert process.wait(timeout=20) == 0, log.read_text(errors="replace")[-3000:]
         finally:
             if process is not None and process.poll() is None:
                 process.kill()

@@ -16,16 +16,14 @@ import time
 from pathlib import Path
 
 import asyncpg
-import pytest
 
+import journal
 from repair.config import RepairConfig
 from symphony import attestation
 from tests.conftest import symphony_cli
+from tests.forwarder import conftest as forwarder_support
 from tests.repair.conftest import cycle, open_incidents
 from tests.repair.helpers import add_outbox_row, tamper
-
-journal = pytest.importorskip("journal", reason="the journal's C core is not built")
-forwarder_support = pytest.importorskip("tests.forwarder.conftest")
 
 
 def _ingress(participant: str, route: str, executes: bool, key: bytes) -> bytes:

@@ -52,6 +52,15 @@ async def test_refuses_requests_not_signed_by_a_sidecar(service: Service, keys: 
         async with session.post(f"{service.url}/v1/payments", data=body,
                                 headers={**headers, "Idempotency-Key": "k1"}) as r:
             assert r.status == 401
+        # Signed by the sidecar's key, then a signed field changed in transit: only
+        # the signature check itself can see it (kid known, body hash right).
+        headers = signed_headers(keys.signer, "bank-a", "POST", "/v1/payments", body)
+        forged = {**{k: v for k, v in headers.items() if k.lower() != "x-symphony-participant"},
+                  "X-Symphony-Participant": "mfi-b"}
+        assert len(forged) == len(headers)
+        async with session.post(f"{service.url}/v1/payments", data=body,
+                                headers={**forged, "Idempotency-Key": "k1"}) as r:
+            assert r.status == 401 and (await r.json())["error"]["code"] == "NOT_FROM_SIDECAR"
         # Signed by a key that is not a sidecar's.
         from symphony.upstream_headers import write_keypair
         rogue = Keys(tmp_path / "rogue.pem", tmp_path / "rogue.pub.pem")

@@ -29,6 +29,7 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -41,18 +42,6 @@ ISSUER = "symphony-test"
 AUDIENCE = "symphony-ingress"
 PARTICIPANTS = ("bank-a", "mfi-b")
 WAIT_SECONDS = 30.0
-
-
-def _journal_available() -> bool:
-    try:
-        from journal import Reader, Writer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# Process tests need the journal package (built by `pip install -e .`).
-requires_journal = pytest.mark.skipif(not _journal_available(), reason="journal package not built yet")
 
 
 def free_port() -> int:
@@ -129,7 +118,9 @@ class Upstream:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
+        # "headers" keeps the names' case-insensitivity (a CIMultiDict, first value
+        # per name); "header_list" has every header as sent, in order.
+        self.received.append({"method": request.method, "path": request.path, "headers": CIMultiDict(request.headers),
                               "header_list": list(request.headers.items()), "body": body})
         if self.on_receive is not None:
             self.on_receive(self.received[-1])
@@ -298,10 +289,12 @@ def read_stream(stream_dir: Path) -> list[tuple[Any, att.Body]]:
 
 
 async def wait_until(predicate: Callable[[], Any], *, timeout: float = WAIT_SECONDS, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy (bounded)."""
+    """Poll `predicate` (plain or async) until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

@@ -16,9 +16,7 @@ from ingress_sidecar import hlc
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
 from symphony.db import connect
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, requires_journal, wait_until
-
-pytestmark = requires_journal
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, wait_until
 
 
 @pytest.fixture(scope="module")

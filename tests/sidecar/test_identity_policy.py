@@ -23,10 +23,9 @@ from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
 from symphony.db import connect
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, wait_until
 
-pytestmark = requires_journal
-PROPAGATION_BOUND_SECONDS = 5.0
+PROPAGATION_WAIT_SECONDS = 10.0  # a deadline for the wait, not a measured bound
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +84,17 @@ async def test_bad_tokens_are_refused_and_attested(sidecar: Sidecar, upstream: U
 async def test_stale_policy_version_and_suspension_are_refused_within_the_bound(
         sidecar: Sidecar, keys: Keys, module_database_url: str, http: aiohttp.ClientSession) -> None:
     """Goal: invariant 10. Method: bump bank-a's policy_version and suspend mfi-b in
-    PostgreSQL; measure the time until the first 403 (reported, and bounded here);
-    /metrics shows the propagation histogram."""
+    PostgreSQL; poll (with a deadline) until the old token gets 403, and check that
+    /metrics observed the propagation. How long it takes is the sidecar's own
+    measurement (symphony_sidecar_policy_propagation_seconds), not asserted here."""
     await wait_until(lambda: sidecar.readyz_status() == 200)
     old_token, new_token = keys.token("bank-a", pv=1), keys.token("bank-a", pv=2)
     assert (await _post(http, sidecar, old_token))[0] == 201
     db = await connect(module_database_url)
     try:
         await db.execute("UPDATE participants SET policy_version = 2 WHERE participant_id = 'bank-a'")
-        updated = time.monotonic()
         status, payload, attestation_id = await _poll_until_refused(http, sidecar, old_token)
-        propagation = time.monotonic() - updated
         assert (status, payload["error"]) == (403, "stale_policy_version")
-        assert propagation < PROPAGATION_BOUND_SECONDS
-        print(f"policy propagation: {propagation * 1000:.1f} ms from UPDATE to the first 403")
         ingress, outcome = await wait_until(lambda: _attested(sidecar, attestation_id))
         assert ingress.participant_id == "bank-a" and outcome.disposition == "rejected"
         assert (await _post(http, sidecar, new_token))[0] == 201
@@ -118,7 +114,7 @@ async def test_stale_policy_version_and_suspension_are_refused_within_the_bound(
 
 
 async def _poll_until_refused(http: aiohttp.ClientSession, sidecar: Sidecar, token: str) -> tuple[int, dict[str, Any], int]:
-    deadline = time.monotonic() + PROPAGATION_BOUND_SECONDS * 2
+    deadline = time.monotonic() + PROPAGATION_WAIT_SECONDS
     while True:
         status, payload, attestation_id = await _post(http, sidecar, token)
         if status == 403 or time.monotonic() > deadline:

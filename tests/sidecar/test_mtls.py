@@ -36,11 +36,9 @@ from tests.sidecar.conftest import (
     Sidecar,
     Upstream,
     read_stream,
-    requires_journal,
     wait_until,
 )
 
-pytestmark = requires_journal
 
 TRUST_DOMAIN = "symphony.test"
 LIFETIME_MAX = dt.timedelta(hours=2)

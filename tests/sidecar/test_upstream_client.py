@@ -110,7 +110,12 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(server: R
     pool = _pool(server.port)
     server.close_after_answer = True
     await pool.request("GET", "/", [], b"")
-    await asyncio.sleep(0.1)  # the server's close reaches the client (not a timing assertion)
+    assert len(pool._idle) == 1  # noqa: SLF001  (pooled: the answer said nothing of closing)
+    for _ in range(1000):  # bounded: until the server's close reached the pooled connection
+        if pool._idle[0].closed:  # noqa: SLF001
+            break
+        await asyncio.sleep(0.01)
+    assert pool._idle[0].closed  # noqa: SLF001
     server.close_after_answer = False
     assert (await pool.request("GET", "/", [], b"")).status == 200
     assert server.connections == 2
