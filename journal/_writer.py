@@ -268,11 +268,13 @@ class Writer:
         if not self._w.tree_enabled:
             return None
         lib.jn_tree_root(self._w, self._hash_out)
-        return ffi.buffer(self._hash_out, HASH_SIZE)[:]
+        root: bytes = ffi.buffer(self._hash_out, HASH_SIZE)[:]
+        return root
 
     def tree_frontier(self) -> list[bytes]:
         """The compact range (largest subtree first): what a CHECKPOINT record carries to resume."""
-        return [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
+        frontier: list[bytes] = [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
+        return frontier
 
     def _append_genesis(self) -> None:
         body = genesis_body(self._epoch, self._stream_id, self._node_id)

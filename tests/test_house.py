@@ -70,8 +70,11 @@ def _imports(module: str, path: Path) -> set[str]:
         elif isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in ("import_module", "__import__"):
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 targets.add(node.args[0].value)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
-            targets.add(node.value)  # a dispatch table's module name
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value \
+                and node.value in MODULES:
+            # A dispatch table's module path ("forwarder.cli"). A bare word like
+            # "witness" is too common a string to count as naming a package.
+            targets.add(node.value)
     # `from pkg import name` adds both `pkg` and `pkg.name`; only project
     # modules count (a name that is a function, or the compiled journal core,
     # is not a module here).
