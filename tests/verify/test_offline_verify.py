@@ -95,7 +95,13 @@ def _rewrite(evidence: Evidence, target: Path, monkeypatch: pytest.MonkeyPatch, 
     import journal._writer as writer_module
 
     records = list(Reader(evidence.stream).records(from_seq=2))
-    monkeypatch.setattr(writer_module.os, "urandom", lambda n: evidence.epoch if n == 16 else os.urandom(n))
+    real_urandom = os.urandom
+    epochs = [evidence.epoch]  # the first 16 random bytes the writer draws are the new stream's epoch
+
+    def forged_urandom(n: int) -> bytes:
+        return epochs.pop() if n == 16 and epochs else real_urandom(n)
+
+    monkeypatch.setattr(writer_module.os, "urandom", forged_urandom)
     with Writer(target, NODE, 0, "none", segment_bytes=SEGMENT) as writer:
         for record in records:
             body = record.body if record.seq != change_seq else b"forged " + record.body
