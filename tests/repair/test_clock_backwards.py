@@ -100,6 +100,11 @@ async def test_clock_refusals_open_one_incident_per_episode(
     assert "3 request(s)" in incident["subject"] and f"{NODE}/0" in incident["subject"]
     assert incident["dedup_key"] == f"{NODE}/0@seq{evidence['first_seq']}"
 
+    shown = symphony_cli("repair", "report", str(incident["incident_id"]), "--format", "json",
+                         "--database-url", database_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "time source" in json.loads(shown.stdout)["action_required"]
+
     # Seen again: refreshed, not a second incident, and not resolved by itself.
     await cycle(db, settings)
     again = await open_incidents(db, "CLOCK_BACKWARDS")
