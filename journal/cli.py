@@ -1,21 +1,24 @@
 """`symphony journal verify|dump`: check or print a journal stream.
 
 Exit codes follow docs/architecture.md: 0 intact, 1 findings (the first bad seq
-and the reason on stdout), 2 bad input (missing path, bad arguments; one line
-on stderr). Until the top-level CLI registers this module it also runs as
-`python -m journal.cli`.
+and the reason on stdout), 2 bad input (missing path, a directory without any
+segment, bad arguments; one line on stderr). A reader that stops early
+(`symphony journal dump PATH | head`) ends the command quietly with 0: a
+closed pipe is not an error. Until the top-level CLI registers this module it
+also runs as `python -m journal.cli`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from journal._errors import JournalCorrupt, JournalError
-from journal._format import Record
+from journal._format import Record, parse_segment_name
 from journal._reader import Reader, verify
 
 EXIT_OK = 0
@@ -42,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_dir():
         return _usage(f"no journal stream at {path}")
+    if not _has_segments(path) and not (args.journal_command == "verify" and args.anchor):
+        # Nothing to check is not "intact": a wrong path (the journal root or a
+        # node directory instead of <journal_dir>/<node_id>/<stream_id>) or a
+        # wiped stream. With --anchor, a wiped stream is a finding (verify says so).
+        return _usage(f"no journal segments (*.seg) in {path}: give a stream directory "
+                      "<journal_dir>/<node_id>/<stream_id>")
     try:
         if args.journal_command == "verify":
             anchor = _parse_anchor(args.anchor) if args.anchor else None
@@ -51,11 +60,28 @@ def run(args: argparse.Namespace) -> int:
         return _dump(path, args.from_seq, as_json=args.json)
     except ValueError as error:
         return _usage(str(error))
+    except BrokenPipeError:
+        return _reader_gone()
     except JournalCorrupt as error:
         print(f"corrupt: first bad seq {error.seq}: {error.reason}")
         return EXIT_FINDINGS
     except (JournalError, OSError) as error:
         return _usage(str(error))
+
+
+def _has_segments(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return any(parse_segment_name(entry.name) is not None for entry in entries)
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (`| head`): stop quietly. Point stdout at
+    /dev/null so the interpreter's final flush of what is still buffered does
+    not report the same broken pipe on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
 
 
 def _usage(message: str) -> int:

@@ -28,6 +28,11 @@ TIMEOUT_SECONDS = 10.0
 # a restart or failover takes seconds; the key's lock TTL covers a retry that
 # finds its own earlier attempt still IN_PROGRESS.
 UNAVAILABLE_RETRY_AFTER_SECONDS = 2
+# payment_outbox's UNIQUE (ingress_node_id, attestation_id) (migration 0001):
+# one request executes at most one intent.
+OUTBOX_ONE_PER_ATTESTATION = "payment_outbox_ingress_node_id_attestation_id_key"
+# payment_intents' UNIQUE (participant_id, idempotency_key): one intent per key.
+INTENT_ONE_PER_KEY = "payment_intents_participant_id_idempotency_key_key"
 
 # Failures that say the database cannot be reached or cannot serve right now
 # (down, restarting, failing over, overloaded, too slow), not that the request
@@ -129,24 +134,20 @@ class PaymentStore:
                 await conn.execute(QUERIES["release_key"], participant, key, locked_at, timeout=TIMEOUT_SECONDS)
                 return refusal
             try:
-                async with conn.transaction():  # savepoint: a reused key must not abort the whole txn
-                    intent = await conn.fetchrow(
-                        QUERIES["insert_intent"], participant, key, payment.amount_minor, payment.currency,
-                        payment.rail, payment.destination_account, payment.client_reference,
-                        attested.attestation_id, timeout=TIMEOUT_SECONDS)
-            except asyncpg.UniqueViolationError:
+                intent, outbox_id = await self._insert_payment(conn, attested, key, payment)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == OUTBOX_ONE_PER_ATTESTATION:
+                    await conn.execute(QUERIES["release_key"], participant, key, locked_at, timeout=TIMEOUT_SECONDS)
+                    return rejected(409, "ATTESTATION_REPLAYED",
+                                    f"attestation {attested.attestation_id} already carried a payment; every "
+                                    "request is attested once (send it through the sidecar)")
+                if exc.constraint_name != INTENT_ONE_PER_KEY:
+                    raise
                 answer = rejected(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for an earlier "
                                   "payment whose key record is past its retention period")
                 await conn.fetchval(QUERIES["complete_key"], participant, key, locked_at, answer.status,
                                     answer.body, None, timeout=TIMEOUT_SECONDS)
                 return answer
-            payload = {"amount_minor": payment.amount_minor, "currency": payment.currency,
-                       "destination_account": payment.destination_account,
-                       "client_reference": payment.client_reference, "intent_id": str(intent["intent_id"])}
-            outbox_id = await conn.fetchval(
-                QUERIES["insert_outbox"], intent["intent_id"], participant, attested.attestation_id,
-                attested.node_id, attested.stream_id, attested.stream_seq, payment.rail, payload,
-                self.retry_budget, timeout=TIMEOUT_SECONDS)
             body = {"payment_id": str(intent["intent_id"]), "outbox_id": str(outbox_id), "status": "PENDING",
                     "amount_minor": payment.amount_minor, "currency": payment.currency, "rail": payment.rail,
                     "destination_account": payment.destination_account,
@@ -156,6 +157,32 @@ class PaymentStore:
                                        intent["intent_id"], timeout=TIMEOUT_SECONDS)
             assert done == 1, "the key row was locked FOR UPDATE by this transaction"
         return Answer(201, body, "executed")
+
+    async def _insert_payment(self, conn: asyncpg.Connection, attested: Attested, key: str,
+                              payment: PaymentRequest) -> tuple[asyncpg.Record, Any]:
+        """The intent and its PENDING outbox row, in a savepoint so that a unique
+        violation leaves neither and the caller can still record an answer:
+
+        - on payment_intents (participant, key): the key was used for an earlier
+          payment whose key record is past its retention period;
+        - on payment_outbox OUTBOX_ONE_PER_ATTESTATION: this attestation already
+          carried a payment. The sidecar gives every request its own attestation,
+          so only a copy of its signed headers sent straight to the service with
+          another Idempotency-Key gets here (a replay).
+        """
+        async with conn.transaction():
+            intent = await conn.fetchrow(
+                QUERIES["insert_intent"], attested.participant_id, key, payment.amount_minor, payment.currency,
+                payment.rail, payment.destination_account, payment.client_reference, attested.attestation_id,
+                timeout=TIMEOUT_SECONDS)
+            payload = {"amount_minor": payment.amount_minor, "currency": payment.currency,
+                       "destination_account": payment.destination_account,
+                       "client_reference": payment.client_reference, "intent_id": str(intent["intent_id"])}
+            outbox_id = await conn.fetchval(
+                QUERIES["insert_outbox"], intent["intent_id"], attested.participant_id, attested.attestation_id,
+                attested.node_id, attested.stream_id, attested.stream_seq, payment.rail, payload,
+                self.retry_budget, timeout=TIMEOUT_SECONDS)
+        return intent, outbox_id
 
     async def payment_view(self, payment_id: Any, participant_id: str) -> dict[str, Any] | None:
         async with self.pool.acquire() as conn:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from repair import chain
+from repair import canonical, chain
 from repair.config import RepairConfig
 # Re-exported: callers know the finding types as detectors.Finding(s).
 from repair.findings import KINDS as KINDS
 from repair.findings import Finding as Finding
 from repair.findings import Findings as Findings
 from repair.store import QUERIES, TIMEOUT_SECONDS
+from symphony import attestation
 
 
 def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -154,6 +156,88 @@ async def detect_dead_letters(conn: asyncpg.Connection, settings: RepairConfig) 
     return found
 
 
+@dataclass
+class _ClockEpisode:
+    """The clock refusals of one stream since its last resolved CLOCK_BACKWARDS incident."""
+
+    node_id: str
+    stream_id: int
+    refused: int = 0
+    records: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    window_start_us: int = 0
+    window_end_us: int = 0
+    recorded_at: dt.datetime | None = None
+    undecodable: list[int] = field(default_factory=list)
+
+    def add(self, seq: int, body: attestation.DroppedBody, recorded_at: dt.datetime) -> None:
+        count = body.counts.get(attestation.DROP_REASON_CLOCK_BACKWARDS, 0)
+        if count <= 0:
+            return  # the prefilter's bytes were elsewhere in the record
+        if not self.records:
+            self.first_seq, self.window_start_us = seq, body.window_start_us
+        self.records += 1
+        self.refused += count
+        self.last_seq, self.window_end_us, self.recorded_at = seq, body.window_end_us, recorded_at
+        self.window_start_us = min(self.window_start_us, body.window_start_us)
+
+
+def _iso_us(us: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)).isoformat()
+
+
+async def detect_clock_backwards(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    """CLOCK_BACKWARDS: a sidecar refused requests (503 CLOCK_BACKWARDS) because its
+    wall clock stepped back past the HLC's bound (invariant 5).
+
+    The refusals reach PostgreSQL as the `clock_backwards` count of the
+    stream's DROPPED records (no attestation id is issued for them, so no
+    INGRESS exists). One incident per stream and episode: the refusals after the
+    stream's last resolved CLOCK_BACKWARDS incident, keyed by the first DROPPED
+    record's seq. It stays open, refreshed with the running count and window,
+    until an operator resolves it: requests were refused and the node's clock
+    needs a look (NTP, a VM restored from a snapshot), which repair cannot fix.
+    """
+    rows = await conn.fetch(QUERIES["detect_clock_refusals"], settings.scan_window_hours * 3600,
+                            settings.findings_max, timeout=TIMEOUT_SECONDS)
+    episodes: dict[tuple[str, int], _ClockEpisode] = {}
+    for row in rows:
+        key = (row["node_id"], row["stream_id"])
+        episode = episodes.setdefault(key, _ClockEpisode(*key))
+        try:
+            parsed = canonical.parse(bytes(row["canonical"]))
+            body = attestation.decode(parsed.record_type, parsed.body)
+        except (canonical.CanonicalError, attestation.BodyError):
+            episode.undecodable.append(row["stream_seq"])  # CHAIN_BREAK reports the record itself
+            continue
+        assert isinstance(body, attestation.DroppedBody), "the query selects DROPPED records"
+        episode.add(row["stream_seq"], body, row["recorded_at"])
+    found = Findings("CLOCK_BACKWARDS", complete=len(rows) < settings.findings_max,
+                     scope_since=_window_start(settings))
+    for episode in episodes.values():
+        if not episode.records:
+            continue
+        assert episode.recorded_at is not None
+        stream = f"{episode.node_id}/{episode.stream_id}"
+        window = f"{_iso_us(episode.window_start_us)} .. {_iso_us(episode.window_end_us)}"
+        found.items.append(Finding(
+            kind="CLOCK_BACKWARDS", dedup_key=f"{stream}@seq{episode.first_seq}", severity="HIGH",
+            subject=(f"sidecar stream {stream} refused {episode.refused} request(s) with 503 CLOCK_BACKWARDS "
+                     f"({window}): its wall clock stepped back beyond the HLC's max offset"),
+            evidence={"node_id": episode.node_id, "stream_id": episode.stream_id, "refused": episode.refused,
+                      "dropped_records": episode.records, "first_seq": episode.first_seq,
+                      "last_seq": episode.last_seq, "window_start": _iso_us(episode.window_start_us),
+                      "window_end": _iso_us(episode.window_end_us), "recorded_at": episode.recorded_at.isoformat(),
+                      "undecodable_seqs": episode.undecodable[:20],
+                      "action_required": "Check the node's time source (NTP/chrony, a VM restored from a "
+                                         "snapshot). The refused clients got 503 and may retry; nothing was "
+                                         "attested or executed for them. Resolve this incident once the clock "
+                                         "is sound."},
+            node_id=episode.node_id, stream_id=episode.stream_id))
+    return found
+
+
 def chain_break_finding(node_id: str, stream_id: int, broken: chain.Break, source: str) -> Finding:
     return Finding(
         kind="CHAIN_BREAK", dedup_key=f"{node_id}/{stream_id}/{broken.seq}/{broken.reason}", severity="CRITICAL",
@@ -163,4 +247,4 @@ def chain_break_finding(node_id: str, stream_id: int, broken: chain.Break, sourc
 
 
 ROW_DETECTORS = (detect_ghosts, detect_outcome_missing, detect_zombies, detect_stuck_keys, detect_seq_gaps,
-                 detect_silent_streams, detect_dead_letters)
+                 detect_silent_streams, detect_dead_letters, detect_clock_backwards)

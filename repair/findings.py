@@ -11,7 +11,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("GHOST", "OUTCOME_MISSING", "ZOMBIE", "STUCK_KEY", "SEQ_GAP", "CHAIN_BREAK", "NODE_SILENT", "DEAD_LETTER")
+KINDS = ("GHOST", "OUTCOME_MISSING", "ZOMBIE", "STUCK_KEY", "SEQ_GAP", "CHAIN_BREAK", "NODE_SILENT", "DEAD_LETTER",
+         "CLOCK_BACKWARDS")
 
 
 @dataclass(frozen=True)

@@ -444,3 +444,24 @@ SELECT (SELECT count(*) FROM (SELECT outbox_id FROM outbox_events WHERE new_stat
        (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE old_status = 'SUCCESS') AS left_success,
        (SELECT count(*) FROM payment_intents p
         WHERE NOT EXISTS (SELECT 1 FROM payment_outbox x WHERE x.intent_id = p.intent_id)) AS intents_without_outbox;
+
+-- name: detect_clock_refusals
+-- CLOCK_BACKWARDS: DROPPED records (type 5) of the last $1 s that may count
+-- requests refused under the reason `clock_backwards`, not yet covered by a
+-- resolved CLOCK_BACKWARDS incident of their stream (seq above the `last_seq`
+-- of its evidence: seqs, unlike a stepped-back clock, only go forward). At most
+-- $2 rows, oldest first per stream. The byte test is only a prefilter: 0xaf
+-- followed by "clock_backwards" is how MessagePack writes that 15-byte string;
+-- repair decodes every body and counts the map entry itself.
+SELECT a.node_id, a.stream_id, a.stream_seq, a.recorded_at, a.canonical
+FROM ingress_attestations a
+WHERE a.record_type = 5
+  AND a.recorded_at >= now() - make_interval(secs => $1)
+  AND position('\xaf636c6f636b5f6261636b7761726473'::bytea IN a.canonical) > 0
+  AND a.stream_seq > coalesce(
+        (SELECT max((r.evidence->>'last_seq')::bigint)
+         FROM repair_incidents r
+         WHERE r.kind = 'CLOCK_BACKWARDS' AND r.resolved_at IS NOT NULL
+           AND r.node_id = a.node_id AND r.stream_id = a.stream_id), 0)
+ORDER BY a.node_id, a.stream_id, a.stream_seq
+LIMIT $2;

@@ -35,6 +35,10 @@ ACTION_REQUIRED = {
                     "the node is retired, close as ACCEPTED_LOSS."),
     "DEAD_LETTER": ("A payment exhausted its retry budget. Inspect the rail's answers below, then redrive it "
                     "(`symphony outbox redrive ID`) or close it with the participant."),
+    "CLOCK_BACKWARDS": ("The node's wall clock stepped back past the attestation clock's bound and the sidecar "
+                        "refused requests with 503 (nothing was attested or executed for them; clients may "
+                        "retry). Check the node's time source (NTP/chrony, a VM restored from a snapshot), "
+                        "then close as RESOLVED; later refusals open a new incident."),
 }
 
 

@@ -91,6 +91,11 @@ class DroppedBody(msgspec.Struct, array_like=True, frozen=True):
     counts: dict[str, int]
 
 
+# The DROPPED reason under which a sidecar counts requests it refused because its
+# wall clock stepped back beyond the HLC's bound (invariant 5: 503
+# CLOCK_BACKWARDS). repair reads it back to open CLOCK_BACKWARDS incidents.
+DROP_REASON_CLOCK_BACKWARDS = "clock_backwards"
+
 Body = IngressBody | OutcomeBody | HeartbeatBody | DroppedBody
 
 _BODY_TYPES: dict[RecordType, type[Body]] = {

@@ -11,12 +11,22 @@ and demo-mfi-b (ACTIVE, policy_version 1).
     symphony demo traffic --requests N --concurrency C [--duplicate-rate R]
                           [--invalid-rate R] [--target URL]
 
-Traffic goes to the sidecar (default http://127.0.0.1:8080, or
-SYMPHONY_DEMO_TARGET): each request is a POST /v1/payments with a demo bearer
-token and an Idempotency-Key; a duplicate reuses an earlier request's key and
-body exactly (it must come back replayed or 409, never a second execution), an
-invalid one has amount_minor 0 (it must come back rejected). The summary (JSON
-on stdout) counts requests by HTTP status and by X-Symphony-Disposition.
+Traffic goes to the sidecar: `--target URL`, else SYMPHONY_DEMO_TARGET, else
+the sidecar of the `symphony up` running on the data dir (its `ingress`
+endpoint in `<data_dir>/run/up.json`, whatever port `up` chose); with none of
+these it stops with exit 2 and says what to give. Each request is a POST
+/v1/payments with a demo bearer token and an Idempotency-Key; a duplicate
+reuses an earlier request's key and body exactly (it must come back replayed
+or 409, never a second execution), an invalid one has amount_minor 0 (it must
+come back 422). The summary (JSON on stdout) counts requests by HTTP status and
+by X-Symphony-Disposition, and lists the failed ones by reason.
+
+A request failed when it got no HTTP answer (connection refused or reset,
+timeout), a 5xx, or any other answer than its plan expects: 2xx or 409 for a
+valid payment or its duplicate, 422 for an invalid one (so a 401/403 from a
+wrong token or participant, a 429 or a 422 for a valid payment are failures).
+Any failed request makes the exit code 1, with a one-line count on stderr;
+0 means every request was answered as planned.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import base64
 import json
 import os
 import random
+import sys
 import time
 import uuid
 from collections import Counter
@@ -37,7 +48,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from symphony.db import dsn
-from symphony.errors import EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyError
+from symphony.errors import EXIT_FINDINGS, EXIT_USAGE, StartupError, SymphonyError
 from symphony.upstream_headers import key_id, write_keypair
 
 if TYPE_CHECKING:
@@ -47,7 +58,8 @@ DEMO_PARTICIPANTS = ("demo-bank-a", "demo-mfi-b")
 JWT_ISSUER = "symphony-demo"
 JWT_AUDIENCE = "symphony-ingress"
 TARGET_ENV = "SYMPHONY_DEMO_TARGET"
-DEFAULT_TARGET = "http://127.0.0.1:8080"
+RUN_STATE_FILE = ("run", "up.json")  # written by `symphony up` (symphony/app/up.py)
+SIDECAR_CHILD, SIDECAR_ENDPOINT = "sidecar", "ingress"
 DEMO_RAILS = ("swiftpay", "mobimoney")
 
 
@@ -197,6 +209,24 @@ def disposition_of(status: int, headers: Any) -> str:
     return "executed" if 200 <= status < 300 else "rejected"
 
 
+def expected_statuses(plan: list[tuple[str, str, bytes]]) -> list[str]:
+    """Per planned request, what a correct system answers: "invalid" (422 only) for
+    a body with amount_minor 0 (and its duplicates), else "valid" (2xx, or 409
+    while a duplicate of it is in progress)."""
+    return ["invalid" if json.loads(body)["amount_minor"] == 0 else "valid" for _, _, body in plan]
+
+
+def failure_of(status: int, expected: str) -> str | None:
+    """Why an HTTP answer is a failed request (see the module docstring), or None."""
+    if status >= 500:
+        return f"status {status}"
+    if expected == "invalid":
+        return None if status == 422 else f"status {status} for an invalid payment (want 422)"
+    if 200 <= status < 300 or status == 409:
+        return None
+    return f"status {status} for a valid payment"
+
+
 async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[str, str], concurrency: int,
                 timeout_seconds: float) -> dict[str, Any]:
     import aiohttp
@@ -204,15 +234,16 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
     statuses: Counter[str] = Counter()
     dispositions: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue()
-    for item in plan:
+    failures: Counter[str] = Counter()
+    queue: asyncio.Queue[tuple[tuple[str, str, bytes], str]] = asyncio.Queue()
+    for item in zip(plan, expected_statuses(plan), strict=True):
         queue.put_nowait(item)
     url = target.rstrip("/") + "/v1/payments"
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while True:
             try:
-                participant, key, body = queue.get_nowait()
+                (participant, key, body), expected = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
             headers = {"Authorization": f"Bearer {tokens[participant]}", "Idempotency-Key": key,
@@ -222,8 +253,12 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
                     await response.read()
                     statuses[str(response.status)] += 1
                     dispositions[disposition_of(response.status, response.headers)] += 1
+                    failure = failure_of(response.status, expected)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 errors[type(exc).__name__] += 1
+                failure = f"no answer ({type(exc).__name__})"
+            if failure is not None:
+                failures[failure] += 1
 
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -233,7 +268,42 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
     return {"target": url, "sent": len(plan), "elapsed_seconds": round(elapsed, 3),
             "requests_per_second": round(len(plan) / elapsed, 1) if elapsed > 0 else None,
             "by_status": dict(sorted(statuses.items())), "by_disposition": dict(sorted(dispositions.items())),
-            "transport_errors": dict(errors)}
+            "transport_errors": dict(errors), "failed": sum(failures.values()),
+            "failures": dict(sorted(failures.items()))}
+
+
+def running_sidecar(data_dir: Path) -> str:
+    """The ingress URL of the sidecar of the `symphony up` running on `data_dir`
+    (from its run/up.json), or a SymphonyError (exit 2) saying what is missing."""
+    path = data_dir.joinpath(*RUN_STATE_FILE)
+    hint = f"start `symphony up --data-dir {data_dir}` or give --target URL (or {TARGET_ENV})"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SymphonyError(f"no `symphony up` is running on {data_dir} (no {path}); {hint}",
+                            exit_code=EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise SymphonyError(f"cannot read {path}: {exc}; {hint}", exit_code=EXIT_USAGE) from None
+    up_pid = state.get("up_pid") if isinstance(state, dict) else None
+    if not isinstance(up_pid, int) or not _alive(up_pid):
+        raise SymphonyError(f"{path} names `symphony up` pid {up_pid}, which is not running (a stale file); "
+                            f"{hint}", exit_code=EXIT_USAGE)
+    child = state.get("children", {}).get(SIDECAR_CHILD) or {}
+    endpoint = child.get("endpoints", {}).get(SIDECAR_ENDPOINT) if isinstance(child, dict) else None
+    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+        raise SymphonyError(f"the `symphony up` on {data_dir} has no sidecar {SIDECAR_ENDPOINT} endpoint in {path} "
+                            f"(still starting?); {hint}", exit_code=EXIT_USAGE)
+    return endpoint
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 # -- CLI --------------------------------------------------------------------------------------
@@ -253,7 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("--concurrency", type=int, default=8)
     traffic.add_argument("--duplicate-rate", type=float, default=0.0)
     traffic.add_argument("--invalid-rate", type=float, default=0.0)
-    traffic.add_argument("--target", help=f"sidecar base URL (env {TARGET_ENV}, default {DEFAULT_TARGET})")
+    traffic.add_argument("--target", help=f"sidecar base URL (env {TARGET_ENV}; default: the sidecar of the "
+                                          "`symphony up` running on --data-dir, from its run/up.json)")
     traffic.add_argument("--participant", action="append", help="repeatable; default: both demo participants")
     traffic.add_argument("--policy-version", type=int)
     traffic.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
@@ -277,13 +348,17 @@ def _traffic(args: argparse.Namespace, data_dir: Path) -> int:
         raise SymphonyError("--requests must be in 1..1000000 and --concurrency in 1..1000", exit_code=EXIT_USAGE)
     if not 0 <= args.duplicate_rate <= 1 or not 0 <= args.invalid_rate <= 1:
         raise SymphonyError("--duplicate-rate and --invalid-rate must be in [0, 1]", exit_code=EXIT_USAGE)
+    target = args.target or os.environ.get(TARGET_ENV) or running_sidecar(data_dir)
     participants = args.participant or list(DEMO_PARTICIPANTS)
     tokens = {p: make_token(data_dir, p, ttl_seconds=3600, policy_version=policy_version_for(args, p))
               for p in participants}
-    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
     plan = plan_requests(args.requests, participants, args.duplicate_rate, args.invalid_rate,
                          random.Random(args.seed))
     summary = asyncio.run(drive(target, plan, tokens, args.concurrency, args.timeout))
-    print(json.dumps(summary, indent=2))
-    failed = sum(summary["transport_errors"].values())
-    return EXIT_RUNTIME if failed == len(plan) else 0
+    print(json.dumps(summary, indent=2), flush=True)
+    if summary["failed"]:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in summary["failures"].items())
+        print(f"demo traffic: {summary['failed']} of {len(plan)} requests failed against {summary['target']}: "
+              f"{reasons}", file=sys.stderr)
+        return EXIT_FINDINGS
+    return 0

@@ -11,11 +11,20 @@ Daemons join `up` by providing a module `<package>.up` with
 `symphony.components`), listed in `UP_MODULES`.
 
 While it runs, `<data_dir>/run/up.json` names `up`'s pid and each child's
-current pid (rewritten when a child is restarted), so tools such as
-`symphony chaos` find the processes of this data dir. With
-`child_restarts_max > 0` a child that exits on its own is started again (at
-most that many times per minute, like systemd's Restart=on-failure); with 0
-(the default) one child's death stops everything.
+current pid, endpoints and restart count (rewritten when a child is
+restarted), so tools such as `symphony chaos` and `symphony demo traffic` find
+the processes of this data dir.
+
+Restart policy (what systemd's Restart=on-failure with a start-limit burst
+does for a unit): a child that exits while `up` runs -- crash, kill -9, OOM
+kill, or a stop nobody asked `up` for -- is started again with the same
+command line and ports, at most `child_restarts_max` times (default 5) within
+RESTART_WINDOW_SECONDS (60 s) per child. Each restart is logged on stderr
+(which child, how it ended, how many restarts in the window) and counted in
+up.json. Past the budget, or when a child exits with 2 (a configuration or
+usage error, which a restart would only repeat, like systemd's
+RestartPreventExitStatus=), `up` stops everything and exits 4.
+`child_restarts_max = 0` restores "one death stops everything".
 """
 
 from __future__ import annotations
@@ -56,6 +65,10 @@ CHILD_START_TIMEOUT_SECONDS = 60.0
 CHILD_STOP_TIMEOUT_SECONDS = 20.0
 RUN_STATE_FILE = ("run", "up.json")
 RESTART_WINDOW_SECONDS = 60.0
+CHILD_RESTARTS_MAX_DEFAULT = 5
+# A child exiting with this code has a configuration or usage error: restarting
+# it would fail the same way (symphony.errors.EXIT_USAGE).
+EXIT_NOT_RESTARTED = 2
 
 
 class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
@@ -69,8 +82,11 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
         can lose or corrupt data; a crash of the server alone keeps every
         acknowledged commit, since commits stay synchronous).
     child_stop_timeout_seconds: how long each daemon may drain before SIGKILL.
-    child_restarts_max: restarts per minute of a daemon that exited on its own
-        (0: one daemon's death stops everything).
+    child_restarts_max: how many times within 60 s one daemon that exited on
+        its own (crash, kill -9, OOM) is started again before `up` gives up and
+        stops everything (exit 4). Default 5, like systemd's Restart=on-failure
+        with a start-limit burst; an exit with code 2 (configuration error) is
+        never restarted; 0: one daemon's death stops everything.
     chaos: tests and chaos runs only: the service honours its test fault file
         (--enable-test-faults), the sidecar reads a test clock file, and the
         daemons get the short grace periods of `symphony chaos` (see
@@ -81,7 +97,7 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     log_origin_prefix: str = "symphony.example/local"
     embedded_fast: bool = False
     child_stop_timeout_seconds: float = msgspec.field(default=CHILD_STOP_TIMEOUT_SECONDS)
-    child_restarts_max: int = 0
+    child_restarts_max: int = CHILD_RESTARTS_MAX_DEFAULT
     chaos: bool = False
 
     def __post_init__(self) -> None:
@@ -147,12 +163,16 @@ def _chaos_environment(data_dir: Path) -> dict[str, str]:
     return chaos.child_environment(data_dir)
 
 
-def _write_run_state(data_dir: Path, children: list[tuple[ChildSpec, subprocess.Popen[bytes]]]) -> None:
-    """<data_dir>/run/up.json: this process and its children's current pids."""
+def _write_run_state(data_dir: Path, children: list[tuple[ChildSpec, subprocess.Popen[bytes]]],
+                     restarts: dict[str, int] | None = None) -> None:
+    """<data_dir>/run/up.json: this process, its children's current pids and
+    endpoints, and how often each child was restarted since `up` started."""
     path = data_dir.joinpath(*RUN_STATE_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
+    counts = restarts or {}
     state = {"up_pid": os.getpid(),
-             "children": {spec.name: {"pid": process.pid, "endpoints": spec.endpoints} for spec, process in children}}
+             "children": {spec.name: {"pid": process.pid, "endpoints": spec.endpoints,
+                                      "restarts": counts.get(spec.name, 0)} for spec, process in children}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, path)
@@ -217,27 +237,46 @@ def _wait_until_listening(spec: ChildSpec, process: subprocess.Popen[bytes], sto
 
 
 def _supervise(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], stop: _StopFlag,
-               data_dir: Path, restarts_max: int = 0) -> int:
-    """Wait for a stop signal. A child that dies on its own is restarted while
-    its budget (`restarts_max` per minute) lasts; past it, everything stops."""
-    restarts: dict[str, list[float]] = {}
+               data_dir: Path, restarts_max: int = CHILD_RESTARTS_MAX_DEFAULT) -> int:
+    """Wait for a stop signal, restarting children that die (module docstring:
+    restart policy). Returns EXIT_RUNTIME when a child cannot be kept running."""
+    recent: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
     while not stop.requested:
         for index, (spec, process) in enumerate(children):
             if process.poll() is None:
                 continue
+            ended = _how_it_ended(process.returncode)
             now = time.monotonic()
-            recent = [t for t in restarts.get(spec.name, []) if now - t < RESTART_WINDOW_SECONDS]
-            if len(recent) >= restarts_max:
-                print(f"{spec.name} exited unexpectedly with code {process.returncode}; "
-                      f"stopping (see logs/{spec.name}.log)", file=sys.stderr, flush=True)
+            window = [t for t in recent.get(spec.name, []) if now - t < RESTART_WINDOW_SECONDS]
+            if process.returncode == EXIT_NOT_RESTARTED:
+                print(f"up: {spec.name} {ended} (a configuration or usage error; not restarted); stopping "
+                      f"everything (see logs/{spec.name}.log)", file=sys.stderr, flush=True)
                 return EXIT_RUNTIME
-            restarts[spec.name] = [*recent, now]
-            print(f"{spec.name} exited unexpectedly with code {process.returncode}; restarting "
-                  f"({len(recent) + 1} of {restarts_max} per minute)", file=sys.stderr, flush=True)
+            if len(window) >= restarts_max:
+                print(f"up: {spec.name} {ended}; {len(window)} restarts within {RESTART_WINDOW_SECONDS:.0f} s "
+                      f"already (child_restarts_max = {restarts_max}); stopping everything "
+                      f"(see logs/{spec.name}.log)", file=sys.stderr, flush=True)
+                return EXIT_RUNTIME
+            recent[spec.name] = [*window, now]
+            counts[spec.name] = counts.get(spec.name, 0) + 1
             children[index] = (spec, _start_child(spec, data_dir))
-            _write_run_state(data_dir, children)
+            print(f"up: {spec.name} {ended}; restarted as pid {children[index][1].pid} (restart "
+                  f"{len(window) + 1} of {restarts_max} within {RESTART_WINDOW_SECONDS:.0f} s, "
+                  f"{counts[spec.name]} in all; see logs/{spec.name}.log)", file=sys.stderr, flush=True)
+            _write_run_state(data_dir, children, counts)
         stop.sleep(0.5)
     return 0
+
+
+def _how_it_ended(returncode: int) -> str:
+    """'exited with code N' or 'was killed by SIGNAME' (Popen's negative codes)."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def _stop_children(children: list[tuple[ChildSpec, subprocess.Popen[bytes]]], timeout_seconds: float) -> None:

@@ -226,3 +226,68 @@ async def test_database_down_is_503_with_a_reason_then_recovers(keys: Keys, proc
                 await db.close()
         finally:
             processes.stop_all()
+
+
+async def test_only_active_iso_4217_currencies_are_paid(service: Service, keys: Keys, db: asyncpg.Connection) -> None:
+    """Goal: a payment in anything but an active ISO 4217 currency is refused before any
+    key or intent (issue: `ZZZ` and `XXX` were paid on the rail). Method: post
+    three-upper-case-letter codes that are not currencies (unknown, no currency,
+    test, precious metal, SDR, fund, a unit of account) and real ones, including
+    real X-codes, to the running service; read payment_intents."""
+    async with aiohttp.ClientSession() as session:
+        for index, code in enumerate(("ZZZ", "XXX", "XTS", "XAU", "XDR", "CLF", "XAD", "kes", "KESS")):
+            status, answer, headers = await _post(session, service, keys, _payment(currency=code), f"bad-{index}")
+            assert (status, answer["error"]["code"]) == (422, "CURRENCY_NOT_ACCEPTED"), code
+            assert {k.lower(): v for k, v in headers.items()}["x-symphony-disposition"] == "rejected"
+        for index, code in enumerate(("KES", "XOF", "XAF", "EUR", "JPY", "UGX")):
+            status, answer, _ = await _post(session, service, keys, _payment(currency=code), f"good-{index}")
+            assert status == 201, (code, answer)
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE idempotency_key LIKE 'bad-%'") == 0
+    paid = await db.fetch("SELECT currency FROM payment_intents ORDER BY currency")
+    assert [row["currency"] for row in paid] == sorted(["KES", "XOF", "XAF", "EUR", "JPY", "UGX"])
+
+
+async def test_duplicate_json_keys_are_refused(service: Service, keys: Keys, db: asyncpg.Connection) -> None:
+    """Goal: a body naming a member twice is refused with 422 DUPLICATE_JSON_KEY, not
+    read as "last one wins" (issue: duplicates were accepted). Method: post raw
+    bodies with a repeated key, plainly and through a \\u escape of the same
+    name, then the same body without the repeat; read payment_intents."""
+    base = '"currency": "KES", "rail": "swiftpay", "destination_account": "ACC-1"'
+    bodies = [f'{{"amount_minor": 1, {base}, "amount_minor": 900000}}',
+              f'{{"amount_minor": 1, {base}, "r\\u0061il": "swiftpay"}}']
+    async with aiohttp.ClientSession() as session:
+        for index, text in enumerate(bodies):
+            status, answer, _ = await _post(session, service, keys, text.encode(), f"dup-{index}")
+            assert status == 422 and answer["error"]["code"] == "DUPLICATE_JSON_KEY", answer
+        assert await db.fetchval("SELECT count(*) FROM payment_intents") == 0
+        status, _, _ = await _post(session, service, keys, f'{{"amount_minor": 1, {base}}}'.encode(), "dup-ok")
+        assert status == 201
+    assert await db.fetchval("SELECT count(*) FROM payment_intents") == 1
+
+
+async def test_replayed_attestation_with_a_new_key_is_409(service: Service, keys: Keys,
+                                                          db: asyncpg.Connection) -> None:
+    """Goal: the sidecar's signed headers copied and sent straight to the service with
+    another Idempotency-Key get 409 ATTESTATION_REPLAYED, never a 500, and leave
+    one outbox row and no second intent or key. Method: sign one request, post it
+    with key A (executed), then the identical headers and body with keys B and C,
+    concurrently; read the tables."""
+    body = _payment()
+    headers = signed_headers(keys.signer, "bank-a", "POST", "/v1/payments", body)
+    async with aiohttp.ClientSession() as session:
+        async def post(key: str) -> tuple[int, dict]:
+            async with session.post(f"{service.url}/v1/payments", data=body,
+                                    headers={**headers, "Idempotency-Key": key}) as response:
+                return response.status, await response.json()
+
+        status, created = await post("first")
+        assert status == 201
+        results = await asyncio.gather(post("copy-1"), post("copy-2"))
+        for status, answer in results:
+            assert (status, answer["error"]["code"]) == (409, "ATTESTATION_REPLAYED"), answer
+        # A retry of the original key is still the idempotent replay of the first answer.
+        status, again = await post("first")
+        assert status == 201 and again == created
+    assert await db.fetchval("SELECT count(*) FROM payment_outbox") == 1
+    assert await db.fetchval("SELECT count(*) FROM payment_intents") == 1
+    assert [r["idempotency_key"] for r in await db.fetch("SELECT idempotency_key FROM idempotency_keys")] == ["first"]

@@ -1,0 +1,185 @@
+"""First run of a real `symphony up`: a daemon that dies comes back, and `demo
+traffic` finds the sidecar and tells the truth about failures (issue 15 item 7).
+
+Method: one `symphony up` on a fresh data dir with up's DEFAULT restart policy
+(no child_restarts_max in its config), started while something holds port 8080
+so the sidecar cannot take the port `demo traffic` used to assume. Then, as an
+operator would: `symphony demo traffic --data-dir DIR` (no --target); kill -9 of
+the payments service and a wait (with a deadline) for `up` to start it again:
+a new pid and a restart count in run/up.json, the service answering on its
+endpoint, demo traffic through it succeeding; demo traffic whose requests fail
+(unknown participant, nothing listening) exits 1 with a summary; and demo
+traffic for a data dir with no `up`, or a stale run/up.json, exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO_ROOT, symphony_cli
+
+READY_TIMEOUT_SECONDS = 240
+RESTART_TIMEOUT_SECONDS = 60
+DEMO_PORT = 8080
+
+
+def _clean_env() -> dict[str, str]:
+    """No settings that would point `up` or the CLI at another system."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("SYMPHONY_DATABASE_URL", "SYMPHONY_DATA_DIR", "SYMPHONY_DEMO_TARGET")
+            and not k.startswith("SYMPHONY_UP_")}
+
+
+@dataclass
+class RunningUp:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    out_path: Path
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / "run" / "up.json").read_text()))
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "symphony", *args], capture_output=True, text=True,
+                              timeout=180, cwd=REPO_ROOT, env={**_clean_env(), **(env or {})})
+
+
+def _hold_port(port: int) -> socket.socket | None:
+    """Listen on `port` so nothing else can; None when something already does."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen(1)
+    return sock
+
+
+@pytest.fixture(scope="module")
+def running_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUp]:
+    data_dir = tmp_path_factory.mktemp("up-first-run")
+    config = data_dir / "up.toml"
+    config.write_text("embedded_fast = true\n")  # default restart policy on purpose
+    out_path = data_dir / "up.out"
+    holder = _hold_port(DEMO_PORT)
+    with out_path.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir),
+                                    "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_clean_env())
+    system = RunningUp(process, data_dir, out_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while "ready" not in system.output().splitlines():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"symphony up did not become ready:\n{system.output()[-4000:]}")
+            time.sleep(0.5)
+        yield system
+    finally:
+        if holder is not None:
+            holder.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _traffic(system: RunningUp, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return system.cli("demo", "traffic", "--data-dir", str(data_dir or system.data_dir), "--requests", "20",
+                      "--concurrency", "4", "--seed", "7", *args)
+
+
+def test_demo_traffic_finds_the_sidecar_of_up(running_up: RunningUp) -> None:
+    """The sidecar is not on 8080 here; demo traffic reads run/up.json and succeeds."""
+    ingress = running_up.state()["children"]["sidecar"]["endpoints"]["ingress"]
+    assert not ingress.endswith(f":{DEMO_PORT}"), ingress  # the old fixed target would have missed it
+    result = _traffic(running_up, "--duplicate-rate", "0.2", "--invalid-rate", "0.1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["target"] == ingress + "/v1/payments"
+    assert summary["failed"] == 0 and summary["by_disposition"].get("executed", 0) > 0, summary
+    assert result.stderr == ""
+
+
+def test_demo_traffic_exits_1_when_requests_fail(running_up: RunningUp) -> None:
+    """Refused requests (an unregistered participant: 403 at the sidecar) and
+    unanswered ones (nothing listening) each make the exit code 1 with a summary."""
+    refused = _traffic(running_up, "--participant", "nobody-registered", "--policy-version", "1")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    summary = json.loads(refused.stdout)
+    assert summary["failed"] == 20 and not any(status.startswith("2") for status in summary["by_status"]), summary
+    assert refused.stderr.count("\n") == 1 and "20 of 20 requests failed" in refused.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    unreachable = _traffic(running_up, "--target", f"http://127.0.0.1:{closed_port}")
+    assert unreachable.returncode == 1, unreachable.stdout + unreachable.stderr
+    assert json.loads(unreachable.stdout)["failed"] == 20 and "no answer" in unreachable.stderr
+
+
+def test_demo_traffic_without_up_is_a_usage_error(running_up: RunningUp, tmp_path: Path) -> None:
+    missing = _traffic(running_up, data_dir=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "no `symphony up` is running" in missing.stderr and "Traceback" not in missing.stderr
+    # A run/up.json left behind by an `up` that was killed: its pid is gone.
+    (tmp_path / "run").mkdir()
+    stale = running_up.state()
+    stale["up_pid"] = _a_dead_pid()
+    (tmp_path / "run" / "up.json").write_text(json.dumps(stale))
+    result = _traffic(running_up, data_dir=tmp_path)
+    assert result.returncode == 2 and "not running" in result.stderr, result.stderr
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_up_restarts_a_daemon_killed_with_sigkill(running_up: RunningUp) -> None:
+    """Default policy: the killed service comes back (new pid, counted, logged),
+    serves on its endpoint, and payments flow through it again."""
+    before = running_up.state()["children"]["service"]
+    assert before["restarts"] == 0
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + RESTART_TIMEOUT_SECONDS
+    after = before
+    while after["pid"] == before["pid"]:
+        assert running_up.process.poll() is None, f"up stopped:\n{running_up.output()[-3000:]}"
+        assert time.monotonic() < deadline, f"service not restarted:\n{running_up.output()[-3000:]}"
+        time.sleep(0.2)
+        after = running_up.state()["children"]["service"]
+    assert after["restarts"] == 1 and after["endpoints"] == before["endpoints"]
+    assert f"up: service was killed by SIGKILL; restarted as pid {after['pid']}" in running_up.output()
+    metrics = after["endpoints"]["metrics"]
+    while True:  # serving again: its admin endpoint answers
+        try:
+            with urllib.request.urlopen(metrics, timeout=5) as response:
+                assert response.status == 200
+                break
+        except OSError:
+            assert time.monotonic() < deadline, f"restarted service not serving:\n{running_up.output()[-3000:]}"
+            time.sleep(0.2)
+    result = _traffic(running_up)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["by_disposition"].get("executed", 0) > 0
+    assert running_up.process.poll() is None  # one death did not stop the system
