@@ -119,4 +119,5 @@ async def serve(cosigner: checkpoint.Cosigner, logs: list[protocol.TrustedLog], 
         watchdog.cancel()
         await runner.cleanup()
         await admin.cleanup()
+        store.close()
     return 0

@@ -14,6 +14,7 @@ under `<state_dir>/refused/`, bounded in count.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import time
@@ -22,6 +23,11 @@ from pathlib import Path
 from symphony.tlog import checkpoint, note
 
 REFUSED_KEEP_MAX = 1000
+# Persistence is fsync-bound, not CPU-bound: one thread per origin being
+# written lets the disk batch the syncs of many origins (asyncio's default
+# executor has cpu + 4 threads, which capped the witness at a third of the
+# disk's rate in bench/witness_bench.py).
+PERSIST_THREADS = 64
 
 
 def origin_hash(origin: str) -> str:
@@ -52,6 +58,10 @@ class Store:
         self.refused_dir.mkdir(parents=True, exist_ok=True)
         self._latest: dict[str, tuple[checkpoint.Checkpoint, bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._persist = concurrent.futures.ThreadPoolExecutor(PERSIST_THREADS, thread_name_prefix="witness-fsync")
+
+    def close(self) -> None:
+        self._persist.shutdown(wait=True)  # every write that was started completes
 
     def load(self) -> int:
         """Read every stored state (at start); returns how many origins."""
@@ -86,7 +96,8 @@ class Store:
         return len(self._latest)
 
     async def save(self, cp: checkpoint.Checkpoint, cosigned: bytes) -> None:
-        await asyncio.to_thread(_write_atomically, self.logs_dir / origin_hash(cp.origin), cosigned)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._persist, _write_atomically, self.logs_dir / origin_hash(cp.origin), cosigned)
         self._latest[cp.origin] = (cp, cosigned)
 
     async def keep_refused(self, origin: str, status: int, reason: str, body: bytes) -> None:
@@ -95,4 +106,5 @@ class Store:
             return
         name = f"{origin_hash(origin)[:16]}-{time.time_ns()}-{status}.txt"
         data = f"origin {origin}\nstatus {status}\nreason {reason}\n\n".encode() + body
-        await asyncio.to_thread(_write_atomically, self.refused_dir / name, data)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._persist, _write_atomically, self.refused_dir / name, data)
