@@ -235,3 +235,35 @@ async def test_state_survives_kill_9_mid_traffic(
     persisted = int(text)
     assert answered <= persisted <= log.tree.size
     assert (await _add(http, witness, log.body(persisted)))[0] == 200
+
+
+async def test_the_log_side_client_submits_catches_up_and_reports_refusals(
+        witness: WitnessProcess, log: Log, http: aiohttp.ClientSession) -> None:
+    """symphony.tlog.witness_client against the real witness: first submission,
+    a wrong idea of the witness's size corrected once through the 409, a fork refused."""
+    from symphony.tlog import witness_client
+
+    key = note.Verifier(WITNESS_NAME, note.COSIGNATURE_V1, witness.public_key)
+
+    def prove(old: int, new: int) -> list[bytes]:
+        return merkle.consistency_proof(log.tree.read, old, new)
+
+    def current() -> tuple[str, checkpoint.Checkpoint]:
+        cp = checkpoint.Checkpoint(ORIGIN, log.tree.size, log.tree.root())
+        return note.sign(cp.text(), log.signer), cp
+
+    log.grow(10)
+    result = await witness_client.add_checkpoint(http, witness.url, *current(), 0, prove, key)
+    assert isinstance(result, witness_client.Cosigned) and WITNESS_NAME in result.timestamps
+    log.grow(5)
+    # The log believes the witness is at 3 (it lost its own record): the 409 tells it 10.
+    result = await witness_client.add_checkpoint(http, witness.url, *current(), 3, prove, key)
+    assert isinstance(result, witness_client.Cosigned)
+    signed, cp = current()
+    forked = checkpoint.Checkpoint(ORIGIN, cp.size, b"\x01" * 32)
+    refused = await witness_client.add_checkpoint(http, witness.url, note.sign(forked.text(), log.signer), forked,
+                                                  cp.size, prove, key)
+    assert isinstance(refused, witness_client.Refused) and refused.status == 422
+    with pytest.raises(witness_client.WitnessUnavailable):
+        await witness_client.add_checkpoint(http, f"http://127.0.0.1:{_free_port()}", signed, cp, cp.size, prove, key,
+                                            timeout_seconds=2)
