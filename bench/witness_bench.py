@@ -38,9 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from symphony.files import write_atomically  # noqa: E402
 from symphony.tlog import checkpoint, merkle, note  # noqa: E402
 from witness.cli import keygen  # noqa: E402
-from witness.store import _write_atomically  # noqa: E402
 
 LOG_NAME = "bench.example/node"
 
@@ -60,7 +60,7 @@ def disk_rate(directory: Path, seconds: float, concurrency: int) -> float:
     def work(slot: int) -> None:
         path = directory / f"origin-{slot}"
         while time.monotonic() < stop:
-            _write_atomically(path, data)
+            write_atomically(path, data)
             counts[slot] += 1
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(concurrency)]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import os
 import time
 from pathlib import Path
 
+from symphony.files import write_atomically
 from symphony.tlog import checkpoint, note
 
 REFUSED_KEEP_MAX = 1000
@@ -32,22 +32,6 @@ PERSIST_THREADS = 64
 
 def origin_hash(origin: str) -> str:
     return hashlib.sha256(origin.encode()).hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class Store:
@@ -97,7 +81,7 @@ class Store:
 
     async def save(self, cp: checkpoint.Checkpoint, cosigned: bytes) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._persist, _write_atomically, self.logs_dir / origin_hash(cp.origin), cosigned)
+        await loop.run_in_executor(self._persist, write_atomically, self.logs_dir / origin_hash(cp.origin), cosigned)
         self._latest[cp.origin] = (cp, cosigned)
 
     async def keep_refused(self, origin: str, status: int, reason: str, body: bytes) -> None:
@@ -107,4 +91,4 @@ class Store:
         name = f"{origin_hash(origin)[:16]}-{time.time_ns()}-{status}.txt"
         data = f"origin {origin}\nstatus {status}\nreason {reason}\n\n".encode() + body
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._persist, _write_atomically, self.refused_dir / name, data)
+        await loop.run_in_executor(self._persist, write_atomically, self.refused_dir / name, data)

@@ -1,0 +1,66 @@
+"""The node's side of the verifiable log: sign a stream epoch's checkpoint, publish it.
+
+The ingress sidecar owns the journal writer, so it cuts checkpoints: it reads
+the tree size and root the journal keeps (journal.Writer.tree_size/tree_root),
+signs them here with the node's log key (docs/verifying.md: note name
+`<prefix>/<node_id>`, origin `<name>/<stream_id>/<epoch hex>`), journals the
+signed note as a CHECKPOINT record, and publishes it as the static file
+`<publish_dir>/<origin>/checkpoint` (tlog-tiles' layout for a checkpoint),
+replaced atomically so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from symphony.errors import ConfigError
+from symphony.files import write_atomically
+from symphony.tlog import checkpoint, note, origins
+
+
+def load_log_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"node log key {path} is unreadable: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"node log key {path} is not an Ed25519 private key")
+    return key
+
+
+@dataclass(frozen=True)
+class Signed:
+    checkpoint: checkpoint.Checkpoint
+    note: str
+
+
+class CheckpointSigner:
+    """Signs the checkpoints of every stream of one node with the node's key."""
+
+    def __init__(self, key: Ed25519PrivateKey, prefix: str, node_id: str, publish_dir: Path | None = None) -> None:
+        self.signer = note.Signer(origins.log_name(prefix, node_id), key)
+        self.publish_dir = publish_dir
+
+    @property
+    def vkey(self) -> str:
+        return self.signer.verifier.vkey()
+
+    def origin(self, stream_id: int, epoch: bytes) -> str:
+        return origins.origin(self.signer.name, stream_id, epoch)
+
+    def sign(self, stream_id: int, epoch: bytes, size: int, root: bytes) -> Signed:
+        cp = checkpoint.Checkpoint(self.origin(stream_id, epoch), size, root)
+        return Signed(cp, checkpoint.sign(cp, self.signer))
+
+    def publish(self, signed: Signed) -> Path | None:
+        """Write `<publish_dir>/<origin>/checkpoint` (no-op without a publish dir)."""
+        if self.publish_dir is None:
+            return None
+        target = self.publish_dir / signed.checkpoint.origin / "checkpoint"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, signed.note.encode())
+        return target
