@@ -3,8 +3,11 @@
 Lifecycle (symphony.lifecycle): start-up (exit 3 on failure), serve until
 SIGTERM, then drain — stop accepting, let in-flight requests finish and write
 their OUTCOMEs within shutdown_timeout_seconds, flush the journal, exit 0.
-The listening socket uses SO_REUSEPORT, so the kernel spreads connections over
-the workers and no lock is shared on the hot path.
+The listening socket is bound once, exclusively, by the supervisor and
+inherited by every worker (`--listen-fd`): the workers accept from one shared
+queue, and no other process can bind the port while the sidecar holds it (no
+SO_REUSEPORT, which would let any process of the same user join the port and
+take a share of the connections).
 """
 
 from __future__ import annotations
@@ -50,17 +53,36 @@ def worker_id_for(settings: SidecarConfig, stream_id: int) -> int:
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other workers can bind too (SO_REUSEPORT)."""
+    """A listening TCP socket this process owns exclusively (inheritable by its workers).
+
+    SO_REUSEADDR only lets a restart bind over connections in TIME_WAIT; on
+    Linux it never lets a second socket listen on a port that is listening.
+    SO_REUSEPORT is never set: with it, any process of the same user could
+    bind the same port and silently take a share of the connections.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
+        sock.listen(4096)
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(4096)
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                           "(another process holds the port)") from None
+    sock.setblocking(False)
+    return sock
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The supervisor's listening socket, inherited as file descriptor `fd`."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise StartupError(f"inherited listening socket (fd {fd}) not usable: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1:
+        sock.detach()
+        raise StartupError(f"inherited fd {fd} is not a listening TCP socket")
     sock.setblocking(False)
     return sock
 
@@ -82,10 +104,12 @@ def tls_context(settings: SidecarConfig) -> ssl.SSLContext | None:
 
 
 class Worker:
-    def __init__(self, settings: SidecarConfig, *, stream_id: int, port: int, database_url: str) -> None:
+    def __init__(self, settings: SidecarConfig, *, stream_id: int, port: int, database_url: str,
+                 listen_fd: int = -1) -> None:
         self.settings = settings
         self.stream_id = stream_id
         self.port = port
+        self.listen_fd = listen_fd  # the supervisor's socket; -1: bind here (tests of one worker)
         self.database_url = database_url
         self.label = str(stream_id)
         self.stop = asyncio.Event()
@@ -209,7 +233,7 @@ class Worker:
         server = web.Server(handler.handle, handler_cancellation=True, access_log=None,
                             max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
                             auto_decompress=False, keepalive_timeout=75.0)
-        sock = listen_socket(s.listen_host, self.port)
+        sock = inherited_socket(self.listen_fd) if self.listen_fd >= 0 else listen_socket(s.listen_host, self.port)
         loop = asyncio.get_running_loop()
         listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096)
         log.info("worker listening", extra={"stream_id": self.stream_id, "port": self.port,
