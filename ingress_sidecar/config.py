@@ -99,7 +99,9 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     rate_limit_sources_max: int = 10_000
     clock_offset_ms_max: int = 500
     worker_id_base: int = -1
+    hlc_peer_public_key_files: list[str] = msgspec.field(default_factory=list)
     test_clock_file: str = ""
+    test_clock_allowed: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -139,6 +141,8 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file are given together")
+        if self.test_clock_file and not self.test_clock_allowed:
+            raise ValueError("test_clock_file is for tests only and is refused unless test_clock_allowed = true")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
 

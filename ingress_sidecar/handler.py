@@ -1,11 +1,15 @@
 """One request through the sidecar, in the order the invariants need.
 
-1. strip every incoming X-Symphony-* header (they are rebuilt, never passed);
+1. strip every incoming X-Symphony-* header (they are rebuilt, never passed),
+   header names compared after folding `_` to `-` so `X_Symphony_Participant`
+   is stripped too;
 2. read the body within its cap (413 beyond it);
 3. verify identity (JWT or client certificate; never a header);
 4. rate-limit sources whose identity failed (429, counted in DROPPED, not attested);
 5. decide policy (kill-switch, staleness fail-closed for executing routes);
 6. assign the attestation id (HLC; 503 CLOCK_BACKWARDS beyond the max offset);
+   a caller's X-Symphony-HLC moves the clock only after identity verified and
+   only with a valid X-Symphony-HLC-Signature by a configured peer sidecar key;
 7. append INGRESS — durable before forwarding when the request is accepted;
    a refused append answers 503 with the reason and nothing is forwarded;
 8. forward with the signed Symphony headers and a traceparent;
@@ -77,7 +81,8 @@ class RequestHandler:
     def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
                  jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
                  limiter: SourceLimiter, drops: DropCounter, signer: BatchSigner,
-                 upstreams: dict[str, UpstreamPool], stats: metrics.WorkerStats) -> None:
+                 upstreams: dict[str, UpstreamPool], stats: metrics.WorkerStats,
+                 hlc_peers: uh.HlcVerifier | None = None) -> None:
         self.settings = settings
         self.attestor = attestor
         self.clock = clock
@@ -93,6 +98,7 @@ class RequestHandler:
         self.shutting_down = False
         self.stats = stats
         self.in_flight = 0
+        self.hlc_peers = hlc_peers  # None: no peer keys configured, X-Symphony-HLC never counts
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.in_flight += 1
@@ -107,7 +113,7 @@ class RequestHandler:
         verdict = self._verify(request, route, body is None)
         if verdict.identity is None and not self.limiter.allow(request.remote or ""):
             return self._drop("rate_limited_unauthenticated", 429)
-        attestation_id = await self._next_id(request)
+        attestation_id = await self._next_id(request, verdict.identity is not None)
         if attestation_id is None:
             return self._drop("clock_backwards", 503, error="CLOCK_BACKWARDS")
         ingress = self._ingress_body(request, route, verdict, body)
@@ -182,11 +188,19 @@ class RequestHandler:
                     return self.certs.verify(der)
         return IdentityFailure("missing_credentials", 401)
 
-    async def _next_id(self, request: web.BaseRequest) -> int | None:
-        """The next attestation id, or None when the clock is refused."""
-        remote = request.headers.get(uh.HLC)
-        if remote is not None and remote.isdigit():
-            self.clock.observe(int(remote))
+    async def _next_id(self, request: web.BaseRequest, identity_verified: bool) -> int | None:
+        """The next attestation id, or None when the clock is refused.
+
+        Nothing a client sends decides the clock: X-Symphony-HLC is observed
+        only for a request whose identity verified and only when a peer
+        sidecar's key signed it (X-Symphony-HLC-Signature).
+        """
+        if identity_verified and self.hlc_peers is not None:
+            remote = request.headers.get(uh.HLC)
+            if remote is not None:
+                observed = self.hlc_peers.verify(remote, request.headers.get(uh.HLC_SIGNATURE))
+                if observed is not None:
+                    self.clock.observe(observed)
         for _ in range(COUNTER_WAITS_MAX):
             try:
                 return self.clock.next_id()
@@ -313,6 +327,8 @@ class RequestHandler:
         forward_authorization = self.settings.forward_authorization
         for name, value in request.headers.items():
             lower = name.lower()
+            if "_" in lower:  # `X_Symphony_Participant` names the same header to many servers
+                lower = lower.replace("_", "-")
             if lower in HOP_BY_HOP or lower.startswith(uh.PREFIX) or lower == "traceparent":
                 continue
             if lower == "authorization" and not forward_authorization:
@@ -344,6 +360,8 @@ def _response_headers(upstream_headers: list[tuple[str, str]],
     declared = None
     for name, value in upstream_headers:
         lower = name.lower()
+        if "_" in lower:
+            lower = lower.replace("_", "-")
         if lower.startswith(uh.PREFIX):
             if lower == "x-symphony-disposition":
                 declared = value

@@ -121,6 +121,8 @@ class Worker:
     def _clock(self) -> HybridClock:
         source = system_clock_ms
         if self.settings.test_clock_file:
+            # config.py refuses a clock file without the explicit test flag; check again here.
+            assert self.settings.test_clock_allowed, "test_clock_file without test_clock_allowed"
             source = file_offset_clock(Path(self.settings.test_clock_file))
         return HybridClock(worker_id_for(self.settings, self.stream_id),
                            offset_ms_max=self.settings.clock_offset_ms_max, clock=source)
@@ -141,6 +143,16 @@ class Worker:
             return uh.HeaderSigner(uh.load_private_key(path))
         except (OSError, ValueError, uh.SignatureError) as exc:
             raise StartupError(f"upstream signing key {path} not usable: {exc}") from None
+
+    def _hlc_peers(self) -> uh.HlcVerifier | None:
+        """Verifier of peer sidecars' X-Symphony-HLC signatures; None when no peer key is configured."""
+        files = self.settings.hlc_peer_public_key_files
+        if not files:
+            return None
+        try:
+            return uh.HlcVerifier([uh.load_public_key(Path(name)) for name in files])
+        except (OSError, ValueError, uh.SignatureError) as exc:
+            raise StartupError(f"hlc_peer_public_key_files not usable: {exc}") from None
 
     def _signed(self, requests: int) -> None:
         self.stats.count("upstream_signatures")
@@ -176,7 +188,7 @@ class Worker:
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
             drops=self.drops, signer=BatchSigner(self._signer(), on_batch=self._signed), upstreams=upstreams,
-            stats=self.stats,
+            stats=self.stats, hlc_peers=self._hlc_peers(),
         )
 
     async def run(self, on_ready: Callable[[], None]) -> int:
