@@ -98,6 +98,7 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     rate_limit_unauthenticated_burst: int = 20
     rate_limit_sources_max: int = 10_000
     clock_offset_ms_max: int = 500
+    refusal_log_interval_seconds: float = 10.0
     worker_id_base: int = -1
     hlc_peer_public_key_files: list[str] = msgspec.field(default_factory=list)
     test_clock_file: str = ""
@@ -122,7 +123,8 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
                         "shutdown_timeout_seconds", "heartbeat_interval_seconds", "jwks_reload_seconds",
                         "client_cert_lifetime_seconds_max", "policy_poll_seconds",
                         "policy_staleness_seconds_max", "rate_limit_unauthenticated_per_second",
-                        "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max")
+                        "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max",
+                        "refusal_log_interval_seconds")
         if self.jwt_leeway_seconds < 0 or self.jwt_leeway_seconds > 300:
             raise ValueError("jwt_leeway_seconds must be in [0, 300]")
         if not -1 <= self.worker_id_base <= 1023:

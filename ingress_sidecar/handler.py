@@ -37,7 +37,7 @@ from ingress_sidecar.config import SidecarConfig
 from ingress_sidecar.hlc import ClockRefused, CounterExhausted, HybridClock
 from ingress_sidecar.identity import CertificateVerifier, Identity, IdentityFailure, JwtVerifier
 from ingress_sidecar.policy import PolicyCache
-from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
+from ingress_sidecar.ratelimit import DropCounter, RefusalLog, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
 from ingress_sidecar.upstream import UpstreamError, UpstreamPool
@@ -99,6 +99,8 @@ class RequestHandler:
         self.stats = stats
         self.in_flight = 0
         self.hlc_peers = hlc_peers  # None: no peer keys configured, X-Symphony-HLC never counts
+        self.refusal_log = RefusalLog(log, "journal refused records; requests answered 503 and not forwarded",
+                                      interval_seconds=settings.refusal_log_interval_seconds)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.in_flight += 1
@@ -257,8 +259,7 @@ class RequestHandler:
     def _journal_refused(self, route: ResolvedRoute, refused: AttestationRefused, attestation_id: int) -> web.Response:
         self.stats.count("journal_refusals", refused.reason)
         self.stats.count("requests", route.template, "503", "not_attested")
-        log.error("journal refused a record; request answered 503 and not forwarded",
-                  extra={"reason": refused.reason, "detail": refused.detail, "attestation_id": attestation_id})
+        self.refusal_log.refused(refused.reason, detail=refused.detail, attestation_id=attestation_id)
         return error_response(503, refused.reason, detail=refused.detail)
 
     def _outcome(self, route: ResolvedRoute, attestation_id: int, ingress_seq: int, status: int,

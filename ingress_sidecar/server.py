@@ -282,6 +282,7 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
             tick += 1
+            handler.refusal_log.flush()
             self._flush_drops(attestor)
             if attestor.idle_seconds() >= interval:
                 try:
