@@ -3,9 +3,12 @@
 1. strip every incoming X-Symphony-* header (they are rebuilt, never passed),
    header names compared after folding `_` to `-` so `X_Symphony_Participant`
    is stripped too;
-2. read the body within its cap (413 beyond it);
+2. read the body within its cap (413 beyond it) and within
+   body_read_timeout_seconds (ingress_sidecar/guard.py closes a slower
+   connection); past requests_in_flight_max the request is refused 503 first;
 3. verify identity (JWT or client certificate; never a header);
 4. rate-limit sources whose identity failed (429, counted in DROPPED, not attested);
+   refuse an accepted request whose upstream queue is full (503, DROPPED);
 5. decide policy (kill-switch, staleness fail-closed for executing routes);
 6. assign the attestation id (HLC; 503 CLOCK_BACKWARDS beyond the max offset);
    a caller's X-Symphony-HLC moves the clock only after identity verified and
@@ -40,7 +43,8 @@ from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, RefusalLog, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
-from ingress_sidecar.upstream import UpstreamError, UpstreamPool
+from ingress_sidecar.guard import GuardedProtocol
+from ingress_sidecar.upstream import UpstreamBusy, UpstreamError, UpstreamPool
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import Disposition
@@ -98,23 +102,36 @@ class RequestHandler:
         self.shutting_down = False
         self.stats = stats
         self.in_flight = 0
+        self.in_flight_max = settings.requests_in_flight_max
         self.hlc_peers = hlc_peers  # None: no peer keys configured, X-Symphony-HLC never counts
         self.refusal_log = RefusalLog(log, "journal refused records; requests answered 503 and not forwarded",
                                       interval_seconds=settings.refusal_log_interval_seconds)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        protocol: GuardedProtocol = request.protocol  # type: ignore[assignment]
+        protocol.headers_complete()
+        if self.in_flight >= self.in_flight_max:  # refused before the body is read or anything attested
+            response = self._drop("requests_in_flight_max", 503)
+            response.force_close()
+            protocol.request_done()
+            return response
         self.in_flight += 1
         try:
-            return await self._handle(request)
+            return await self._handle(request, protocol)
         finally:
             self.in_flight -= 1
+            protocol.request_done()
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, protocol: GuardedProtocol) -> web.StreamResponse:
         route = self.routes.match(request.method, request.path) or UNMATCHED
+        protocol.body_started()  # the guard closes the connection if the body is not in within its timeout
         body = await self._read_body(request)
+        protocol.body_complete()
         verdict = self._verify(request, route, body is None)
         if verdict.identity is None and not self.limiter.allow(request.remote or ""):
             return self._drop("rate_limited_unauthenticated", 429)
+        if verdict.status == 200 and self.upstreams[route.upstream].saturated():
+            return self._drop("upstream_queue_full", 503)
         attestation_id = await self._next_id(request, verdict.identity is not None)
         if attestation_id is None:
             return self._drop("clock_backwards", 503, error="CLOCK_BACKWARDS")
@@ -305,6 +322,9 @@ class RequestHandler:
         try:
             answer = await self.upstreams[route.upstream].request(request.method, request.rel_url.raw_path_qs,
                                                                   headers, body)
+        except UpstreamBusy:  # never sent: handled without execution
+            self._finish(route, attestation_id, seq, 503, Disposition.REJECTED, started, "upstream_queue_full")
+            return error_response(503, "upstream_queue_full", attestation_id)
         except asyncio.TimeoutError:
             self._finish(route, attestation_id, seq, 504, Disposition.UPSTREAM_ERROR, started, "upstream_timeout")
             return error_response(504, "upstream_timeout", attestation_id)

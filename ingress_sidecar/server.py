@@ -27,6 +27,7 @@ import journal
 from ingress_sidecar import metrics
 from ingress_sidecar.attest import AttestationRefused, Attestor
 from ingress_sidecar.config import SidecarConfig
+from ingress_sidecar.guard import FD_RESERVE, ConnectionGuard, GuardedServer, ensure_fd_limit
 from ingress_sidecar.handler import RequestHandler
 from ingress_sidecar.hlc import WORKER_MAX, HybridClock, file_offset_clock, system_clock_ms
 from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
@@ -117,6 +118,7 @@ class Worker:
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         self.stats = metrics.WorkerStats(Path(metrics_dir) if metrics_dir else None, stream_id)
         self.mirror: Mirror | None = None
+        self.guard: ConnectionGuard | None = None
 
     def _clock(self) -> HybridClock:
         source = system_clock_ms
@@ -163,7 +165,7 @@ class Worker:
         s = self.settings
         pools = {}
         for url in RouteTable(s.routes, s.upstream_url).upstreams:
-            pools[url] = UpstreamPool(url, connections_max=s.upstream_connections_max,
+            pools[url] = UpstreamPool(url, connections_max=s.upstream_connections_max, queue_max=s.upstream_queue_max,
                                       connect_timeout_seconds=s.upstream_connect_timeout_seconds,
                                       timeout_seconds=s.upstream_timeout_seconds, body_bytes_max=UPSTREAM_ANSWER_BYTES_MAX)
         return pools
@@ -239,15 +241,38 @@ class Worker:
             log.warning("policy not loaded yet; requests are refused until it is",
                         extra={"waited_seconds": POLICY_FIRST_LOAD_SECONDS})
 
+    def _guard(self, pools: int) -> ConnectionGuard:
+        """The worker's connection caps and read deadlines (ingress_sidecar/guard.py)."""
+        s = self.settings
+        needed = s.worker_connections_max + pools * s.upstream_connections_max + FD_RESERVE
+        try:
+            ensure_fd_limit(needed)
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"worker_connections_max = {s.worker_connections_max} does not fit: {exc}") from None
+
+        def refused(reason: str) -> None:
+            self.drops.add(reason)
+            self.stats.count("dropped", reason)
+
+        return ConnectionGuard(connections_max=s.worker_connections_max,
+                               source_connections_max=s.source_connections_max,
+                               header_timeout_seconds=s.header_read_timeout_seconds,
+                               body_timeout_seconds=s.body_read_timeout_seconds, on_refused=refused)
+
     async def _serve(self, handler: RequestHandler, attestor: Attestor, shutdown: Shutdown,
                      on_ready: Callable[[], None]) -> int:
         s = self.settings
-        server = web.Server(handler.handle, handler_cancellation=True, access_log=None,
-                            max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
-                            auto_decompress=False, keepalive_timeout=75.0)
+        guard = self._guard(len(handler.upstreams))
+        self.guard = guard
+        server = GuardedServer(handler.handle, guard=guard, handler_cancellation=True, access_log=None,
+                               max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
+                               auto_decompress=False, keepalive_timeout=75.0)
         sock = inherited_socket(self.listen_fd) if self.listen_fd >= 0 else listen_socket(s.listen_host, self.port)
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096)
+        self.tasks.append(asyncio.create_task(guard.run(self.stop), name="connection-guard"))
+        listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096,
+                                            ssl_handshake_timeout=s.header_read_timeout_seconds if s.tls_cert_file
+                                            else None)
         log.info("worker listening", extra={"stream_id": self.stream_id, "port": self.port,
                                             "durability": s.durability, "pid": os.getpid()})
         on_ready()
@@ -303,6 +328,9 @@ class Worker:
             gauges["clock_alarm"] = 0.0
         gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0
         gauges["in_flight"] = float(handler.in_flight)
+        if self.guard is not None:
+            gauges["connections_open"] = float(len(self.guard.connections))
+            gauges["upstream_waiting"] = float(sum(pool.waiting for pool in handler.upstreams.values()))
         gauges["open_ingress"] = float(attestor.open_requests)
         if self.mirror is not None:
             gauges["mirror_queue"] = float(self.mirror.queued())

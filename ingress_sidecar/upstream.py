@@ -18,8 +18,11 @@ needs from its own services:
   race the server closing it). A request is never retried: a failure is the
   caller's 502 (`UpstreamError`) or 504 (`TimeoutError`).
 
-One `UpstreamPool` per upstream base URL, bounded by `connections_max`
-(callers wait for a free connection beyond it). Not thread-safe: one event loop.
+One `UpstreamPool` per upstream base URL, bounded by `connections_max`.
+Beyond it callers wait for a free connection, at most `queue_max` of them
+and each within its request's deadline: a full queue raises `UpstreamBusy`
+at once (503), a wait past the deadline `TimeoutError` (504). Not
+thread-safe: one event loop.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 class UpstreamError(Exception):
     """The upstream could not be reached or did not answer with valid HTTP/1.1."""
+
+
+class UpstreamBusy(Exception):
+    """Every connection is in use and `queue_max` requests already wait: refused, never sent."""
 
 
 @dataclass(slots=True)
@@ -227,11 +234,11 @@ class UpstreamPool:
 
     def __init__(self, base_url: str, *, connections_max: int, connect_timeout_seconds: float,
                  timeout_seconds: float, body_bytes_max: int, idle_seconds: float = 15.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 queue_max: int = 1024, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http(s)://host[:port]: {base_url!r}")
-        assert connections_max >= 1 and timeout_seconds > 0 and connect_timeout_seconds > 0
+        assert connections_max >= 1 and timeout_seconds > 0 and connect_timeout_seconds > 0 and queue_max >= 1
         self.host = parts.hostname
         self.path_prefix = parts.path.rstrip("/")  # a base URL may name a path: it prefixes every target
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -247,6 +254,26 @@ class UpstreamPool:
         self._idle: collections.deque[_Connection] = collections.deque()
         self._slots = asyncio.Semaphore(connections_max)
         self._open = 0
+        self.queue_max = queue_max
+        self.waiting = 0  # requests waiting for a free connection
+
+    def saturated(self) -> bool:
+        """True when a request now would be refused (UpstreamBusy): checked before attestation."""
+        return self.waiting >= self.queue_max and self._slots.locked()
+
+    async def _acquire(self, deadline: float) -> None:
+        """A connection slot, waiting in a bounded queue and within the request's deadline."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot: returns at once
+            return
+        if self.waiting >= self.queue_max:
+            raise UpstreamBusy(f"{self.waiting} requests already wait for an upstream connection")
+        self.waiting += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        finally:
+            self.waiting -= 1
 
     def encode(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         """The request as it goes on the wire (one write)."""
@@ -260,13 +287,15 @@ class UpstreamPool:
                       body: bytes) -> UpstreamResponse:
         """Send one request and read its answer within the total timeout.
 
-        Raises TimeoutError (504), UpstreamError or OSError (502). Cancellation
+        Raises UpstreamBusy (503, nothing sent), TimeoutError (504),
+        UpstreamError or OSError (502). Cancellation
         (the client went away) closes the connection it was using.
         """
         data = self.encode(method, target, headers, body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        async with self._slots:
+        await self._acquire(deadline)
+        try:
             connection = self._take_idle()
             if connection is None:
                 connection = await self._connect(loop, deadline)
@@ -288,6 +317,8 @@ class UpstreamPool:
                 connection.close()
                 self._open -= 1
             return response
+        finally:
+            self._slots.release()
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
