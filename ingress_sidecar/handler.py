@@ -44,7 +44,7 @@ from ingress_sidecar.ratelimit import DropCounter, RefusalLog, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
 from ingress_sidecar.guard import GuardedProtocol
-from ingress_sidecar.upstream import UpstreamBusy, UpstreamError, UpstreamPool
+from ingress_sidecar.upstream import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamProtocolError
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import Disposition
@@ -328,6 +328,9 @@ class RequestHandler:
         except asyncio.TimeoutError:
             self._finish(route, attestation_id, seq, 504, Disposition.UPSTREAM_ERROR, started, "upstream_timeout")
             return error_response(504, "upstream_timeout", attestation_id)
+        except UpstreamProtocolError:  # malformed framing: its connection is closed, never reused
+            self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_bad_response")
+            return error_response(502, "upstream_bad_response", attestation_id)
         except (UpstreamError, OSError) as exc:
             self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_unreachable")
             return error_response(502, "upstream_unreachable", attestation_id, detail=type(exc).__name__)
