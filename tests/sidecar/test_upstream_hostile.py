@@ -192,6 +192,12 @@ async def _fuzz_once(hostile_bytes: bytes, close_after: bool) -> None:
             assert pool._open == 0 and not pool._idle  # noqa: SLF001
         except TimeoutError:  # an answer that never completes: its connection is closed too
             assert pool._open == 0 and not pool._idle  # noqa: SLF001
+        if close_after:
+            # A complete answer leaves its connection pooled; the server's close may
+            # reach the client only after the next request took it (the keep-alive
+            # race every HTTP client has): wait for the close to arrive first.
+            await wait_until(lambda: server.closed_connections >= 1, timeout=10)
+            await wait_until(lambda: all(c.closed for c in pool._idle), timeout=10)  # noqa: SLF001
         await _marker_follows(pool)
     finally:
         pool.close()
