@@ -173,21 +173,10 @@ class GuardedProtocol(RequestHandler):
             self.deadline_reason = HEADER_READ_TIMEOUT
         super().data_received(data)
 
-    # -- called by the request handler (ingress_sidecar/handler.py)
-
-    def headers_complete(self) -> None:
-        self.deadline = 0.0
-
-    def body_started(self) -> None:
-        self.deadline = self._loop.time() + self.guard.body_timeout
-        self.deadline_reason = BODY_READ_TIMEOUT
-
-    def body_complete(self) -> None:
-        self.deadline = 0.0
-
-    def request_done(self) -> None:
-        self.deadline = 0.0
-        self.awaiting_headers = True
+    # The request handler (ingress_sidecar/handler.py) sets `deadline`,
+    # `deadline_reason` and `awaiting_headers` itself (inline on the hot path):
+    # body deadline once the headers are in, 0.0 once the body is read, and
+    # awaiting_headers when the request is done.
 
     def expire(self) -> None:
         """Past its deadline: drop the connection now (its handler, if any, is cancelled)."""

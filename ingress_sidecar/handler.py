@@ -43,7 +43,7 @@ from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, RefusalLog, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
-from ingress_sidecar.guard import GuardedProtocol
+from ingress_sidecar.guard import BODY_READ_TIMEOUT, GuardedProtocol
 from ingress_sidecar.upstream import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamProtocolError
 from symphony import attestation as att
 from symphony import upstream_headers as uh
@@ -103,30 +103,36 @@ class RequestHandler:
         self.stats = stats
         self.in_flight = 0
         self.in_flight_max = settings.requests_in_flight_max
+        self.body_timeout = settings.body_read_timeout_seconds
+        self.loop_time = asyncio.get_running_loop().time  # built inside the worker's loop
         self.hlc_peers = hlc_peers  # None: no peer keys configured, X-Symphony-HLC never counts
         self.refusal_log = RefusalLog(log, "journal refused records; requests answered 503 and not forwarded",
                                       interval_seconds=settings.refusal_log_interval_seconds)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        # The guard's read deadline (ingress_sidecar/guard.py), set inline: this is the hot path.
         protocol: GuardedProtocol = request.protocol  # type: ignore[assignment]
-        protocol.headers_complete()
         if self.in_flight >= self.in_flight_max:  # refused before the body is read or anything attested
+            protocol.deadline = 0.0
+            protocol.awaiting_headers = True
             response = self._drop("requests_in_flight_max", 503)
             response.force_close()
-            protocol.request_done()
             return response
+        # Headers are in; the body must be within body_read_timeout_seconds.
+        protocol.deadline = self.loop_time() + self.body_timeout
+        protocol.deadline_reason = BODY_READ_TIMEOUT
         self.in_flight += 1
         try:
             return await self._handle(request, protocol)
         finally:
             self.in_flight -= 1
-            protocol.request_done()
+            protocol.deadline = 0.0
+            protocol.awaiting_headers = True  # the next request's first byte starts its header clock
 
     async def _handle(self, request: web.BaseRequest, protocol: GuardedProtocol) -> web.StreamResponse:
         route = self.routes.match(request.method, request.path) or UNMATCHED
-        protocol.body_started()  # the guard closes the connection if the body is not in within its timeout
         body = await self._read_body(request)
-        protocol.body_complete()
+        protocol.deadline = 0.0  # body read: no read deadline while the request is handled
         verdict = self._verify(request, route, body is None)
         if verdict.identity is None and not self.limiter.allow(request.remote or ""):
             return self._drop("rate_limited_unauthenticated", 429)

@@ -257,28 +257,45 @@ class UpstreamPool:
         self.body_bytes_max = body_bytes_max
         self.idle_seconds = idle_seconds
         self._idle: collections.deque[_Connection] = collections.deque()
-        self._slots = asyncio.Semaphore(connections_max)
+        self._free = connections_max  # connection slots not in use
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._open = 0
         self.queue_max = queue_max
-        self.waiting = 0  # requests waiting for a free connection
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a free connection."""
+        return len(self._waiters)
 
     def saturated(self) -> bool:
         """True when a request now would be refused (UpstreamBusy): checked before attestation."""
-        return self.waiting >= self.queue_max and self._slots.locked()
+        return self._free == 0 and len(self._waiters) >= self.queue_max
 
-    async def _acquire(self, deadline: float) -> None:
-        """A connection slot, waiting in a bounded queue and within the request's deadline."""
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: returns at once
-            return
-        if self.waiting >= self.queue_max:
-            raise UpstreamBusy(f"{self.waiting} requests already wait for an upstream connection")
-        self.waiting += 1
+    async def _wait_for_slot(self, deadline: float) -> None:
+        """Wait in the bounded queue for a slot, within the request's deadline (TimeoutError past it)."""
+        if len(self._waiters) >= self.queue_max:
+            raise UpstreamBusy(f"{len(self._waiters)} requests already wait for an upstream connection")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot just as we gave up: pass it on
+            else:
+                self._waiters.remove(waiter)  # bounded by queue_max; only on timeout or cancellation
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first waiter still waiting, else free it."""
+        while self._waiters:  # bounded by queue_max
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+        assert self._free <= self.connections_max, self._free
 
     def encode(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         """The request as it goes on the wire (one write)."""
@@ -299,7 +316,10 @@ class UpstreamPool:
         data = self.encode(method, target, headers, body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        await self._acquire(deadline)
+        if self._free and not self._waiters:  # the common case: a free slot, nobody ahead
+            self._free -= 1
+        else:
+            await self._wait_for_slot(deadline)
         try:
             connection = self._take_idle()
             if connection is None:
@@ -323,7 +343,7 @@ class UpstreamPool:
                 self._open -= 1
             return response
         finally:
-            self._slots.release()
+            self._release()
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
