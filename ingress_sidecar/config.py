@@ -75,6 +75,12 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     routes: list[Route] = msgspec.field(default_factory=_default_routes)
     body_bytes_max: int = 1_048_576
     header_bytes_max: int = 8190
+    header_read_timeout_seconds: float = 10.0
+    body_read_timeout_seconds: float = 30.0
+    worker_connections_max: int = 4096
+    source_connections_max: int = 256
+    requests_in_flight_max: int = 1024
+    upstream_queue_max: int = 1024
     upstream_timeout_seconds: float = 10.0
     upstream_connect_timeout_seconds: float = 2.0
     upstream_connections_max: int = 256
@@ -98,8 +104,11 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     rate_limit_unauthenticated_burst: int = 20
     rate_limit_sources_max: int = 10_000
     clock_offset_ms_max: int = 500
+    refusal_log_interval_seconds: float = 10.0
     worker_id_base: int = -1
+    hlc_peer_public_key_files: list[str] = msgspec.field(default_factory=list)
     test_clock_file: str = ""
+    test_clock_allowed: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -115,12 +124,17 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("routes must name at least one route")
         if not self.upstream_url.startswith(("http://", "https://")):
             raise ValueError("upstream_url must be an http:// or https:// URL")
-        _check_positive(self, "body_bytes_max", "header_bytes_max", "upstream_timeout_seconds",
+        _check_positive(self, "body_bytes_max", "header_bytes_max", "header_read_timeout_seconds",
+                        "body_read_timeout_seconds", "worker_connections_max", "source_connections_max",
+                        "requests_in_flight_max", "upstream_queue_max", "upstream_timeout_seconds",
                         "upstream_connect_timeout_seconds", "upstream_connections_max",
                         "shutdown_timeout_seconds", "heartbeat_interval_seconds", "jwks_reload_seconds",
                         "client_cert_lifetime_seconds_max", "policy_poll_seconds",
                         "policy_staleness_seconds_max", "rate_limit_unauthenticated_per_second",
-                        "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max")
+                        "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max",
+                        "refusal_log_interval_seconds")
+        if self.header_read_timeout_seconds > 300 or self.body_read_timeout_seconds > 3600:
+            raise ValueError("header_read_timeout_seconds must be <= 300 and body_read_timeout_seconds <= 3600")
         if self.jwt_leeway_seconds < 0 or self.jwt_leeway_seconds > 300:
             raise ValueError("jwt_leeway_seconds must be in [0, 300]")
         if not -1 <= self.worker_id_base <= 1023:
@@ -139,6 +153,8 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file are given together")
+        if self.test_clock_file and not self.test_clock_allowed:
+            raise ValueError("test_clock_file is for tests only and is refused unless test_clock_allowed = true")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
 

@@ -1,11 +1,18 @@
 """One request through the sidecar, in the order the invariants need.
 
-1. strip every incoming X-Symphony-* header (they are rebuilt, never passed);
-2. read the body within its cap (413 beyond it);
+1. strip every incoming X-Symphony-* header (they are rebuilt, never passed),
+   header names compared after folding `_` to `-` so `X_Symphony_Participant`
+   is stripped too;
+2. read the body within its cap (413 beyond it) and within
+   body_read_timeout_seconds (ingress_sidecar/guard.py closes a slower
+   connection); past requests_in_flight_max the request is refused 503 first;
 3. verify identity (JWT or client certificate; never a header);
 4. rate-limit sources whose identity failed (429, counted in DROPPED, not attested);
+   refuse an accepted request whose upstream queue is full (503, DROPPED);
 5. decide policy (kill-switch, staleness fail-closed for executing routes);
 6. assign the attestation id (HLC; 503 CLOCK_BACKWARDS beyond the max offset);
+   a caller's X-Symphony-HLC moves the clock only after identity verified and
+   only with a valid X-Symphony-HLC-Signature by a configured peer sidecar key;
 7. append INGRESS — durable before forwarding when the request is accepted;
    a refused append answers 503 with the reason and nothing is forwarded;
 8. forward with the signed Symphony headers and a traceparent;
@@ -33,10 +40,11 @@ from ingress_sidecar.config import SidecarConfig
 from ingress_sidecar.hlc import ClockRefused, CounterExhausted, HybridClock
 from ingress_sidecar.identity import CertificateVerifier, Identity, IdentityFailure, JwtVerifier
 from ingress_sidecar.policy import PolicyCache
-from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
+from ingress_sidecar.ratelimit import DropCounter, RefusalLog, SourceLimiter
 from ingress_sidecar.routes import UNMATCHED, ResolvedRoute, RouteTable
 from ingress_sidecar.signing import BatchSigner
-from ingress_sidecar.upstream import UpstreamError, UpstreamPool
+from ingress_sidecar.guard import BODY_READ_TIMEOUT, GuardedProtocol
+from ingress_sidecar.upstream import UpstreamBusy, UpstreamError, UpstreamPool, UpstreamProtocolError
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.attestation import Disposition
@@ -77,7 +85,8 @@ class RequestHandler:
     def __init__(self, settings: SidecarConfig, *, attestor: Attestor, clock: HybridClock, routes: RouteTable,
                  jwt_verifier: JwtVerifier, cert_verifier: CertificateVerifier | None, policy: PolicyCache,
                  limiter: SourceLimiter, drops: DropCounter, signer: BatchSigner,
-                 upstreams: dict[str, UpstreamPool], stats: metrics.WorkerStats) -> None:
+                 upstreams: dict[str, UpstreamPool], stats: metrics.WorkerStats,
+                 hlc_peers: uh.HlcVerifier | None = None) -> None:
         self.settings = settings
         self.attestor = attestor
         self.clock = clock
@@ -93,21 +102,43 @@ class RequestHandler:
         self.shutting_down = False
         self.stats = stats
         self.in_flight = 0
+        self.in_flight_max = settings.requests_in_flight_max
+        self.body_timeout = settings.body_read_timeout_seconds
+        self.loop_time = asyncio.get_running_loop().time  # built inside the worker's loop
+        self.hlc_peers = hlc_peers  # None: no peer keys configured, X-Symphony-HLC never counts
+        self.refusal_log = RefusalLog(log, "journal refused records; requests answered 503 and not forwarded",
+                                      interval_seconds=settings.refusal_log_interval_seconds)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        # The guard's read deadline (ingress_sidecar/guard.py), set inline: this is the hot path.
+        protocol: GuardedProtocol = request.protocol  # type: ignore[assignment]
+        if self.in_flight >= self.in_flight_max:  # refused before the body is read or anything attested
+            protocol.deadline = 0.0
+            protocol.awaiting_headers = True
+            response = self._drop("requests_in_flight_max", 503)
+            response.force_close()
+            return response
+        # Headers are in; the body must be within body_read_timeout_seconds.
+        protocol.deadline = self.loop_time() + self.body_timeout
+        protocol.deadline_reason = BODY_READ_TIMEOUT
         self.in_flight += 1
         try:
-            return await self._handle(request)
+            return await self._handle(request, protocol)
         finally:
             self.in_flight -= 1
+            protocol.deadline = 0.0
+            protocol.awaiting_headers = True  # the next request's first byte starts its header clock
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, protocol: GuardedProtocol) -> web.StreamResponse:
         route = self.routes.match(request.method, request.path) or UNMATCHED
         body = await self._read_body(request)
+        protocol.deadline = 0.0  # body read: no read deadline while the request is handled
         verdict = self._verify(request, route, body is None)
         if verdict.identity is None and not self.limiter.allow(request.remote or ""):
             return self._drop("rate_limited_unauthenticated", 429)
-        attestation_id = await self._next_id(request)
+        if verdict.status == 200 and self.upstreams[route.upstream].saturated():
+            return self._drop("upstream_queue_full", 503)
+        attestation_id = await self._next_id(request, verdict.identity is not None)
         if attestation_id is None:
             return self._drop("clock_backwards", 503, error="CLOCK_BACKWARDS")
         ingress = self._ingress_body(request, route, verdict, body)
@@ -182,11 +213,19 @@ class RequestHandler:
                     return self.certs.verify(der)
         return IdentityFailure("missing_credentials", 401)
 
-    async def _next_id(self, request: web.BaseRequest) -> int | None:
-        """The next attestation id, or None when the clock is refused."""
-        remote = request.headers.get(uh.HLC)
-        if remote is not None and remote.isdigit():
-            self.clock.observe(int(remote))
+    async def _next_id(self, request: web.BaseRequest, identity_verified: bool) -> int | None:
+        """The next attestation id, or None when the clock is refused.
+
+        Nothing a client sends decides the clock: X-Symphony-HLC is observed
+        only for a request whose identity verified and only when a peer
+        sidecar's key signed it (X-Symphony-HLC-Signature).
+        """
+        if identity_verified and self.hlc_peers is not None:
+            remote = request.headers.get(uh.HLC)
+            if remote is not None:
+                observed = self.hlc_peers.verify(remote, request.headers.get(uh.HLC_SIGNATURE))
+                if observed is not None:
+                    self.clock.observe(observed)
         for _ in range(COUNTER_WAITS_MAX):
             try:
                 return self.clock.next_id()
@@ -243,8 +282,7 @@ class RequestHandler:
     def _journal_refused(self, route: ResolvedRoute, refused: AttestationRefused, attestation_id: int) -> web.Response:
         self.stats.count("journal_refusals", refused.reason)
         self.stats.count("requests", route.template, "503", "not_attested")
-        log.error("journal refused a record; request answered 503 and not forwarded",
-                  extra={"reason": refused.reason, "detail": refused.detail, "attestation_id": attestation_id})
+        self.refusal_log.refused(refused.reason, detail=refused.detail, attestation_id=attestation_id)
         return error_response(503, refused.reason, detail=refused.detail)
 
     def _outcome(self, route: ResolvedRoute, attestation_id: int, ingress_seq: int, status: int,
@@ -290,9 +328,15 @@ class RequestHandler:
         try:
             answer = await self.upstreams[route.upstream].request(request.method, request.rel_url.raw_path_qs,
                                                                   headers, body)
+        except UpstreamBusy:  # never sent: handled without execution
+            self._finish(route, attestation_id, seq, 503, Disposition.REJECTED, started, "upstream_queue_full")
+            return error_response(503, "upstream_queue_full", attestation_id)
         except asyncio.TimeoutError:
             self._finish(route, attestation_id, seq, 504, Disposition.UPSTREAM_ERROR, started, "upstream_timeout")
             return error_response(504, "upstream_timeout", attestation_id)
+        except UpstreamProtocolError:  # malformed framing: its connection is closed, never reused
+            self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_bad_response")
+            return error_response(502, "upstream_bad_response", attestation_id)
         except (UpstreamError, OSError) as exc:
             self._finish(route, attestation_id, seq, 502, Disposition.UPSTREAM_ERROR, started, "upstream_unreachable")
             return error_response(502, "upstream_unreachable", attestation_id, detail=type(exc).__name__)
@@ -313,6 +357,8 @@ class RequestHandler:
         forward_authorization = self.settings.forward_authorization
         for name, value in request.headers.items():
             lower = name.lower()
+            if "_" in lower:  # `X_Symphony_Participant` names the same header to many servers
+                lower = lower.replace("_", "-")
             if lower in HOP_BY_HOP or lower.startswith(uh.PREFIX) or lower == "traceparent":
                 continue
             if lower == "authorization" and not forward_authorization:
@@ -344,6 +390,8 @@ def _response_headers(upstream_headers: list[tuple[str, str]],
     declared = None
     for name, value in upstream_headers:
         lower = name.lower()
+        if "_" in lower:
+            lower = lower.replace("_", "-")
         if lower.startswith(uh.PREFIX):
             if lower == "x-symphony-disposition":
                 declared = value

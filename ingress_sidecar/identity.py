@@ -8,6 +8,9 @@ signature check. `iss`, `aud`, `exp` and `nbf` are checked with a small
 leeway; `sub` is the participant and `pv` its policy version. A verified token
 is cached until it expires (its time claims are checked again on every use),
 so a busy participant costs one signature check per token, not per request.
+The cache is bounded (TOKEN_CACHE_MAX) and evicts the least recently used
+token when full, so a flood of new tokens never empties it for everyone at
+once; the certificate cache does the same.
 
 mTLS: the TLS layer verifies the chain against the client CA; here the
 participant comes from a URI SAN `spiffe://<trust domain>/participant/<id>`,
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,12 +145,15 @@ _JWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
 
 
 class JwtVerifier:
-    def __init__(self, keys: JwksKeys, *, issuer: str, audience: str, leeway_seconds: int) -> None:
+    def __init__(self, keys: JwksKeys, *, issuer: str, audience: str, leeway_seconds: int,
+                 cache_entries_max: int = TOKEN_CACHE_MAX) -> None:
+        assert cache_entries_max >= 1, cache_entries_max
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway_seconds
-        self._cache: dict[str, _CachedToken] = {}
+        self.cache_entries_max = cache_entries_max
+        self._cache: OrderedDict[str, _CachedToken] = OrderedDict()  # least recently used first
         self._cache_generation = keys.generation
 
     def verify(self, token: str, *, now: float | None = None) -> Identity | IdentityFailure:
@@ -161,11 +168,12 @@ class JwtVerifier:
                 return IdentityFailure("token_expired", 401, "jwt", cached.identity.key_id)
             if current < cached.not_before - self.leeway:
                 return IdentityFailure("token_not_yet_valid", 401, "jwt", cached.identity.key_id)
+            self._cache.move_to_end(token)
             return cached.identity
         result = self._verify_uncached(token)
         if isinstance(result, _CachedToken):
-            if len(self._cache) >= TOKEN_CACHE_MAX:
-                self._cache.clear()
+            if len(self._cache) >= self.cache_entries_max:
+                self._cache.popitem(last=False)  # the least recently used token only
             self._cache[token] = result
             return result.identity
         return result
@@ -212,18 +220,23 @@ def _jwt_reason(exc: Exception) -> str:
 class CertificateVerifier:
     """Participant from a verified client certificate's SPIFFE URI SAN."""
 
-    def __init__(self, *, trust_domain: str, lifetime_seconds_max: int) -> None:
+    def __init__(self, *, trust_domain: str, lifetime_seconds_max: int,
+                 cache_entries_max: int = CERT_CACHE_MAX) -> None:
+        assert cache_entries_max >= 1, cache_entries_max
         self.trust_domain = trust_domain
         self.lifetime_seconds_max = lifetime_seconds_max
-        self._cache: dict[bytes, Identity | IdentityFailure] = {}
+        self.cache_entries_max = cache_entries_max
+        self._cache: OrderedDict[bytes, Identity | IdentityFailure] = OrderedDict()  # least recently used first
 
     def verify(self, der: bytes) -> Identity | IdentityFailure:
         cached = self._cache.get(der)
         if cached is None:
             cached = self._verify_uncached(der)
-            if len(self._cache) >= CERT_CACHE_MAX:
-                self._cache.clear()
+            if len(self._cache) >= self.cache_entries_max:
+                self._cache.popitem(last=False)  # the least recently used certificate only
             self._cache[der] = cached
+        else:
+            self._cache.move_to_end(der)
         return cached
 
     def _verify_uncached(self, der: bytes) -> Identity | IdentityFailure:

@@ -23,7 +23,10 @@ PREFIX = "symphony_sidecar_"
 COUNTERS = {
     "requests": ("Requests answered, by route template, HTTP status and disposition", ("route", "status", "disposition")),
     "journal_refusals": ("Records the journal refused (request answered 503)", ("reason",)),
-    "dropped": ("Requests refused before attestation (counted in DROPPED records)", ("reason",)),
+    "dropped": ("Requests and connections refused before attestation (counted in DROPPED records): "
+                "rate_limited_unauthenticated, clock_backwards, header_read_timeout, body_read_timeout, "
+                "worker_connections_max, source_connections_max, requests_in_flight_max, upstream_queue_full",
+                ("reason",)),
     "clock_refusals": ("Requests refused with 503 CLOCK_BACKWARDS", ()),
     "upstream_signatures": ("Ed25519 signatures of upstream headers (one per batch of requests)", ()),
     "upstream_signed_requests": ("Requests whose upstream headers were signed (divide by signatures: batch size)", ()),
@@ -48,6 +51,8 @@ GAUGES = {
     "policy_staleness_seconds": "Seconds since the participant policy cache was last refreshed (-1: never)",
     "worker_ready": "1 when the worker's journal is writable and its policy cache fresh",
     "in_flight": "Requests being handled",
+    "connections_open": "Client connections open (worker_connections_max caps them)",
+    "upstream_waiting": "Requests waiting for a free upstream connection (upstream_queue_max caps them)",
     "open_ingress": "INGRESS records whose OUTCOME is not written yet",
     "mirror_queue": "Records waiting for the NDJSON mirror writer",
 }

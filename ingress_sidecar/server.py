@@ -3,8 +3,11 @@
 Lifecycle (symphony.lifecycle): start-up (exit 3 on failure), serve until
 SIGTERM, then drain — stop accepting, let in-flight requests finish and write
 their OUTCOMEs within shutdown_timeout_seconds, flush the journal, exit 0.
-The listening socket uses SO_REUSEPORT, so the kernel spreads connections over
-the workers and no lock is shared on the hot path.
+The listening socket is bound once, exclusively, by the supervisor and
+inherited by every worker (`--listen-fd`): the workers accept from one shared
+queue, and no other process can bind the port while the sidecar holds it (no
+SO_REUSEPORT, which would let any process of the same user join the port and
+take a share of the connections).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import journal
 from ingress_sidecar import metrics
 from ingress_sidecar.attest import AttestationRefused, Attestor
 from ingress_sidecar.config import SidecarConfig
+from ingress_sidecar.guard import FD_RESERVE, ConnectionGuard, GuardedServer, ensure_fd_limit
 from ingress_sidecar.handler import RequestHandler
 from ingress_sidecar.hlc import WORKER_MAX, HybridClock, file_offset_clock, system_clock_ms
 from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
@@ -50,17 +54,36 @@ def worker_id_for(settings: SidecarConfig, stream_id: int) -> int:
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other workers can bind too (SO_REUSEPORT)."""
+    """A listening TCP socket this process owns exclusively (inheritable by its workers).
+
+    SO_REUSEADDR only lets a restart bind over connections in TIME_WAIT; on
+    Linux it never lets a second socket listen on a port that is listening.
+    SO_REUSEPORT is never set: with it, any process of the same user could
+    bind the same port and silently take a share of the connections.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
+        sock.listen(4096)
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(4096)
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                           "(another process holds the port)") from None
+    sock.setblocking(False)
+    return sock
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The supervisor's listening socket, inherited as file descriptor `fd`."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise StartupError(f"inherited listening socket (fd {fd}) not usable: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 1:
+        sock.detach()
+        raise StartupError(f"inherited fd {fd} is not a listening TCP socket")
     sock.setblocking(False)
     return sock
 
@@ -82,10 +105,12 @@ def tls_context(settings: SidecarConfig) -> ssl.SSLContext | None:
 
 
 class Worker:
-    def __init__(self, settings: SidecarConfig, *, stream_id: int, port: int, database_url: str) -> None:
+    def __init__(self, settings: SidecarConfig, *, stream_id: int, port: int, database_url: str,
+                 listen_fd: int = -1) -> None:
         self.settings = settings
         self.stream_id = stream_id
         self.port = port
+        self.listen_fd = listen_fd  # the supervisor's socket; -1: bind here (tests of one worker)
         self.database_url = database_url
         self.label = str(stream_id)
         self.stop = asyncio.Event()
@@ -93,10 +118,13 @@ class Worker:
         metrics_dir = os.environ.get(METRICS_DIR_ENV)
         self.stats = metrics.WorkerStats(Path(metrics_dir) if metrics_dir else None, stream_id)
         self.mirror: Mirror | None = None
+        self.guard: ConnectionGuard | None = None
 
     def _clock(self) -> HybridClock:
         source = system_clock_ms
         if self.settings.test_clock_file:
+            # config.py refuses a clock file without the explicit test flag; check again here.
+            assert self.settings.test_clock_allowed, "test_clock_file without test_clock_allowed"
             source = file_offset_clock(Path(self.settings.test_clock_file))
         return HybridClock(worker_id_for(self.settings, self.stream_id),
                            offset_ms_max=self.settings.clock_offset_ms_max, clock=source)
@@ -118,6 +146,16 @@ class Worker:
         except (OSError, ValueError, uh.SignatureError) as exc:
             raise StartupError(f"upstream signing key {path} not usable: {exc}") from None
 
+    def _hlc_peers(self) -> uh.HlcVerifier | None:
+        """Verifier of peer sidecars' X-Symphony-HLC signatures; None when no peer key is configured."""
+        files = self.settings.hlc_peer_public_key_files
+        if not files:
+            return None
+        try:
+            return uh.HlcVerifier([uh.load_public_key(Path(name)) for name in files])
+        except (OSError, ValueError, uh.SignatureError) as exc:
+            raise StartupError(f"hlc_peer_public_key_files not usable: {exc}") from None
+
     def _signed(self, requests: int) -> None:
         self.stats.count("upstream_signatures")
         self.stats.add("upstream_signed_requests", requests)
@@ -127,7 +165,7 @@ class Worker:
         s = self.settings
         pools = {}
         for url in RouteTable(s.routes, s.upstream_url).upstreams:
-            pools[url] = UpstreamPool(url, connections_max=s.upstream_connections_max,
+            pools[url] = UpstreamPool(url, connections_max=s.upstream_connections_max, queue_max=s.upstream_queue_max,
                                       connect_timeout_seconds=s.upstream_connect_timeout_seconds,
                                       timeout_seconds=s.upstream_timeout_seconds, body_bytes_max=UPSTREAM_ANSWER_BYTES_MAX)
         return pools
@@ -152,7 +190,7 @@ class Worker:
             limiter=SourceLimiter(rate_per_second=s.rate_limit_unauthenticated_per_second,
                                   burst=s.rate_limit_unauthenticated_burst, sources_max=s.rate_limit_sources_max),
             drops=self.drops, signer=BatchSigner(self._signer(), on_batch=self._signed), upstreams=upstreams,
-            stats=self.stats,
+            stats=self.stats, hlc_peers=self._hlc_peers(),
         )
 
     async def run(self, on_ready: Callable[[], None]) -> int:
@@ -203,15 +241,38 @@ class Worker:
             log.warning("policy not loaded yet; requests are refused until it is",
                         extra={"waited_seconds": POLICY_FIRST_LOAD_SECONDS})
 
+    def _guard(self, pools: int) -> ConnectionGuard:
+        """The worker's connection caps and read deadlines (ingress_sidecar/guard.py)."""
+        s = self.settings
+        needed = s.worker_connections_max + pools * s.upstream_connections_max + FD_RESERVE
+        try:
+            ensure_fd_limit(needed)
+        except (ValueError, OSError) as exc:
+            raise StartupError(f"worker_connections_max = {s.worker_connections_max} does not fit: {exc}") from None
+
+        def refused(reason: str) -> None:
+            self.drops.add(reason)
+            self.stats.count("dropped", reason)
+
+        return ConnectionGuard(connections_max=s.worker_connections_max,
+                               source_connections_max=s.source_connections_max,
+                               header_timeout_seconds=s.header_read_timeout_seconds,
+                               body_timeout_seconds=s.body_read_timeout_seconds, on_refused=refused)
+
     async def _serve(self, handler: RequestHandler, attestor: Attestor, shutdown: Shutdown,
                      on_ready: Callable[[], None]) -> int:
         s = self.settings
-        server = web.Server(handler.handle, handler_cancellation=True, access_log=None,
-                            max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
-                            auto_decompress=False, keepalive_timeout=75.0)
-        sock = listen_socket(s.listen_host, self.port)
+        guard = self._guard(len(handler.upstreams))
+        self.guard = guard
+        server = GuardedServer(handler.handle, guard=guard, handler_cancellation=True, access_log=None,
+                               max_line_size=s.header_bytes_max, max_field_size=s.header_bytes_max,
+                               auto_decompress=False, keepalive_timeout=75.0)
+        sock = inherited_socket(self.listen_fd) if self.listen_fd >= 0 else listen_socket(s.listen_host, self.port)
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096)
+        self.tasks.append(asyncio.create_task(guard.run(self.stop), name="connection-guard"))
+        listener = await loop.create_server(server, sock=sock, ssl=tls_context(s), backlog=4096,
+                                            ssl_handshake_timeout=s.header_read_timeout_seconds if s.tls_cert_file
+                                            else None)
         log.info("worker listening", extra={"stream_id": self.stream_id, "port": self.port,
                                             "durability": s.durability, "pid": os.getpid()})
         on_ready()
@@ -246,6 +307,7 @@ class Worker:
             except asyncio.TimeoutError:
                 pass
             tick += 1
+            handler.refusal_log.flush()
             self._flush_drops(attestor)
             if attestor.idle_seconds() >= interval:
                 try:
@@ -266,6 +328,9 @@ class Worker:
             gauges["clock_alarm"] = 0.0
         gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0
         gauges["in_flight"] = float(handler.in_flight)
+        if self.guard is not None:
+            gauges["connections_open"] = float(len(self.guard.connections))
+            gauges["upstream_waiting"] = float(sum(pool.waiting for pool in handler.upstreams.values()))
         gauges["open_ingress"] = float(attestor.open_requests)
         if self.mirror is not None:
             gauges["mirror_queue"] = float(self.mirror.queued())

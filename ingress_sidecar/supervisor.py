@@ -1,9 +1,14 @@
 """The sidecar's parent process: N workers on one port, one admin endpoint.
 
 Each worker is a fresh Python process (never fork: the journal must not be
-used across fork) that owns journal stream `stream_id` = its index and binds
-the listening port with SO_REUSEPORT. The supervisor:
+used across fork) that owns journal stream `stream_id` = its index. The
+supervisor:
 
+- binds the listening port once, exclusively (no SO_REUSEPORT), before any
+  worker starts; anything else holding the port makes it exit 3 with one
+  line. The workers inherit that one socket and accept from it, and a
+  restarted worker inherits it again, so the port never has a second owner
+  and never a moment without its owner;
 - serves /healthz, /readyz and /metrics on the admin port; metrics are the
   workers' values merged (prometheus multiprocess mode) plus journal file sizes;
 - tells systemd READY=1 once every worker listens, and pings the watchdog;
@@ -22,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +69,7 @@ class Supervisor:
         self.port = settings.listen_port
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="symphony-sidecar-metrics-"))
         self.stopping = False
+        self.listener: socket.socket | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -73,13 +80,15 @@ class Supervisor:
         return env
 
     async def _start_worker(self, worker: WorkerProcess) -> None:
+        assert self.listener is not None, "the port is bound before any worker starts"
+        listen_fd = self.listener.fileno()
         read_fd, write_fd = os.pipe()
         argv = [sys.executable, "-m", "ingress_sidecar.worker", "--stream-id", str(worker.stream_id),
-                "--port", str(self.port), "--ready-fd", str(write_fd)]
+                "--port", str(self.port), "--listen-fd", str(listen_fd), "--ready-fd", str(write_fd)]
         if self.config_path:
             argv += ["--config", self.config_path]
         try:
-            worker.process = subprocess.Popen(argv, env=self._environment(), pass_fds=(write_fd,),
+            worker.process = subprocess.Popen(argv, env=self._environment(), pass_fds=(write_fd, listen_fd),
                                               stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         finally:
             os.close(write_fd)
@@ -112,23 +121,26 @@ class Supervisor:
             raise StartupError(f"sidecar worker {worker.stream_id} did not start (exit code {worker.process.returncode})",
                                exit_code=code if code in (2, 3) else None)
 
-    def _reserve_port(self) -> None:
-        """Resolve port 0 to a concrete port all workers share."""
+    def _bind(self) -> None:
+        """Own the port: one exclusive listening socket for all workers (port 0 resolves here)."""
         from ingress_sidecar.server import listen_socket
 
-        sock = listen_socket(self.settings.listen_host, self.port)
-        self.port = int(sock.getsockname()[1])
-        sock.close()
+        self.listener = listen_socket(self.settings.listen_host, self.port)
+        self.port = int(self.listener.getsockname()[1])
 
     async def run(self) -> int:
         from ingress_sidecar import metrics
 
         shutdown = lifecycle.Shutdown()
         shutdown.install()
-        self._reserve_port()
-        node_dir = self.settings.journal_root() / self.settings.node_id
-        node_dir.mkdir(parents=True, exist_ok=True)
-        admin = await self._start_admin(metrics.registry(self.metrics_dir, node_dir))
+        self._bind()
+        try:
+            node_dir = self.settings.journal_root() / self.settings.node_id
+            node_dir.mkdir(parents=True, exist_ok=True)
+            admin = await self._start_admin(metrics.registry(self.metrics_dir, node_dir))
+        except BaseException:
+            self._release()
+            raise
         try:
             for worker in self.workers:
                 await self._start_worker(worker)
@@ -142,18 +154,22 @@ class Supervisor:
         finally:
             self.stopping = True
             code = await self._stop_workers()
+            self._release()
             await admin.cleanup()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             log.info("sidecar stopped", extra={"exit_code": code})
 
+    def _release(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
     async def _start_admin(self, registry: object) -> web.AppRunner:
-        try:
-            return await lifecycle.start_admin_server(
-                self.settings.admin_host, self.settings.admin_port, registry,  # type: ignore[arg-type]
-                readiness={"workers": self._check_workers, "upstream": self._check_upstreams},
-            )
-        except OSError as exc:
-            raise StartupError(f"cannot listen on admin port {self.settings.admin_port}: {exc.strerror or exc}") from None
+        # start_admin_server binds exclusively and raises StartupError (exit 3) when the port is held.
+        return await lifecycle.start_admin_server(
+            self.settings.admin_host, self.settings.admin_port, registry,  # type: ignore[arg-type]
+            readiness={"workers": self._check_workers, "upstream": self._check_upstreams},
+        )
 
     def _all_alive(self) -> bool:
         return all(w.process is not None and w.process.poll() is None for w in self.workers)

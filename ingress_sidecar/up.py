@@ -7,6 +7,12 @@ before (UP_MODULES order). Coordination: that module sets `ctx.service_url`
 service's documented default port is used. The sidecar listens on 8080 when
 it is free (the default target of `symphony demo traffic`), else on a free
 port, which `up` prints.
+
+The check below only chooses a port; it does not reserve it. Ownership is
+the sidecar's own exclusive bind (ingress_sidecar/supervisor.py): if another
+process takes the port between this check and the sidecar's start, the
+sidecar exits 3 ("cannot listen on ...") and `up` reports it; two daemons
+never share the port.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ SERVICE_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _port_free(port: int) -> bool:
+    """A preference only (see the module docstring): is nothing bound to `port` now?"""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))

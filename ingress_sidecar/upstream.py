@@ -5,21 +5,32 @@ ClientResponse, timer contexts, a payload object and a CIMultiDict, and writes
 headers and body in separate steps; in the sidecar that was the largest single
 CPU cost, larger than the attestation itself. Here a request is one bytes
 object written with one `transport.write`, and the answer is parsed from the
-connection's buffer once it is complete. It speaks only what the sidecar
-needs from its own services:
+connection's buffer by llhttp (httptools), the parser Node.js uses, in its
+strict mode: framing is never guessed by code of ours. It speaks only what
+the sidecar needs from its own services:
 
 - requests carry a `Content-Length` body (possibly empty), never chunked;
 - answers are framed by `Content-Length`, `Transfer-Encoding: chunked`, or
-  the end of the connection; 1xx interim answers are skipped; HEAD, 204 and
-  304 have no body; an answer above `body_bytes_max` is an error;
+  the end of the connection; 1xx interim answers are skipped (at most 8);
+  HEAD, 204 and 304 have no body; an answer above `body_bytes_max` is an error;
+- malformed framing (a chunk size of `-2`, `0x5` or `0_5`, a Content-Length
+  of `²` or two that differ, Content-Length with Transfer-Encoding, a
+  Transfer-Encoding other than exactly `chunked`, a 101 upgrade...) raises
+  `UpstreamProtocolError` (502) and the connection is closed. Bytes after a
+  complete answer close the connection too (the complete answer is passed
+  on): a connection is never reused with a stray byte in it, so no stray
+  byte can become another request's answer;
 - a connection is reused only after a complete answer that did not say
   `Connection: close`, and only while it has been idle less than
   `idle_seconds` (below the services' keep-alive timeout, so the pool does not
   race the server closing it). A request is never retried: a failure is the
   caller's 502 (`UpstreamError`) or 504 (`TimeoutError`).
 
-One `UpstreamPool` per upstream base URL, bounded by `connections_max`
-(callers wait for a free connection beyond it). Not thread-safe: one event loop.
+One `UpstreamPool` per upstream base URL, bounded by `connections_max`.
+Beyond it callers wait for a free connection, at most `queue_max` of them
+and each within its request's deadline: a full queue raises `UpstreamBusy`
+at once (503), a wait past the deadline `TimeoutError` (504). Not
+thread-safe: one event loop.
 """
 
 from __future__ import annotations
@@ -31,13 +42,25 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httptools
+
 HEADER_BYTES_MAX = 64 * 1024
 HEADERS_MAX = 100
+INTERIM_MAX = 8
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class UpstreamError(Exception):
     """The upstream could not be reached or did not answer with valid HTTP/1.1."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The answer broke HTTP/1.1 framing (llhttp refused it, or a check here did):
+    the connection is closed, never reused, and the caller answers 502."""
+
+
+class UpstreamBusy(Exception):
+    """Every connection is in use and `queue_max` requests already wait: refused, never sent."""
 
 
 @dataclass(slots=True)
@@ -47,25 +70,100 @@ class UpstreamResponse:
     body: bytes
 
 
+class _Interim(Exception):
+    """Internal: more than INTERIM_MAX 1xx answers before the final one."""
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; at most one request in flight."""
+    """One keep-alive connection; at most one request in flight.
+
+    Answers are parsed by llhttp (httptools.HttpResponseParser, strict mode),
+    one parser per connection kept across its answers. Its callbacks only
+    collect; `data_received` decides once `feed_data` returns.
+    """
 
     def __init__(self, body_bytes_max: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.body_bytes_max = body_bytes_max
-        self.buffer = bytearray()
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
         self.head_request = False
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
-        # Parse state of the answer in progress.
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser_stale = False  # after a HEAD answer the parser still expects a body: use a fresh one
+        self._begin()
+
+    def _begin(self) -> None:
+        """Parse state of the answer in progress."""
         self._status = 0
         self._headers: list[tuple[str, str]] = []
-        self._framing = ""  # "", "length", "chunked", "close"
-        self._length = 0
-        self._keep_alive = True
-        self._chunks: list[bytes] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._framed = False  # Content-Length or chunked: the end is known without a close
+        self._headers_done = False  # of the final (non-1xx) answer
+        self._complete = False
+        self._keep_alive = False
+        self._interim = 0
+
+    # ------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # bytes after a complete answer: never part of the next one
+            raise UpstreamProtocolError("upstream sent bytes after its answer")
+        self._headers = []
+        self._header_bytes = 0
+        self._framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) >= HEADERS_MAX or self._header_bytes > HEADER_BYTES_MAX:
+            raise UpstreamProtocolError("upstream answer header too large")
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            # The sidecar asks for nothing but identity and chunked: any other
+            # coding (or a list) makes the framing ambiguous, so the answer is refused.
+            if value.strip().lower() != b"chunked" or self._framed:
+                raise UpstreamProtocolError("upstream answer with an unsupported Transfer-Encoding")
+            self._framed = True
+        elif lower == b"content-length":
+            if not (value.isdigit() and value.isascii()):
+                raise UpstreamProtocolError("invalid Content-Length")
+            if int(value) > self.body_bytes_max:
+                raise UpstreamProtocolError("upstream answer larger than body_bytes_max")
+            self._framed = True
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status == 101 or self._parser.should_upgrade():
+            raise UpstreamProtocolError("upstream switched protocols, which the sidecar never asks for")
+        if 100 <= status < 200:
+            return
+        self._status = status
+        self._headers_done = True
+        if self.head_request:  # no body follows, whatever the headers say; the answer ends here
+            self._keep_alive = self._parser.should_keep_alive()
+            self._parser_stale = True
+            self._complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.head_request:  # a body after a HEAD answer: bytes that belong to no answer
+            raise UpstreamProtocolError("upstream sent a body after a HEAD answer")
+        self._body_bytes += len(body)
+        if self._body_bytes > self.body_bytes_max:
+            raise UpstreamProtocolError("upstream answer larger than body_bytes_max")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if not self._headers_done:  # an interim 1xx answer; the final one follows
+            self._interim += 1
+            if self._interim > INTERIM_MAX:
+                raise UpstreamProtocolError("too many interim (1xx) answers")
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        self._complete = True
 
     # -------------------------------------------------------- asyncio.Protocol
 
@@ -74,11 +172,14 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.reusable = False
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
-        if self._framing == "close":  # the body ends with the connection
-            waiter.set_result(UpstreamResponse(self._status, self._headers, bytes(self.buffer)))
+        if self._headers_done and not self._framed and not self._complete and exc is None \
+                and self._status not in _NO_BODY_STATUSES:
+            # Neither Content-Length nor chunked: the body ends with the connection.
+            waiter.set_result(UpstreamResponse(self._status, self._headers, b"".join(self._body)))
             return
         waiter.set_exception(UpstreamError(f"upstream closed the connection ({exc or 'end of stream'})"))
 
@@ -86,127 +187,38 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None:  # nothing asked: an unsolicited byte makes the connection unusable
             self.close()
             return
-        self.buffer += data
         try:
-            response = self._parse()
-        except UpstreamError as exc:
-            self._fail(exc)
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self._complete:  # a complete answer, then junk: answer it, never reuse the connection
+                self._deliver(reusable=False)
+                self.close()
+                return
+            cause = exc.__context__ if isinstance(exc.__context__, UpstreamError) else exc
+            self._fail(UpstreamProtocolError(f"malformed upstream answer: {cause}"))
             return
-        if response is not None:
-            waiter, self.waiter = self.waiter, None
-            self.reusable = self._keep_alive and not self.buffer
-            if not waiter.done():
-                waiter.set_result(response)
+        if self._complete:
+            self._deliver(reusable=self._keep_alive)
 
-    # ------------------------------------------------------------------ parse
-
-    def _parse(self) -> UpstreamResponse | None:
-        """The complete answer if the buffer holds one, else None (wait for more)."""
-        for _ in range(8):  # interim 1xx answers before the final one; bounded
-            if not self._framing:
-                if not self._parse_head():
-                    return None
-                if 100 <= self._status < 200:
-                    self._framing = ""
-                    continue
-            if self._framing == "length":
-                if len(self.buffer) < self._length:
-                    return None
-                body = bytes(self.buffer[:self._length])
-                del self.buffer[:self._length]
-                return UpstreamResponse(self._status, self._headers, body)
-            if self._framing == "chunked":
-                return self._parse_chunks()
-            if len(self.buffer) > self.body_bytes_max:  # "close": the body ends with the connection
-                raise UpstreamError("upstream answer larger than body_bytes_max")
-            return None
-        raise UpstreamError("too many interim (1xx) answers")
-
-    def _parse_head(self) -> bool:
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > HEADER_BYTES_MAX:
-                raise UpstreamError("upstream answer header too large")
-            return False
-        lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-        del self.buffer[:end + 4]
-        version, _, rest = lines[0].partition(" ")
-        code = rest[:3]
-        if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or len(lines) > HEADERS_MAX:
-            raise UpstreamError(f"not an HTTP/1.1 answer: {lines[0][:64]!r}")
-        self._status = int(code)
-        headers: list[tuple[str, str]] = []
-        length: int | None = None
-        chunked = False
-        keep_alive = version == "HTTP/1.1"
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip():
-                raise UpstreamError("malformed upstream header line")
-            value = value.strip()
-            lower = name.lower()
-            if lower == "content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise UpstreamError("invalid Content-Length")
-                length = int(value)
-            elif lower == "transfer-encoding":
-                chunked = value.lower().endswith("chunked")
-            elif lower == "connection":
-                tokens = value.lower()
-                keep_alive = "close" not in tokens and (keep_alive or "keep-alive" in tokens)
-            headers.append((name, value))
-        self._headers = headers
-        self._keep_alive = keep_alive
-        if self.head_request or self._status in _NO_BODY_STATUSES or 100 <= self._status < 200:
-            self._framing, self._length = "length", 0
-        elif chunked:
-            self._framing, self._chunks, self._length = "chunked", [], 0
-        elif length is not None:
-            if length > self.body_bytes_max:
-                raise UpstreamError("upstream answer larger than body_bytes_max")
-            self._framing, self._length = "length", length
-        else:
-            self._framing, self._keep_alive = "close", False
-        return True
-
-    def _parse_chunks(self) -> UpstreamResponse | None:
-        while True:  # each pass consumes one chunk or returns; bounded by the buffer
-            if self._length < 0:  # after the last chunk: trailers up to an empty line
-                end = self.buffer.find(b"\r\n\r\n") if self.buffer[:2] != b"\r\n" else -2
-                if end == -1:
-                    return None
-                del self.buffer[:end + 4 if end >= 0 else 2]
-                return UpstreamResponse(self._status, self._headers, b"".join(self._chunks))
-            line_end = self.buffer.find(b"\r\n")
-            if line_end < 0:
-                return None
-            size_text = bytes(self.buffer[:line_end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise UpstreamError("invalid chunk size") from None
-            if size == 0:
-                del self.buffer[:line_end + 2]
-                self._length = -1
-                continue
-            if len(self.buffer) < line_end + 2 + size + 2:
-                return None
-            self._length += size
-            if self._length > self.body_bytes_max:
-                raise UpstreamError("upstream answer larger than body_bytes_max")
-            start = line_end + 2
-            self._chunks.append(bytes(self.buffer[start:start + size]))
-            del self.buffer[:start + size + 2]
+    def _deliver(self, *, reusable: bool) -> None:
+        waiter, self.waiter = self.waiter, None
+        self.reusable = reusable
+        assert waiter is not None
+        if not waiter.done():
+            waiter.set_result(UpstreamResponse(self._status, self._headers, b"".join(self._body)))
 
     # -------------------------------------------------------------- requests
 
     def send(self, data: bytes, head_request: bool, waiter: asyncio.Future[UpstreamResponse]) -> None:
         assert self.transport is not None and self.waiter is None
+        assert not self.closed, "a closed connection is never reused"
         self.waiter = waiter
         self.head_request = head_request
         self.reusable = False
-        self._framing = ""
-        self.buffer.clear()
+        if self._parser_stale:
+            self._parser = httptools.HttpResponseParser(self)
+            self._parser_stale = False
+        self._begin()
         self.transport.write(data)
 
     def _fail(self, exc: Exception) -> None:
@@ -227,11 +239,11 @@ class UpstreamPool:
 
     def __init__(self, base_url: str, *, connections_max: int, connect_timeout_seconds: float,
                  timeout_seconds: float, body_bytes_max: int, idle_seconds: float = 15.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 queue_max: int = 1024, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http(s)://host[:port]: {base_url!r}")
-        assert connections_max >= 1 and timeout_seconds > 0 and connect_timeout_seconds > 0
+        assert connections_max >= 1 and timeout_seconds > 0 and connect_timeout_seconds > 0 and queue_max >= 1
         self.host = parts.hostname
         self.path_prefix = parts.path.rstrip("/")  # a base URL may name a path: it prefixes every target
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -245,8 +257,45 @@ class UpstreamPool:
         self.body_bytes_max = body_bytes_max
         self.idle_seconds = idle_seconds
         self._idle: collections.deque[_Connection] = collections.deque()
-        self._slots = asyncio.Semaphore(connections_max)
+        self._free = connections_max  # connection slots not in use
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._open = 0
+        self.queue_max = queue_max
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a free connection."""
+        return len(self._waiters)
+
+    def saturated(self) -> bool:
+        """True when a request now would be refused (UpstreamBusy): checked before attestation."""
+        return self._free == 0 and len(self._waiters) >= self.queue_max
+
+    async def _wait_for_slot(self, deadline: float) -> None:
+        """Wait in the bounded queue for a slot, within the request's deadline (TimeoutError past it)."""
+        if len(self._waiters) >= self.queue_max:
+            raise UpstreamBusy(f"{len(self._waiters)} requests already wait for an upstream connection")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot just as we gave up: pass it on
+            else:
+                self._waiters.remove(waiter)  # bounded by queue_max; only on timeout or cancellation
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the first waiter still waiting, else free it."""
+        while self._waiters:  # bounded by queue_max
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+        assert self._free <= self.connections_max, self._free
 
     def encode(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
         """The request as it goes on the wire (one write)."""
@@ -260,13 +309,18 @@ class UpstreamPool:
                       body: bytes) -> UpstreamResponse:
         """Send one request and read its answer within the total timeout.
 
-        Raises TimeoutError (504), UpstreamError or OSError (502). Cancellation
+        Raises UpstreamBusy (503, nothing sent), TimeoutError (504),
+        UpstreamError or OSError (502). Cancellation
         (the client went away) closes the connection it was using.
         """
         data = self.encode(method, target, headers, body)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        async with self._slots:
+        if self._free and not self._waiters:  # the common case: a free slot, nobody ahead
+            self._free -= 1
+        else:
+            await self._wait_for_slot(deadline)
+        try:
             connection = self._take_idle()
             if connection is None:
                 connection = await self._connect(loop, deadline)
@@ -288,6 +342,8 @@ class UpstreamPool:
                 connection.close()
                 self._open -= 1
             return response
+        finally:
+            self._release()
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()

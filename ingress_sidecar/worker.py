@@ -1,6 +1,8 @@
 """Entry point of one worker process (started by the supervisor, never by hand).
 
-`python -m ingress_sidecar.worker --config FILE --stream-id N --port P --ready-fd FD`.
+`python -m ingress_sidecar.worker --config FILE --stream-id N --port P --listen-fd FD --ready-fd FD`.
+The listening socket is the supervisor's, inherited as `--listen-fd`: the
+worker never binds the port itself, so the port has exactly one owner.
 The database URL comes in SYMPHONY_DATABASE_URL (never on the command line,
 where `ps` would show its password). The worker writes one byte to the ready
 pipe once it listens, so the supervisor knows when to report READY.
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--stream-id", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, default=-1)
     parser.add_argument("--ready-fd", type=int, default=-1)
     args = parser.parse_args(argv)
 
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
 
     async def start() -> int:
-        worker = Worker(settings, stream_id=args.stream_id, port=args.port, database_url=database_url)
+        worker = Worker(settings, stream_id=args.stream_id, port=args.port, database_url=database_url,
+                        listen_fd=args.listen_fd)
         return await worker.run(on_ready)
 
     try:

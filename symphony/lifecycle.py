@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from symphony.errors import StartupError
+
 # -- logging -------------------------------------------------------------------
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -138,7 +140,13 @@ async def start_admin_server(
     *,
     readiness: dict[str, HealthCheck] | None = None,
 ) -> web.AppRunner:
-    """Serve /healthz (alive), /readyz (every readiness check passes) and /metrics."""
+    """Serve /healthz (alive), /readyz (every readiness check passes) and /metrics.
+
+    The port is owned exclusively (invariant 13): the socket never sets
+    SO_REUSEPORT, so while this daemon listens no other process can bind the
+    port, and if anything already holds it this raises StartupError (exit 3)
+    with one line instead of sharing it.
+    """
     checks = readiness or {}
 
     async def healthz(_: web.Request) -> web.Response:
@@ -165,8 +173,13 @@ async def start_admin_server(
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    site = web.TCPSite(runner, host, port, reuse_port=False)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on admin port {host}:{port}: {exc.strerror or exc} "
+                           "(another process holds the port)") from None
     return runner
 
 

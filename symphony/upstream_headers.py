@@ -61,6 +61,9 @@ BODY_SHA256 = "X-Symphony-Body-SHA256"
 SIGNATURE = "X-Symphony-Signature"
 DISPOSITION = "X-Symphony-Disposition"  # set by the service on its answer
 HLC = "X-Symphony-HLC"  # causality between Symphony nodes
+HLC_SIGNATURE = "X-Symphony-HLC-Signature"  # a peer sidecar's signature over X-Symphony-HLC
+_HLC_DOMAIN = b"symphony-hlc-v1\n"
+_HLC_DIGITS_MAX = 19  # a positive 63-bit id
 DEFAULT_MAX_AGE_SECONDS = 300
 BATCH_LEAVES_MAX = 1024  # a v2 path has at most 10 hashes
 _BATCH_DOMAIN = b"symphony-upstream-batch-v2\n"
@@ -272,6 +275,43 @@ class HeaderVerifier:
         if hashlib.sha256(body).hexdigest() != attested.body_sha256_hex:
             raise SignatureError("request body does not match the attested SHA-256")
         return attested
+
+
+def sign_hlc(private_key: Ed25519PrivateKey, hlc: int) -> str:
+    """`X-Symphony-HLC-Signature` for a peer sidecar's `X-Symphony-HLC: <hlc>`.
+
+    Signed bytes: `symphony-hlc-v1\n` followed by the decimal id. Header value:
+    `v1;kid=<key id>;sig=<base64url, no padding>`. A replayed signature can
+    only repeat a time a sidecar really issued, and the receiving clock clamps
+    what it observes to its own max offset, so no freshness field is needed.
+    """
+    assert 0 < hlc < (1 << 63), hlc
+    signature = _b64(private_key.sign(_HLC_DOMAIN + str(hlc).encode()))
+    return f"v1;kid={key_id(private_key.public_key())};sig={signature}"
+
+
+class HlcVerifier:
+    """Used by the sidecar: an X-Symphony-HLC counts only when a peer sidecar signed it."""
+
+    def __init__(self, public_keys: list[Ed25519PublicKey]) -> None:
+        self._keys = {key_id(k): k for k in public_keys}
+
+    def verify(self, hlc_text: str, signature: str | None) -> int | None:
+        """The signed id, or None (unsigned, malformed, unknown key or a bad signature)."""
+        if signature is None or not (0 < len(hlc_text) <= _HLC_DIGITS_MAX and hlc_text.isascii()
+                                     and hlc_text.isdigit()):
+            return None
+        version, _, rest = signature.partition(";kid=")
+        kid, _, encoded = rest.partition(";sig=")
+        key = self._keys.get(kid)
+        if version != "v1" or key is None:
+            return None
+        try:
+            key.verify(_unb64(encoded), _HLC_DOMAIN + hlc_text.encode())
+        except (ValueError, InvalidSignature):
+            return None
+        value = int(hlc_text)
+        return value if 0 < value < (1 << 63) else None
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

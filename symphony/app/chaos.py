@@ -98,7 +98,8 @@ CHAOS_SETTINGS = {
 def child_environment(data_dir: Path) -> dict[str, str]:
     """The environment `symphony up` adds for its children when `chaos = true`."""
     (data_dir / CLOCK_FILE[0]).mkdir(parents=True, exist_ok=True)
-    return {**CHAOS_SETTINGS, "SYMPHONY_SIDECAR_TEST_CLOCK_FILE": str(data_dir.joinpath(*CLOCK_FILE))}
+    return {**CHAOS_SETTINGS, "SYMPHONY_SIDECAR_TEST_CLOCK_FILE": str(data_dir.joinpath(*CLOCK_FILE)),
+            "SYMPHONY_SIDECAR_TEST_CLOCK_ALLOWED": "true"}
 
 
 def rail_key(outbox_id: uuid.UUID) -> str:

@@ -218,9 +218,11 @@ class Sidecar:
 
 
 def start_sidecar(tmp: Path, *, database_url: str, keys: Keys, upstream_url: str, workers: int = 1,
-                  extra: dict[str, Any] | None = None, node_id: str = "node-t") -> Sidecar:
-    """Start `symphony sidecar` and wait (bounded) until every worker listens."""
-    port, admin_port = free_port(), free_port()
+                  extra: dict[str, Any] | None = None, node_id: str = "node-t", port: int | None = None,
+                  admin_port: int | None = None, wait_ready: bool = True) -> Sidecar:
+    """Start `symphony sidecar` and wait (bounded) until every worker listens
+    (unless `wait_ready` is false: then the caller watches the process)."""
+    port, admin_port = port or free_port(), admin_port or free_port()
     settings: dict[str, Any] = {
         "node_id": node_id, "listen_port": port, "admin_port": admin_port, "workers": workers,
         "journal_dir": str(tmp / "journal"), "durability": "batch", "upstream_url": upstream_url,
@@ -234,6 +236,7 @@ def start_sidecar(tmp: Path, *, database_url: str, keys: Keys, upstream_url: str
         "jwks_reload_seconds": 0.5, "log_level": "info",
     }
     settings.update(extra or {})
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / f"sidecar-{port}.toml"
     config.write_text(_toml(settings))
     log_path = tmp / f"sidecar-{port}.log"
@@ -244,6 +247,8 @@ def start_sidecar(tmp: Path, *, database_url: str, keys: Keys, upstream_url: str
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=REPO_ROOT, env=env)
     sidecar = Sidecar(process, port, admin_port, Path(settings["journal_dir"]), node_id, log_path)
+    if not wait_ready:
+        return sidecar
     deadline = time.monotonic() + WAIT_SECONDS
     while "sidecar ready" not in sidecar.log():
         if process.poll() is not None or time.monotonic() > deadline:

@@ -30,6 +30,7 @@ def clock_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sidecar(sidecar_factory: Any, module_database_url: str, upstream: Upstream, clock_file: Path) -> Sidecar:
     return sidecar_factory(module_database_url, upstream.url, extra={
         "body_bytes_max": 1024, "upstream_timeout_seconds": 1.0, "test_clock_file": str(clock_file),
+        "test_clock_allowed": True,
         "clock_offset_ms_max": 500,
     })
 

@@ -4,6 +4,7 @@ identity, rate limiting and the documented configuration."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import tomllib
 from pathlib import Path
@@ -278,3 +279,69 @@ def test_up_component_runs_the_sidecar_in_front_of_the_service(tmp_path: Path) -
     assert spec.wait_port == int(spec.env["SYMPHONY_SIDECAR_LISTEN_PORT"])
     loaded = config.load(SidecarConfig, "sidecar", None, environ=spec.env)
     assert loaded.upstream_url == "http://127.0.0.1:18123" and loaded.workers == 2
+
+
+# -- bounded logs and caches ------------------------------------------------------------
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_journal_refusal_log_is_one_line_per_interval_with_a_count() -> None:
+    """Goal: a full journal refusing every request does not write a line per request.
+    Method: 10,000 refusals within one interval (fake clock) give one line at
+    once; after the interval, flush() writes one line saying 9,999; the counts
+    of all lines add up to the refusals (nothing uncounted)."""
+    from ingress_sidecar.ratelimit import RefusalLog
+
+    now = [100.0]
+    logger = logging.getLogger("test.refusals")
+    lines = _Lines()
+    logger.addHandler(lines)
+    try:
+        refusals = RefusalLog(logger, "journal refused", interval_seconds=10.0, clock=lambda: now[0])
+        for _ in range(10_000):
+            refusals.refused("journal_full", detail="no space")
+        refusals.flush()
+        assert [r.refused for r in lines.records] == [1]  # type: ignore[attr-defined]
+        now[0] += 10.0
+        refusals.flush()
+        refusals.flush()
+        refusals.refused("journal_io_error")
+        counts = [(r.reason, r.refused) for r in lines.records]  # type: ignore[attr-defined]
+        assert counts == [("journal_full", 1), ("journal_full", 9_999), ("journal_io_error", 1)]
+        assert sum(count for _, count in counts) == 10_001
+    finally:
+        logger.removeHandler(lines)
+
+
+def test_jwt_cache_evicts_least_recently_used_not_everything(keys: Keys) -> None:
+    """Goal: a full token cache evicts one entry (the least recently used), never
+    empties itself. Method: a 3-entry cache; verify tokens A, B, C, use A again,
+    add D: B (least recently used) is gone, A, C, D stay cached (same objects)."""
+    jwks = JwksKeys(keys.jwks)
+    jwks.reload_if_changed()
+    verifier = JwtVerifier(jwks, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=5, cache_entries_max=3)
+    tokens = {name: keys.token(sub="bank-a", jti=name) for name in "ABCD"}
+    for name in "ABC":
+        assert isinstance(verifier.verify(tokens[name]), Identity)
+    assert verifier.verify(tokens["A"]) is verifier._cache[tokens["A"]].identity  # noqa: SLF001
+    assert isinstance(verifier.verify(tokens["D"]), Identity)
+    cached = set(verifier._cache)  # noqa: SLF001
+    assert cached == {tokens["A"], tokens["C"], tokens["D"]}
+
+
+def test_certificate_cache_evicts_least_recently_used() -> None:
+    """Goal: the client-certificate cache is bounded the same way. Method: a
+    2-entry cache; three distinct (unparseable) certificates: the first is
+    evicted after the third, the most recently used stays."""
+    verifier = CertificateVerifier(trust_domain="example.org", lifetime_seconds_max=3600, cache_entries_max=2)
+    for der in (b"one", b"two", b"one", b"three"):
+        assert isinstance(verifier.verify(der), IdentityFailure)
+    assert list(verifier._cache) == [b"one", b"three"]  # noqa: SLF001
