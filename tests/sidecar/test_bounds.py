@@ -23,9 +23,8 @@ import pytest
 
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, read_stream, wait_until
 
-pytestmark = requires_journal
 
 SOURCE_MAX = 100
 WORKER_MAX = 300

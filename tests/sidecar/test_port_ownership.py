@@ -17,9 +17,8 @@ import pytest
 
 from symphony import lifecycle
 from symphony.errors import EXIT_STARTUP, StartupError
-from tests.sidecar.conftest import WAIT_SECONDS, Keys, Sidecar, Upstream, free_port, requires_journal, start_sidecar
+from tests.sidecar.conftest import WAIT_SECONDS, Keys, Sidecar, Upstream, free_port, start_sidecar
 
-pytestmark = requires_journal
 
 
 def _listener(port: int, *, reuse_port: bool) -> socket.socket:

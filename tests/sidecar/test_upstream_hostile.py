@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from ingress_sidecar.upstream import UpstreamError, UpstreamPool, UpstreamProtocolError
 from symphony import upstream_headers as uh
 from symphony.attestation import RecordType
-from tests.sidecar.conftest import Keys, Sidecar, read_stream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, read_stream, wait_until
 
 MARKER = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Marker: 1\r\n\r\nmarker"
 SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsmugl!"
@@ -217,7 +217,6 @@ def test_fuzzed_hostile_answers_never_leak_into_the_next_request(hostile_bytes: 
 # -- through a real sidecar -----------------------------------------------------------------
 
 
-@requires_journal
 async def test_sidecar_answers_502_for_malformed_framing_and_attests_it(
         sidecar_factory: Any, module_database_url: str, keys: Keys, hostile: HostileServer) -> None:
     """Goal: through the sidecar, a malformed upstream answer is a 502 attested
