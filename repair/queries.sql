@@ -444,3 +444,69 @@ SELECT (SELECT count(*) FROM (SELECT outbox_id FROM outbox_events WHERE new_stat
        (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE old_status = 'SUCCESS') AS left_success,
        (SELECT count(*) FROM payment_intents p
         WHERE NOT EXISTS (SELECT 1 FROM payment_outbox x WHERE x.intent_id = p.intent_id)) AS intents_without_outbox;
+
+-- name: stream_archives
+-- Every archive row of stream ($1, $2), oldest seqs first: verify-chain checks
+-- each signature against the pinned key before trusting the prefix it covers.
+SELECT archive_id, partition, node_id, stream_id, first_seq, last_seq, sha256, signature, key_id, last_hash
+FROM attestation_archives
+WHERE node_id = $1 AND stream_id = $2
+ORDER BY first_seq, last_seq, archive_id;
+
+-- name: stream_epochs
+-- The ended epochs of stream ($1, $2), in the order they ended (journal_epochs).
+SELECT epoch, last_seq, last_hash, journal_head_seq, successor_epoch, ended_at
+FROM journal_epochs
+WHERE node_id = $1 AND stream_id = $2
+ORDER BY ended_at, epoch;
+
+-- name: stream_rows_epoch
+-- The rows of one epoch ($3) of stream ($1, $2), in order; rows shipped before
+-- epochs were recorded (epoch IS NULL) belong to the stream's first epoch ($4).
+SELECT stream_seq, recorded_at, record_type, attestation_id, participant_id, method, route, executes,
+       status, disposition, latency_us, idempotency_key_hash, body_sha256, chain_hash, canonical
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL))
+ORDER BY stream_seq, recorded_at;
+
+-- name: stream_rows_of_unknown_epoch
+-- Rows of stream ($1, $2) whose epoch is neither one of $3 (the epochs the
+-- checkpoint and journal_epochs know) nor NULL: they would escape verification.
+SELECT count(*) AS rows, min(stream_seq) AS first_seq
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND epoch IS NOT NULL AND NOT (epoch = ANY($3::bytea[]));
+
+-- name: stream_hashes_from
+-- (seq, chain hash) of stream ($1, $2), epoch $3 (NULL rows too when $4), from seq $5 on.
+SELECT stream_seq, chain_hash
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL)) AND stream_seq >= $5
+ORDER BY stream_seq, recorded_at;
+
+-- name: archive_partition_rows
+-- Every row of one partition of ingress_attestations ($1, a regclass name), by stream and seq.
+SELECT node_id, stream_id, stream_seq, record_type, attestation_id, chain_hash, canonical
+FROM ingress_attestations
+WHERE tableoid = $1::regclass
+ORDER BY node_id, stream_id, stream_seq, recorded_at;
+
+-- name: insert_archive
+-- One signed archive row (see symphony/archive_signature.py for what is signed).
+INSERT INTO attestation_archives (partition, node_id, stream_id, first_seq, last_seq, sha256, signature, key_id,
+                                  last_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING archive_id;
+
+-- name: drop_archived_partition
+-- Detaches and drops partition $1 once archive rows cover every stream in it.
+SELECT drop_archived_partition_v1($1);
+
+-- name: partitions_older_than
+-- Attestation partitions whose whole day ends at or before $1 (UTC), oldest first.
+SELECT c.relname AS partition
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'ingress_attestations'::regclass
+  AND c.relname ~ '^ingress_attestations_p[0-9]{8}$'
+  AND to_date(substring(c.relname from '[0-9]{8}$'), 'YYYYMMDD') + 1 <= $1::date
+ORDER BY c.relname;
