@@ -92,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings, url = common.settings_and_dsn(args)
     args.settings = settings
+    _load_keys(args)  # a bad key is a usage error, found before connecting
     checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain,
               "cross-check": _cross_check, "archive": _archive}
     found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
@@ -151,9 +152,23 @@ def _external_anchors(args: argparse.Namespace) -> list[anchors.Anchor]:
     return found
 
 
+def _load_keys(args: argparse.Namespace) -> None:
+    settings = args.settings
+    if args.check == "verify-chain":
+        key_text = args.archive_public_key or settings.archive_public_key
+        args.archive_key = archive_signature.load_public_key(key_text) if key_text else None
+    elif args.check == "archive":
+        key_path = args.signing_key or settings.archive_signing_key
+        if not key_path and getattr(args, "data_dir", None):
+            key_path = str(Path(args.data_dir) / archive_signature.KEYS_DIR / archive_signature.PRIVATE_KEY_FILE)
+        if not key_path:
+            raise SymphonyError("no archive signing key: give --signing-key, set archive_signing_key, "
+                                "or --data-dir", exit_code=2)
+        args.archive_key = archive_signature.load_private_key(key_path)
+
+
 async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
-    key_text = args.archive_public_key or args.settings.archive_public_key
-    key = archive_signature.load_public_key(key_text) if key_text else None
+    key = args.archive_key
     external = _external_anchors(args)
     streams = [(node, stream) for node, stream in await verify.list_streams(conn)
                if (args.node is None or node == args.node) and (args.stream is None or stream == args.stream)]
@@ -189,13 +204,7 @@ async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> t
 
 async def _archive(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
     settings = args.settings
-    key_path = args.signing_key or settings.archive_signing_key
-    if not key_path and getattr(args, "data_dir", None):
-        key_path = str(Path(args.data_dir) / archive_signature.KEYS_DIR / archive_signature.PRIVATE_KEY_FILE)
-    if not key_path:
-        raise SymphonyError("no archive signing key: give --signing-key, set archive_signing_key, or --data-dir",
-                            exit_code=2)
-    key = archive_signature.load_private_key(key_path)
+    key = args.archive_key
     out_dir = args.out or Path(settings.archive_dir or "archives")
     partitions = args.partition
     if not partitions:
