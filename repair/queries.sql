@@ -216,16 +216,17 @@ WHERE node_id = $1 AND stream_id = $2
 ORDER BY stream_seq, recorded_at;
 
 -- name: get_progress
-SELECT node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason
+SELECT node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason, epoch
 FROM repair_chain_progress;
 
 -- name: save_progress
--- Records how far stream ($1, $2) is verified and its current break, if any.
-INSERT INTO repair_chain_progress (node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason)
-VALUES ($1, $2, $3, $4, $5, $6)
+-- Records how far stream ($1, $2) is verified, in epoch $7, and its current break, if any.
+INSERT INTO repair_chain_progress (node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason,
+                                   epoch)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (node_id, stream_id) DO UPDATE
 SET verified_seq = EXCLUDED.verified_seq, verified_hash = EXCLUDED.verified_hash, verified_at = now(),
-    broken_seq = EXCLUDED.broken_seq, broken_reason = EXCLUDED.broken_reason;
+    broken_seq = EXCLUDED.broken_seq, broken_reason = EXCLUDED.broken_reason, epoch = EXCLUDED.epoch;
 
 -- name: instance_status
 -- Upserts this instance's role and last cycle.
@@ -510,3 +511,12 @@ WHERE i.inhparent = 'ingress_attestations'::regclass
   AND c.relname ~ '^ingress_attestations_p[0-9]{8}$'
   AND to_date(substring(c.relname from '[0-9]{8}$'), 'YYYYMMDD') + 1 <= $1::date
 ORDER BY c.relname;
+
+-- name: stream_rows_epoch_after
+-- Rows of epoch $3 of stream ($1, $2) (NULL-epoch rows too when $4) after seq $5, in order, at most $6.
+SELECT stream_seq, recorded_at, record_type, attestation_id, participant_id, method, route, executes,
+       status, disposition, latency_us, idempotency_key_hash, body_sha256, chain_hash, canonical
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL)) AND stream_seq > $5
+ORDER BY stream_seq, recorded_at
+LIMIT $6;

@@ -147,23 +147,42 @@ async def _unknown_epoch_rows(conn: asyncpg.Connection, node_id: str, stream_id:
 
 
 async def verify_increment(conn: asyncpg.Connection, node_id: str, stream_id: int, *, verified_seq: int,
-                           verified_hash: bytes | None, batch_rows: int, batches_max: int) -> StreamReport:
-    """Verify the records after `verified_seq`, at most batch_rows x batches_max of them.
+                           verified_hash: bytes | None, batch_rows: int, batches_max: int,
+                           verified_epoch: bytes | None = None,
+                           archive_key: Ed25519PublicKey | None = None) -> StreamReport:
+    """Verify the current epoch's records after `verified_seq`, at most
+    batch_rows x batches_max of them.
 
-    The checkpoint comparison (C5) runs only when the end of the stream was
-    reached, since a head part-way through says nothing about the tail.
+    Progress made in another epoch (`verified_epoch` is not the checkpoint's:
+    the stream was replaced) starts again from seq 1. The checkpoint
+    comparison (C5) runs only when the end of the stream was reached, since a
+    head part-way through says nothing about the tail. Archived prefixes count
+    only when signed by `archive_key`.
     """
     assert batch_rows >= 1 and batches_max >= 1
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         context = await conn.fetchrow(QUERIES["stream_context"], node_id, stream_id, timeout=TIMEOUT_SECONDS)
+        ended = await conn.fetch(QUERIES["stream_epochs"], node_id, stream_id, timeout=TIMEOUT_SECONDS)
+        checkpoint = _checkpoint(context)
+        epoch = checkpoint.epoch if checkpoint else None
+        first_epoch = bytes(ended[0]["epoch"]) if ended else epoch
+        if verified_epoch is not None and epoch is not None and verified_epoch != epoch:
+            verified_seq, verified_hash = 0, None
+        prefix, _ = await anchors.trusted_archives(conn, node_id, stream_id, archive_key)
+        if epoch != first_epoch:
+            prefix = anchors.ArchivedPrefix()
         verifier = chain.StreamVerifier(
             node_id, stream_id, next_seq=verified_seq + 1,
             prev_hash=verified_hash if verified_seq > 0 and verified_hash else canonical.GENESIS_PREV_HASH,
-            archived_through=context["archived_through"] or 0)
+            archived_through=prefix.through, archived_hash=prefix.last_hash)
         reached_end = False
         for _ in range(batches_max):
-            rows = await conn.fetch(QUERIES["stream_rows"], node_id, stream_id, verifier.last_seq, batch_rows,
-                                    timeout=TIMEOUT_SECONDS)
+            if epoch is None:
+                rows = await conn.fetch(QUERIES["stream_rows"], node_id, stream_id, verifier.last_seq, batch_rows,
+                                        timeout=TIMEOUT_SECONDS)
+            else:
+                rows = await conn.fetch(QUERIES["stream_rows_epoch_after"], node_id, stream_id, epoch,
+                                        epoch == first_epoch, verifier.last_seq, batch_rows, timeout=TIMEOUT_SECONDS)
             for row in rows:
                 if verifier.feed(row) is not None:
                     break
@@ -173,5 +192,7 @@ async def verify_increment(conn: asyncpg.Connection, node_id: str, stream_id: in
                 reached_end = True
                 break
         if reached_end:
-            verifier.finish(_checkpoint(context))
-    return _report(verifier)
+            verifier.finish(checkpoint)
+    report = _report(verifier)
+    report.epoch = epoch
+    return report

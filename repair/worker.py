@@ -105,17 +105,19 @@ async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state
     for node_id, stream_id in await verify.list_streams(conn):
         previous = progress.get((node_id, stream_id))
         if full or previous is None:
-            report = await verify.verify_stream(conn, node_id, stream_id,
-                                                archive_key=archive_public_key(settings.archive_public_key))
+            report = await verify.verify_stream(
+                conn, node_id, stream_id, archive_key=archive_public_key(settings.archive_public_key))
         else:
             report = await verify.verify_increment(
                 conn, node_id, stream_id, verified_seq=previous["verified_seq"],
                 verified_hash=bytes(previous["verified_hash"]), batch_rows=settings.chain_batch_rows,
-                batches_max=CHAIN_BATCHES_PER_CYCLE)
+                batches_max=CHAIN_BATCHES_PER_CYCLE,
+                verified_epoch=bytes(previous["epoch"]) if previous["epoch"] is not None else None,
+                archive_key=archive_public_key(settings.archive_public_key))
         broken = report.broken
         await conn.execute(store.QUERIES["save_progress"], node_id, stream_id, report.last_verified_seq,
                            report.last_verified_hash, broken.seq if broken else None,
-                           broken.reason if broken else None, timeout=store.TIMEOUT_SECONDS)
+                           broken.reason if broken else None, report.epoch, timeout=store.TIMEOUT_SECONDS)
         if broken is not None:
             found.items.append(detectors.chain_break_finding(node_id, stream_id, broken,
                                                              "full" if full else "incremental"))

@@ -9,6 +9,7 @@ with a deadline for the incident and the rows.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,9 @@ from pathlib import Path
 import asyncpg
 
 import journal
+from repair import verify
 from symphony import shipped_marker
+from tests.conftest import symphony_cli
 from tests.forwarder.conftest import NODE, ForwarderProcess, fill, open_writer, stream_dir, wait_for
 
 Factory = Callable[..., ForwarderProcess]
@@ -79,6 +82,20 @@ async def test_wiped_stream_is_a_new_epoch_shipped_live(tmp_path: Path, database
     assert [bytes(row["chain_hash"]) for row in new_rows] == on_disk
     marker = shipped_marker.read(stream_dir(journal_dir, 0))
     assert marker is not None and (marker.epoch_bytes(), marker.seq) == (new_epoch, new_head)
+
+    # The audit and the repair daemon follow the epochs: each verifies against its own end.
+    done = symphony_cli("audit", "verify-chain", "--json", "--journal-dir", str(journal_dir),
+                        "--database-url", database_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = json.loads(done.stdout)["streams"]
+    assert [(r["epoch"], r["ended_epoch"], r["records_verified"]) for r in reports] == [
+        (new_epoch.hex(), False, new_head), (old_epoch.hex(), True, old_head)]
+    assert reports[0]["anchors"]["journal"]["records_compared"] == new_head
+    gaps = symphony_cli("audit", "seq-gaps", "--database-url", database_url)
+    assert gaps.returncode == 0, gaps.stdout
+    increment = await verify.verify_increment(db, NODE, 0, verified_seq=old_head, verified_hash=old_hash,
+                                              verified_epoch=old_epoch, batch_rows=50, batches_max=10)
+    assert increment.broken is None and increment.last_verified_seq == new_head and increment.epoch == new_epoch
 
 
 async def test_rewound_journal_is_an_incident_live(tmp_path: Path, database_url: str, db: asyncpg.Connection,
