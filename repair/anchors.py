@@ -247,7 +247,12 @@ class MirrorAnchor:
         result.info["head_seq"] = mirror_head
         if head.last_seq == 0:
             return result
-        entry = self.copy.records.get((head.node_id, head.stream_id, head.last_seq))
+        key = (head.node_id, head.stream_id, head.last_seq)
+        entry = self.copy.records.get(key)
+        if entry is not None and entry[0] != head.last_hash:
+            # A replaced stream has one record per epoch at this seq: any of them
+            # may be the checkpoint's (chain hashes of different epochs differ).
+            entry = next((alt for alt in self.copy.alternatives.get(key, []) if alt[0] == head.last_hash), entry)
         if entry is None:
             check = "mirror_behind_checkpoint" if mirror_head < head.last_seq else "mirror_head_missing"
             result.findings.append(Finding(check, head.node_id, head.stream_id, head.last_seq,
