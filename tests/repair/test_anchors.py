@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import journal
 from repair import canonical
-from symphony import archive_signature, attestation, attestation_mirror
+from symphony import archive_signature, attestation, attestation_mirror, shipped_marker
 from tests.conftest import symphony_cli
 from tests.forwarder.conftest import NODE, ForwarderProcess, fill, open_writer, stream_dir, wait_for
 from tests.repair.helpers import Stream, ago, tamper
@@ -211,3 +211,38 @@ def test_archive_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     done = symphony_cli("audit", "archive", "--signing-key", str(private), "--database-url",
                         "postgresql://127.0.0.1:1/none")
     assert done.returncode == 2 and "chmod 600" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_checkpoint_rewound_below_released_segments_is_caught_without_the_marker(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection) -> None:
+    """The forwarder releases journal segments only once PostgreSQL's checkpoint is
+    past them: a checkpoint rewound below a released segment is caught from the
+    journal alone, with the shipped marker gone."""
+    journal_dir = tmp_path / "journal"
+    with open_writer(journal_dir, 0) as writer:
+        head = fill(writer, 3000)
+    forwarder = ForwarderProcess(database_url, journal_dir, tmp_path / "forwarder.log", batch_rows_max=256,
+                                 journal_retention_seconds=0)
+    try:
+        forwarder.start()
+
+        async def released() -> bool:
+            shipped = await db.fetchval("SELECT last_seq FROM journal_checkpoints WHERE node_id = $1", NODE)
+            oldest = journal.Reader(stream_dir(journal_dir, 0)).segments()[0].first_seq
+            return shipped == head and oldest > 100
+
+        await wait_for(released, "shipping and segment release", diagnostics=forwarder.log_tail)
+        assert forwarder.terminate() == 0
+    finally:
+        forwarder.close()
+    (stream_dir(journal_dir, 0) / shipped_marker.FILE_NAME).unlink()
+    oldest = journal.Reader(stream_dir(journal_dir, 0)).segments()[0].first_seq
+    kept_hash = await db.fetchval("SELECT chain_hash FROM ingress_attestations WHERE stream_seq = 50")
+    await tamper(db, "DELETE FROM ingress_attestations WHERE stream_seq > 50")
+    await db.execute("UPDATE journal_checkpoints SET last_seq = 50, last_hash = $1", kept_hash)
+    shipped = Shipped(journal_dir, tmp_path, head, database_url)
+    code, report = _verify(shipped)
+    assert code == 0 and report["records_verified"] == 50  # the attack, against PostgreSQL alone
+    code, report = _verify(shipped, "--journal-dir", str(journal_dir))
+    assert code == 1 and ("checkpoint_behind_journal", 51) in _findings(report)
+    assert report["streams"][0]["anchors"]["journal"]["oldest_seq"] == oldest
