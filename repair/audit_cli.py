@@ -199,6 +199,9 @@ async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> t
             lines.append(f"  FINDING {f['check']}" + (f" at seq {f['seq']}" if f["seq"] is not None else "")
                          + f": {f['detail']}")
     lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
+    if not external:
+        lines.append("anchors: PostgreSQL alone (a tail cut with the checkpoint moved back, or a re-chained stream, "
+                     "verifies here; compare with --journal-dir and --mirror)")
     return bool(broken), report, "\n".join(lines)
 
 
