@@ -7,7 +7,11 @@
 -- The epoch a row belongs to. NULL on rows shipped before this migration: they
 -- belong to the stream's first epoch (the oldest journal_epochs row of the
 -- stream, or the checkpoint's epoch when the stream never changed epoch). The
--- append-only trigger forbids back-filling, and nothing needs it.
+-- append-only trigger forbids back-filling, and nothing needs it. The primary
+-- key is left as it is (rebuilding it on a large partitioned table would lock
+-- it for long): as before, uniqueness of (node, stream, epoch, seq) is kept by
+-- the forwarder under the checkpoint row's lock and proven by verify-chain,
+-- which verifies each epoch on its own.
 ALTER TABLE ingress_attestations
     ADD COLUMN epoch bytea CHECK (epoch IS NULL OR length(epoch) = 16);
 
