@@ -215,6 +215,8 @@ class JournalSource:
             self._checkpoint_moved_back(shipped_seq)
         self.released_through = shipped_seq
         now = time.monotonic()
+        if self.marker is not None and now - self.marker_written_at >= MARKER_INTERVAL_SECONDS:
+            self._write_marker()  # the last commit before an idle spell is recorded too
         if now - self.release_checked_at < RELEASE_INTERVAL_SECONDS:
             return
         self.release_checked_at = now

@@ -65,6 +65,12 @@ async def test_wiped_stream_is_a_new_epoch_shipped_live(tmp_path: Path, database
         return row is not None and bytes(row["epoch"]) == new_epoch and row["last_seq"] == new_head
 
     await wait_for(shipped_new, "the new epoch to ship", diagnostics=forwarder.log_tail)
+
+    def marked() -> bool:  # written while idle too, not only when the forwarder stops
+        marker = shipped_marker.read(stream_dir(journal_dir, 0))
+        return marker is not None and (marker.epoch_bytes(), marker.seq) == (new_epoch, new_head)
+
+    await wait_for(marked, "the shipped marker of the new epoch", diagnostics=forwarder.log_tail)
     assert forwarder.terminate() == 0
 
     incident = await _incident(db, "STREAM_REPLACED")
