@@ -283,12 +283,23 @@ class StreamShipper:
         self._rewound_sightings += 1
         if self._rewound_sightings < REWOUND_SIGHTINGS and not force:
             return True
+        if self._checkpointed_record_present():
+            self._rewound_sightings = 0
+            return True  # the header lags a record already written (a writer stopped mid-commit)
         brk = Break("STREAM_REWOUND", head + 1, f"journal head at seq {self.head.last_seq} or later",
                     f"journal head at seq {head}",
                     "the journal is behind what PostgreSQL already checkpointed: replaced by an older copy "
                     "or its tail was lost")
         reason = await self._retry(lambda: self.store.halt(self.stream_id, brk))
         return reason is None or self._halted(reason, brk)
+
+    def _checkpointed_record_present(self) -> bool:
+        assert self.head is not None
+        try:
+            found = self.source.record_at(self.head.last_seq)
+        except SourceCorrupt:
+            return False
+        return found is not None and found.chain_hash == self.head.last_hash
 
     async def _new_epoch(self, epoch: bytes) -> bool:
         """The journal restarted with `epoch`: account for the old epoch's end,
