@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     def open_stream(stream_id: int, path: Path) -> source.JournalSource:
         return source.JournalSource(path, buffer_records_max=2 * settings.batch_rows_max,
                                     poll_seconds=settings.poll_interval_ms / 1000,
-                                    retention_seconds=settings.journal_retention_seconds)
+                                    retention_seconds=settings.journal_retention_seconds,
+                                    node_id=settings.node_id, stream_id=stream_id)
 
     return lifecycle.run(lambda: server.serve(settings, url, open_stream))
 

@@ -47,10 +47,27 @@ VALUES ($1, $2, '\x00000000000000000000000000000000'::bytea, 0,
 ON CONFLICT (node_id, stream_id) DO NOTHING;
 
 -- name: open_incident
--- Opens a $1 (CHAIN_BREAK or SEQ_GAP) CRITICAL incident for stream ($3 node,
+-- Opens a $1 (CHAIN_BREAK, SEQ_GAP, STREAM_REPLACED or STREAM_REWOUND) CRITICAL incident for stream ($3 node,
 -- $4 stream) with dedup key $2, subject $5 and evidence $6 (jsonb); the same
 -- open problem seen again is refreshed (open_incident_v1).
 SELECT * FROM open_incident_v1($1, $2, 'CRITICAL', NULL, $3, $4, $5, $6::jsonb);
+
+-- name: retire_epoch
+-- The journal of stream ($1, $2) restarted with epoch $4: keep where the
+-- checkpointed epoch ended (append-only), with $3 the newest seq the forwarder
+-- saw in its journal and $5 why. Run under the checkpoint row's lock.
+INSERT INTO journal_epochs (node_id, stream_id, epoch, last_seq, last_hash, records_shipped,
+                            journal_head_seq, successor_epoch, reason)
+SELECT node_id, stream_id, epoch, last_seq, last_hash, records_shipped, greatest($3, last_seq), $4, $5
+FROM journal_checkpoints
+WHERE node_id = $1 AND stream_id = $2;
+
+-- name: start_epoch
+-- Moves the checkpoint of stream ($1, $2) from epoch $5 to the new epoch $3
+-- with nothing shipped (last_hash $4 = the genesis predecessor hash).
+UPDATE journal_checkpoints
+SET epoch = $3, last_seq = 0, last_hash = $4, last_record_at = NULL, records_shipped = 0, updated_at = now()
+WHERE node_id = $1 AND stream_id = $2 AND epoch = $5 AND halted_at IS NULL;
 
 -- name: list_checkpoints
 -- Every checkpoint of node $1: where each stream resumes after a restart.

@@ -20,10 +20,12 @@ from pathlib import Path
 import journal
 from forwarder.rows import RecordLike
 from forwarder.stream import SourceCorrupt, SourceMissing
+from symphony import shipped_marker
 
 log = logging.getLogger("forwarder.source")
 HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
 RELEASE_INTERVAL_SECONDS = 1.0  # retention is applied at most this often per stream
+MARKER_INTERVAL_SECONDS = 1.0  # the shipped marker is rewritten at most this often per stream
 ERROR_RETRY_SECONDS = 1.0
 
 
@@ -35,9 +37,13 @@ class JournalSource:
     verifies_chain = True
 
     def __init__(self, path: Path, *, buffer_records_max: int, poll_seconds: float,
-                 retention_seconds: float) -> None:
+                 retention_seconds: float, node_id: str = "", stream_id: int = 0) -> None:
         assert buffer_records_max >= 1 and poll_seconds > 0 and retention_seconds >= 0
         self.path = path
+        self.node_id = node_id
+        self.stream_id = stream_id
+        self.marker: tuple[bytes, int, bytes] | None = None  # (epoch, seq, hash) not yet written
+        self.marker_written_at = 0.0
         self.reader = journal.Reader(path)
         self.buffer: collections.deque[journal.Record] = collections.deque()
         self.buffer_records_max = buffer_records_max
@@ -163,6 +169,28 @@ class JournalSource:
             return headers[0].created_unix_ns // 1000
         return time.time_ns() // 1000
 
+    def on_disk(self) -> tuple[bytes, int] | None:
+        """(epoch, head seq) as the segment headers say right now, not the
+        highest head seen so far; None while the directory holds no segment."""
+        headers = self._headers()
+        if not headers:
+            return None
+        return headers[0].epoch, headers[-1].write_seq
+
+    def reopen(self) -> None:
+        """Forget every position in the journal: the stream has a new epoch
+        (the old epoch's marker must not land in the new directory)."""
+        self.marker = None
+        self.close()
+        self.reader = journal.Reader(self.path)
+        self.buffer.clear()
+        self.failure = None
+        self.missing_from = 0
+        self.pump_next = 0
+        self.head = 0
+        self.head_read_at = 0.0
+        self.released_through = 0
+
     def head_seq(self) -> int:
         now = time.monotonic()
         if now - self.head_read_at >= HEAD_REFRESH_SECONDS:
@@ -187,6 +215,8 @@ class JournalSource:
             self._checkpoint_moved_back(shipped_seq)
         self.released_through = shipped_seq
         now = time.monotonic()
+        if self.marker is not None and now - self.marker_written_at >= MARKER_INTERVAL_SECONDS:
+            self._write_marker()  # the last commit before an idle spell is recorded too
         if now - self.release_checked_at < RELEASE_INTERVAL_SECONDS:
             return
         self.release_checked_at = now
@@ -211,7 +241,31 @@ class JournalSource:
                            "released_through": self.released_through})
         self.release_checked_at = 0.0  # apply the lower bound at once, not after the interval
 
+    # -- the shipped marker (symphony/shipped_marker.py) ---------------------------------
+
+    def note_shipped(self, epoch: bytes, seq: int, chain_hash: bytes) -> None:
+        """PostgreSQL committed through `seq`: record it beside the journal,
+        outside the database, at most once per MARKER_INTERVAL_SECONDS."""
+        self.marker = (epoch, seq, chain_hash)
+        if time.monotonic() - self.marker_written_at >= MARKER_INTERVAL_SECONDS:
+            self._write_marker()
+
+    def _write_marker(self) -> None:
+        if self.marker is None or not self.node_id:
+            return
+        epoch, seq, chain_hash = self.marker
+        self.marker_written_at = time.monotonic()
+        try:
+            shipped_marker.write(self.path, self.node_id, self.stream_id, epoch, seq, chain_hash)
+        except OSError as exc:
+            # An anchor for audits, not for shipping: retried with the next commit.
+            log.warning("shipped marker not written", extra={"path": str(self.path),
+                                                             "error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.marker = None
+
     def close(self) -> None:
+        self._write_marker()
         if self.pump is not None:
             self.pump.cancel()
             self.pump = None

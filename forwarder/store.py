@@ -26,6 +26,7 @@ from symphony.db import queries
 
 QUERIES = queries.load("forwarder", "queries.sql")
 TABLE = "ingress_attestations"
+COLUMNS = (*rows.COLUMNS, "epoch")
 
 # Failures that say nothing about the batch: the database is down, restarting,
 # overloaded or unreachable. The batch is retried, unchanged, after a backoff.
@@ -237,7 +238,10 @@ class Store:
         records: Sequence[RecordLike],
         batch_rows: Sequence[tuple[Any, ...]],
     ) -> Checkpoint:
-        await conn.copy_records_to_table(TABLE, records=batch_rows, columns=rows.COLUMNS, timeout=self.timeout)
+        # Each row carries the epoch it belongs to (a replaced stream reuses seqs 1, 2, …).
+        epoch = checkpoint.epoch
+        await conn.copy_records_to_table(TABLE, records=[(*row, epoch) for row in batch_rows], columns=COLUMNS,
+                                         timeout=self.timeout)
         last = records[-1]
         last_at = rows.recorded_at(batch_rows[-1])
         status = await conn.execute(
@@ -266,6 +270,44 @@ class Store:
     async def _halt_without_incident(self, conn: asyncpg.Connection, stream_id: int, reason: str) -> str:
         await conn.execute(QUERIES["halt_stream"], self.node_id, stream_id, reason, timeout=self.timeout)
         return reason
+
+    async def start_epoch(self, stream_id: int, seen: Checkpoint, epoch: bytes,
+                          journal_head_seq: int) -> Checkpoint | str:
+        """The stream's journal restarted with `epoch`: in one transaction, record
+        where the checkpointed epoch ended (journal_epochs), open STREAM_REPLACED
+        and move the checkpoint to the new epoch with nothing shipped. Returns
+        the new checkpoint, or the halt reason when the stream is halted.
+
+        `seen` is the checkpoint the shipper held; the row locked here decides
+        (another forwarder may have switched already: then it is returned)."""
+        assert len(epoch) == rows.EPOCH_BYTES
+        async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+            row = await conn.fetchrow(QUERIES["lock_checkpoint"], self.node_id, stream_id, timeout=self.timeout)
+            if row is None:
+                return "the checkpoint of the stream is gone"
+            current = Checkpoint.from_row(row)
+            if current.halt_reason is not None:
+                return current.halt_reason
+            if current.epoch == epoch:
+                return current
+            head = max(journal_head_seq, current.last_seq)
+            subject = (f"STREAM_REPLACED on stream {self.node_id}/{stream_id}: the journal restarted with epoch "
+                       f"{epoch.hex()}; epoch {current.epoch.hex()} ended at checkpoint seq {current.last_seq} "
+                       f"(journal head seen at seq {head}, {head - current.last_seq} record(s) never shipped)")
+            evidence = {"node_id": self.node_id, "stream_id": stream_id, "old_epoch": current.epoch.hex(),
+                        "new_epoch": epoch.hex(), "old_last_seq": current.last_seq,
+                        "old_last_hash": current.last_hash.hex(), "old_journal_head_seq": head,
+                        "unshipped_records": head - current.last_seq,
+                        "shipper_checkpoint_seq": seen.last_seq}
+            await conn.execute(QUERIES["retire_epoch"], self.node_id, stream_id, head, epoch, subject,
+                               timeout=self.timeout)
+            await conn.execute(
+                QUERIES["open_incident"], "STREAM_REPLACED", f"{self.node_id}/{stream_id}/{current.epoch.hex()}",
+                self.node_id, stream_id, subject, json.dumps(evidence), timeout=self.timeout)
+            status = await conn.execute(QUERIES["start_epoch"], self.node_id, stream_id, epoch,
+                                        rows.GENESIS_PREV_HASH, current.epoch, timeout=self.timeout)
+            assert status == "UPDATE 1", status  # the row is locked by this transaction
+            return Checkpoint(epoch, 0, rows.GENESIS_PREV_HASH, None, None)
 
     async def halt_refused(self, stream_id: int, reason: str) -> str:
         """Halt a stream whose rows PostgreSQL refuses (no incident kind fits; logged)."""

@@ -6,7 +6,14 @@ a second forwarder) it reloads the checkpoint and resumes from there. It batches
 at its own pace (up to `batch_rows_max` records or `batch_wait_ms`), retries a
 batch unchanged with capped exponential backoff and full jitter while
 PostgreSQL is unreachable, and stops for good only when the stream is halted by
-a CHAIN_BREAK or SEQ_GAP incident.
+a CHAIN_BREAK, SEQ_GAP or STREAM_REWOUND incident.
+
+While it runs it also watches the journal on disk (every WATCH_SECONDS, and at
+once when a read fails): a new epoch in the stream's directory (the journal
+wiped and a writer started again) opens a STREAM_REPLACED incident, records
+where the old epoch ended (journal_epochs) and ships the new epoch from seq 1;
+a head behind the checkpoint (the journal replaced by an older copy, or a
+tail lost) opens STREAM_REWOUND and halts the stream.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from forwarder.rows import Break, RecordLike, UndecodableRecord
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Halted, RefusedBatch, Shipped, Stale, Store
 
 log = logging.getLogger("forwarder.stream")
+WATCH_SECONDS = 0.25  # how often the journal's epoch and head are compared with the checkpoint
+REWOUND_SIGHTINGS = 2  # a head behind the checkpoint must be seen this many times in a row
 
 
 class SourceCorrupt(Exception):
@@ -75,6 +84,19 @@ class Source(Protocol):
 
     def genesis_at_us(self) -> int:
         """When the stream was created (the GENESIS record's time)."""
+        ...
+
+    def on_disk(self) -> tuple[bytes, int] | None:
+        """(epoch, head seq) as the journal says right now (not the highest head
+        seen); None while there is no journal. Raises SourceCorrupt."""
+        ...
+
+    def reopen(self) -> None:
+        """Forget every position: the stream restarted with a new epoch."""
+        ...
+
+    def note_shipped(self, epoch: bytes, seq: int, chain_hash: bytes) -> None:
+        """PostgreSQL committed the stream through `seq` (the shipped marker)."""
         ...
 
     def release(self, shipped_seq: int) -> None:
@@ -146,6 +168,8 @@ class StreamShipper:
         self._resume_from: Checkpoint | None = None  # where the database says to resume
         self._resume_pending = False
         self._stale_in_a_row = 0  # resumes without progress back off like failures
+        self._watched_at = 0.0
+        self._rewound_sightings = 0
 
     async def run(self, checkpoint: Checkpoint | None) -> None:
         """Ship until stopped or halted. A stop request is honoured between batches."""
@@ -181,6 +205,10 @@ class StreamShipper:
         self.state.shipped_seq = checkpoint.last_seq
         if checkpoint.halt_reason is not None:
             return self._halted(checkpoint.halt_reason)
+        if not await self._watch(force=True):
+            return False
+        if self.head is not checkpoint:
+            return True  # a new epoch: nothing of it is shipped yet
         brk = self._journal_disagrees(checkpoint)
         if brk is None:
             return True
@@ -224,6 +252,77 @@ class StreamShipper:
                          f"journal ends at seq {head}", "the journal is behind its checkpoint: tail cut")
         return None
 
+    # -- watch: a replaced or rewound journal, noticed while running ------------
+
+    async def _watch(self, *, force: bool = False) -> bool:
+        """Compare the journal on disk with the checkpoint; False once halted.
+
+        Runs at most every WATCH_SECONDS unless forced. A new epoch switches the
+        stream to it (STREAM_REPLACED); a head behind the checkpoint, seen
+        REWOUND_SIGHTINGS times in a row (once when forced), halts it
+        (STREAM_REWOUND)."""
+        now = time.monotonic()
+        if self.head is None or self.head.halt_reason is not None:
+            return True
+        if not force and now - self._watched_at < WATCH_SECONDS:
+            return True
+        self._watched_at = now
+        try:
+            seen = self.source.on_disk()
+        except SourceCorrupt:
+            return True  # the reader reports it, in seq order
+        if seen is None:
+            return True  # no journal (wiped, or being created): wait for a writer
+        epoch, head = seen
+        if epoch != self.head.epoch:
+            self._rewound_sightings = 0
+            return await self._new_epoch(epoch)
+        if not 0 < head < self.head.last_seq:
+            self._rewound_sightings = 0
+            return True
+        self._rewound_sightings += 1
+        if self._rewound_sightings < REWOUND_SIGHTINGS and not force:
+            return True
+        if self._checkpointed_record_present():
+            self._rewound_sightings = 0
+            return True  # the header lags a record already written (a writer stopped mid-commit)
+        brk = Break("STREAM_REWOUND", head + 1, f"journal head at seq {self.head.last_seq} or later",
+                    f"journal head at seq {head}",
+                    "the journal is behind what PostgreSQL already checkpointed: replaced by an older copy "
+                    "or its tail was lost")
+        reason = await self._retry(lambda: self.store.halt(self.stream_id, brk))
+        return reason is None or self._halted(reason, brk)
+
+    def _checkpointed_record_present(self) -> bool:
+        assert self.head is not None
+        try:
+            found = self.source.record_at(self.head.last_seq)
+        except SourceCorrupt:
+            return False
+        return found is not None and found.chain_hash == self.head.last_hash
+
+    async def _new_epoch(self, epoch: bytes) -> bool:
+        """The journal restarted with `epoch`: account for the old epoch's end,
+        open STREAM_REPLACED and ship the new epoch from seq 1."""
+        old = self.head
+        assert old is not None and old.epoch != epoch
+        journal_head = max(self.state.head_seq, old.last_seq)
+        result = await self._retry(lambda: self.store.start_epoch(self.stream_id, old, epoch, journal_head))
+        if result is None:
+            return True  # stopping: decided again at the next start
+        if isinstance(result, str):
+            return self._halted(result)
+        log.error("journal stream replaced: its new epoch is shipped as a new stream",
+                  extra={"stream_id": self.stream_id, "old_epoch": old.epoch.hex(), "new_epoch": epoch.hex(),
+                         "old_checkpoint_seq": old.last_seq, "old_journal_head_seq": journal_head})
+        self.source.reopen()
+        self._pending_break = None
+        self.head = result
+        self.state.shipped_seq = result.last_seq
+        self.state.head_seq = result.last_seq
+        self.state.oldest_pending_at = None
+        return True
+
     # -- collect ----------------------------------------------------------------
 
     async def _collect(self) -> list[RecordLike]:
@@ -231,7 +330,11 @@ class StreamShipper:
         batch_wait_ms once the first one is there."""
         limit = self.settings.batch_rows_max
         poll = self.settings.poll_interval_ms / 1000
+        if not await self._watch():
+            return []
         batch = self._read(self._next_seq(), limit)
+        if self._pending_break is not None and not await self._watch(force=True):
+            return []  # the failed read was a replaced or rewound journal
         if not batch:
             self._refresh_head()
             self.source.release(self.state.shipped_seq)
@@ -334,6 +437,7 @@ class StreamShipper:
         self.state.batches_shipped += 1
         self.state.oldest_pending_at = None if self.state.head_seq <= checkpoint.last_seq else time.time()
         self.source.release(checkpoint.last_seq)
+        self.source.note_shipped(checkpoint.epoch, checkpoint.last_seq, checkpoint.last_hash)
 
     def _halted(self, reason: str, brk: Break | None = None) -> bool:
         self.state.halted = True

@@ -4,8 +4,10 @@
     symphony audit gap [--since T] [--until T] [--participant P] [--json]
     symphony audit ghosts [--older-than SECONDS] [--json]
     symphony audit seq-gaps [--json]
-    symphony audit verify-chain [--node N] [--stream S] [--json]
+    symphony audit verify-chain [--node N] [--stream S] [--archive-public-key FILE|HEX]
+                                [--journal-dir DIR] [--mirror DIR] [--json]
     symphony audit cross-check --mirror DIR [--node N] [--stream S] [--json]
+    symphony audit archive [--partition NAME ...] [--hot-days D] [--out DIR] [--signing-key PEM] [--drop]
 
 T is ISO 8601 (`2025-06-01T00:00:00Z`) or a span back from now (`15m`, `2h`, `7d`).
 """
@@ -21,8 +23,9 @@ from typing import Any
 
 import asyncpg
 
-from repair import common, cross_check, verify
+from repair import anchors, archive, common, cross_check, verify
 from repair.store import QUERIES, TIMEOUT_SECONDS
+from symphony import archive_signature
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, SymphonyError
 
 _SPAN = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
@@ -57,6 +60,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chain = sub.add_parser("verify-chain", help="recompute every chain hash from the first record")
     chain.add_argument("--node", help="only streams of this node")
     chain.add_argument("--stream", type=int, help="only this stream id")
+    chain.add_argument("--archive-public-key", metavar="FILE|HEX",
+                       help="the Ed25519 public key archive rows must be signed with (default: archive_public_key); "
+                            "without one, archived seqs are not trusted")
+    chain.add_argument("--journal-dir", type=Path, metavar="DIR",
+                       help="the node's journal root (<DIR>/<node>/<stream>/): compare each head with it")
+    chain.add_argument("--mirror", type=Path, metavar="DIR",
+                       help="the write-once NDJSON copy: compare each checkpoint with it")
+    arch = sub.add_parser("archive", help="export, sign and record partitions older than the hot window "
+                                          "(and drop them with --drop)")
+    arch.add_argument("--partition", action="append", default=[], metavar="NAME",
+                      help="a partition to archive (repeatable); default: every one older than --hot-days")
+    arch.add_argument("--hot-days", type=int, default=7, metavar="D",
+                      help="days kept in PostgreSQL (partitions whose day ended more than D days ago go)")
+    arch.add_argument("--out", type=Path, metavar="DIR", help="where exports go (default: archive_dir)")
+    arch.add_argument("--signing-key", metavar="PEM",
+                      help="Ed25519 private key, mode 0600 (default: archive_signing_key, or "
+                           "<data-dir>/keys/archive-signing.pem)")
+    arch.add_argument("--drop", action="store_true", help="drop each partition once it is archived")
     cross = sub.add_parser("cross-check", help="compare the NDJSON attestation mirror (the write-once copy) "
                                                "with PostgreSQL, record by record")
     cross.add_argument("--mirror", type=Path, required=True, metavar="DIR",
@@ -69,9 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, url = common.settings_and_dsn(args)
+    settings, url = common.settings_and_dsn(args)
+    args.settings = settings
+    _load_keys(args)  # a bad key is a usage error, found before connecting
     checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain,
-              "cross-check": _cross_check}
+              "cross-check": _cross_check, "archive": _archive}
     found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
     print(json.dumps(report, indent=2, default=str) if args.json else text)
     return EXIT_FINDINGS if found else EXIT_OK
@@ -117,25 +140,95 @@ async def _seq_gaps(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple
     return bool(gaps), {"count": len(gaps), "gaps": gaps}, "\n".join(lines)
 
 
+def _external_anchors(args: argparse.Namespace) -> list[anchors.Anchor]:
+    found: list[anchors.Anchor] = []
+    if args.journal_dir is not None:
+        if not args.journal_dir.is_dir():
+            raise SymphonyError(f"--journal-dir {args.journal_dir} is not a directory", exit_code=2)
+        found.append(anchors.JournalAnchor(args.journal_dir))
+    if args.mirror is not None:
+        found.append(anchors.MirrorAnchor(cross_check.read_mirror(args.mirror, args.node, args.stream)))
+    # The witnessed checkpoint (issue 13) joins here as one more Anchor.
+    return found
+
+
+def _load_keys(args: argparse.Namespace) -> None:
+    settings = args.settings
+    if args.check == "verify-chain":
+        key_text = args.archive_public_key or settings.archive_public_key
+        args.archive_key = archive_signature.load_public_key(key_text) if key_text else None
+    elif args.check == "archive":
+        key_path = args.signing_key or settings.archive_signing_key
+        if not key_path and getattr(args, "data_dir", None):
+            key_path = str(Path(args.data_dir) / archive_signature.KEYS_DIR / archive_signature.PRIVATE_KEY_FILE)
+        if not key_path:
+            raise SymphonyError("no archive signing key: give --signing-key, set archive_signing_key, "
+                                "or --data-dir", exit_code=2)
+        args.archive_key = archive_signature.load_private_key(key_path)
+
+
 async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    key = args.archive_key
+    external = _external_anchors(args)
     streams = [(node, stream) for node, stream in await verify.list_streams(conn)
                if (args.node is None or node == args.node) and (args.stream is None or stream == args.stream)]
     if not streams and (args.node is not None or args.stream is not None):
         raise SymphonyError("no stream matches --node/--stream", exit_code=2)
-    reports = [(await verify.verify_stream(conn, node, stream)).as_dict() for node, stream in streams]
+    reports = []
+    for node, stream in streams:
+        reports += [r.as_dict() for r in await verify.verify_epochs(conn, node, stream, archive_key=key,
+                                                                     external=external)]
     broken = [r for r in reports if r["status"] != "OK"]
     report = {"status": "BROKEN" if broken else "OK", "streams_verified": len(reports),
-              "records_verified": sum(r["records_verified"] for r in reports), "streams": reports}
+              "records_verified": sum(r["records_verified"] for r in reports),
+              "anchors": {"archive_key": archive_signature.key_id(key) if key else None,
+                          "external": [a.name for a in external]},
+              "streams": reports}
     lines = []
     for r in reports:
-        where = f"{r['node_id']}/{r['stream_id']}"
-        if r["status"] == "OK":
-            anchor = f" (anchored at archived seq {r['anchored_at']})" if r["anchored_at"] else ""
-            lines.append(f"{where}: OK, {r['records_verified']} records through seq {r['last_verified_seq']}{anchor}")
-        else:
+        where = f"{r['node_id']}/{r['stream_id']}" + (f" (ended epoch {r['epoch']})" if r["ended_epoch"] else "")
+        if r["status"] == "BROKEN":
             lines.append(f"{where}: BROKEN at seq {r['first_bad_seq']} ({r['reason']}): {r['detail']}")
+        else:
+            anchor = f" (anchored at archived seq {r['anchored_at']})" if r["anchored_at"] else ""
+            lines.append(f"{where}: {r['status']}, {r['records_verified']} records through seq "
+                         f"{r['last_verified_seq']}{anchor}")
+        for name, info in r["anchors"].items():
+            lines.append(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        for f in r["findings"]:
+            lines.append(f"  FINDING {f['check']}" + (f" at seq {f['seq']}" if f["seq"] is not None else "")
+                         + f": {f['detail']}")
     lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
+    if not external:
+        lines.append("anchors: PostgreSQL alone (a tail cut with the checkpoint moved back, or a re-chained stream, "
+                     "verifies here; compare with --journal-dir and --mirror)")
     return bool(broken), report, "\n".join(lines)
+
+
+async def _archive(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    settings = args.settings
+    key = args.archive_key
+    out_dir = args.out or Path(settings.archive_dir or "archives")
+    partitions = args.partition
+    if not partitions:
+        if not 1 <= args.hot_days <= 3650:
+            raise SymphonyError("--hot-days must be in [1, 3650]", exit_code=2)
+        before = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=args.hot_days)
+        partitions = [row["partition"] for row in
+                      await conn.fetch(QUERIES["partitions_older_than"], before, timeout=TIMEOUT_SECONDS)]
+    done = []
+    for partition in partitions:
+        try:
+            done += await archive.archive_partition(conn, partition, out_dir, key, drop=args.drop)
+        except (asyncpg.PostgresError, OSError) as exc:
+            raise SymphonyError(f"archiving {partition} failed, nothing of it recorded: {exc}", exit_code=4) from None
+    report = {"partitions": partitions, "key_id": archive_signature.key_id(key.public_key()), "dropped": args.drop,
+              "archives": [a.as_dict() for a in done]}
+    lines = [f"{a.partition}: {a.node_id}/{a.stream_id} seqs {a.first_seq}..{a.last_seq} -> {a.path}"
+             for a in done]
+    lines.append(f"{len(done)} archive row(s) from {len(partitions)} partition(s), signed by {report['key_id']}"
+                 + (", partitions dropped" if args.drop else ""))
+    return False, report, "\n".join(lines)
 
 
 async def _cross_check(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:

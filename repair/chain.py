@@ -64,6 +64,7 @@ class StreamVerifier:
     next_seq: int = 1
     prev_hash: bytes = field(default_factory=lambda: canonical.GENESIS_PREV_HASH)
     archived_through: int = 0
+    archived_hash: bytes | None = None  # chain hash of seq archived_through, from a signed archive
     records_verified: int = 0
     last_seq: int = 0
     anchored_at: int | None = None
@@ -123,6 +124,10 @@ class StreamVerifier:
         problem = self._check_bytes(row, seq)
         if problem is not None:
             return problem
+        if self.archived_hash is not None and seq == self.archived_through + 1 and \
+                canonical.chain_hash(self.archived_hash, bytes(row["canonical"])) != bytes(row["chain_hash"]):
+            return Break(seq, "modified", "the first row after the archived prefix does not chain to the "
+                                          "archive's last hash")
         self.anchored_at = seq
         self._advance(seq, bytes(row["chain_hash"]))
         return None

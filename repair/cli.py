@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     listing = sub.add_parser("list", help="list incidents (open ones unless --all)")
     listing.add_argument("--all", action="store_true", help="include resolved incidents")
-    listing.add_argument("--kind", choices=KINDS)
+    listing.add_argument("--kind", choices=KINDS + ("STREAM_REPLACED", "STREAM_REWOUND"))
     listing.add_argument("--limit", type=int, default=200)
     listing.add_argument("--json", action="store_true")
     show = sub.add_parser("show", help="one incident with its evidence, as JSON")

@@ -45,6 +45,9 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     dashboard_client_uri_prefixes: list[str] = msgspec.field(default_factory=list)
     dashboard_chart_minutes: int = 60
     evidence_signing_key: str = ""
+    archive_signing_key: str = ""
+    archive_public_key: str = ""
+    archive_dir: str = ""
     evidence_environment: str = "sandbox"
     evidence_phase: str = "7R"
     evidence_issuer: str = "symphony"

@@ -56,6 +56,8 @@ class MirrorCopy:
     malformed: list[dict[str, Any]] = field(default_factory=list)
     malformed_count: int = 0
     conflicts: list[Key] = field(default_factory=list)
+    # The other records seen at a conflicting key (a stream replaced: each epoch numbers from 1).
+    alternatives: dict[Key, list[tuple[bytes, bytes]]] = field(default_factory=dict)
 
 
 def _files(directory: Path) -> list[Path]:
@@ -108,6 +110,7 @@ def read_mirror(directory: Path, node: str | None, stream: int | None) -> Mirror
                 copy.duplicates += 1
             else:
                 copy.conflicts.append(key)
+                copy.alternatives.setdefault(key, []).append(value)
     return copy
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from repair import verify as chain_verify
 from repair.config import RepairConfig
 from repair.store import QUERIES, TIMEOUT_SECONDS
+from symphony import archive_signature
 from symphony.errors import SymphonyError
 
 BUNDLE_VERSION = "2.0"
@@ -214,7 +215,8 @@ def git_metadata(repo: Path) -> dict[str, Any]:
 # -- the bundle -----------------------------------------------------------------------------
 
 
-async def _attestation_section(conn: asyncpg.Connection) -> tuple[dict[str, Any], dict[str, int]]:
+async def _attestation_section(conn: asyncpg.Connection,
+                               settings: RepairConfig) -> tuple[dict[str, Any], dict[str, int]]:
     rows = await conn.fetch(QUERIES["audit_gap"], dt.datetime.min.replace(tzinfo=dt.timezone.utc),
                             dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), None, timeout=TIMEOUT_SECONDS)
     participants = [dict(r) for r in rows]
@@ -224,7 +226,9 @@ async def _attestation_section(conn: asyncpg.Connection) -> tuple[dict[str, Any]
     ghosts = [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
               for r in await conn.fetch(QUERIES["audit_ghosts"], 0.0, GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
     seq_gaps = len(await conn.fetch(QUERIES["audit_seq_gaps"], timeout=TIMEOUT_SECONDS))
-    reports = [await chain_verify.verify_stream(conn, node, stream)
+    # Archived prefixes count only when signed by the pinned key (archive_public_key).
+    key = archive_signature.load_public_key(settings.archive_public_key) if settings.archive_public_key else None
+    reports = [await chain_verify.verify_stream(conn, node, stream, archive_key=key)
                for node, stream in await chain_verify.list_streams(conn)]
     breaks = [r.as_dict() for r in reports if r.broken is not None]
     section = {
@@ -299,7 +303,7 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
     """The unsigned bundle and the numbers CI gates on."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     git = git_metadata(repo)
-    attestation_section, gates = await _attestation_section(conn)
+    attestation_section, gates = await _attestation_section(conn, settings)
     idem = await conn.fetchrow(QUERIES["evidence_idempotency"], settings.stuck_key_seconds, timeout=TIMEOUT_SECONDS)
     retries = await conn.fetchrow(QUERIES["evidence_retries"], timeout=TIMEOUT_SECONDS)
     zombies = await conn.fetchrow(QUERIES["evidence_zombies"], timeout=TIMEOUT_SECONDS)

@@ -216,16 +216,17 @@ WHERE node_id = $1 AND stream_id = $2
 ORDER BY stream_seq, recorded_at;
 
 -- name: get_progress
-SELECT node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason
+SELECT node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason, epoch
 FROM repair_chain_progress;
 
 -- name: save_progress
--- Records how far stream ($1, $2) is verified and its current break, if any.
-INSERT INTO repair_chain_progress (node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason)
-VALUES ($1, $2, $3, $4, $5, $6)
+-- Records how far stream ($1, $2) is verified, in epoch $7, and its current break, if any.
+INSERT INTO repair_chain_progress (node_id, stream_id, verified_seq, verified_hash, broken_seq, broken_reason,
+                                   epoch)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (node_id, stream_id) DO UPDATE
 SET verified_seq = EXCLUDED.verified_seq, verified_hash = EXCLUDED.verified_hash, verified_at = now(),
-    broken_seq = EXCLUDED.broken_seq, broken_reason = EXCLUDED.broken_reason;
+    broken_seq = EXCLUDED.broken_seq, broken_reason = EXCLUDED.broken_reason, epoch = EXCLUDED.epoch;
 
 -- name: instance_status
 -- Upserts this instance's role and last cycle.
@@ -465,3 +466,78 @@ WHERE a.record_type = 5
            AND r.node_id = a.node_id AND r.stream_id = a.stream_id), 0)
 ORDER BY a.node_id, a.stream_id, a.stream_seq
 LIMIT $2;
+
+-- name: stream_archives
+-- Every archive row of stream ($1, $2), oldest seqs first: verify-chain checks
+-- each signature against the pinned key before trusting the prefix it covers.
+SELECT archive_id, partition, node_id, stream_id, first_seq, last_seq, sha256, signature, key_id, last_hash
+FROM attestation_archives
+WHERE node_id = $1 AND stream_id = $2
+ORDER BY first_seq, last_seq, archive_id;
+
+-- name: stream_epochs
+-- The ended epochs of stream ($1, $2), in the order they ended (journal_epochs).
+SELECT epoch, last_seq, last_hash, journal_head_seq, successor_epoch, ended_at
+FROM journal_epochs
+WHERE node_id = $1 AND stream_id = $2
+ORDER BY ended_at, epoch;
+
+-- name: stream_rows_epoch
+-- The rows of one epoch ($3) of stream ($1, $2), in order; rows shipped before
+-- epochs were recorded (epoch IS NULL) belong to the stream's first epoch ($4).
+SELECT stream_seq, recorded_at, record_type, attestation_id, participant_id, method, route, executes,
+       status, disposition, latency_us, idempotency_key_hash, body_sha256, chain_hash, canonical
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL))
+ORDER BY stream_seq, recorded_at;
+
+-- name: stream_rows_of_unknown_epoch
+-- Rows of stream ($1, $2) whose epoch is neither one of $3 (the epochs the
+-- checkpoint and journal_epochs know) nor NULL: they would escape verification.
+SELECT count(*) AS rows, min(stream_seq) AS first_seq
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND epoch IS NOT NULL AND NOT (epoch = ANY($3::bytea[]));
+
+-- name: stream_hashes_from
+-- (seq, chain hash) of stream ($1, $2), epoch $3 (NULL rows too when $4), from seq $5 on.
+SELECT stream_seq, chain_hash
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL)) AND stream_seq >= $5
+ORDER BY stream_seq, recorded_at;
+
+-- name: archive_partition_rows
+-- Every row of one partition of ingress_attestations ($1, a regclass name), by stream and seq.
+SELECT node_id, stream_id, stream_seq, record_type, attestation_id, chain_hash, canonical
+FROM ingress_attestations
+WHERE tableoid = $1::regclass
+ORDER BY node_id, stream_id, stream_seq, recorded_at;
+
+-- name: insert_archive
+-- One signed archive row (see symphony/archive_signature.py for what is signed).
+INSERT INTO attestation_archives (partition, node_id, stream_id, first_seq, last_seq, sha256, signature, key_id,
+                                  last_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING archive_id;
+
+-- name: drop_archived_partition
+-- Detaches and drops partition $1 once archive rows cover every stream in it.
+SELECT drop_archived_partition_v1($1);
+
+-- name: partitions_older_than
+-- Attestation partitions whose whole day ends at or before $1 (UTC), oldest first.
+SELECT c.relname AS partition
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'ingress_attestations'::regclass
+  AND c.relname ~ '^ingress_attestations_p[0-9]{8}$'
+  AND to_date(substring(c.relname from '[0-9]{8}$'), 'YYYYMMDD') + 1 <= $1::date
+ORDER BY c.relname;
+
+-- name: stream_rows_epoch_after
+-- Rows of epoch $3 of stream ($1, $2) (NULL-epoch rows too when $4) after seq $5, in order, at most $6.
+SELECT stream_seq, recorded_at, record_type, attestation_id, participant_id, method, route, executes,
+       status, disposition, latency_us, idempotency_key_hash, body_sha256, chain_hash, canonical
+FROM ingress_attestations
+WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL)) AND stream_seq > $5
+ORDER BY stream_seq, recorded_at
+LIMIT $6;

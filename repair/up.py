@@ -1,4 +1,10 @@
-"""repair's part in `symphony up`: the repair daemon and the regulator dashboard."""
+"""repair's part in `symphony up`: the repair daemon and the regulator dashboard.
+
+It also creates the archive signing key pair of the data dir (once):
+`<data_dir>/keys/archive-signing.pem` (mode 0600, the archiver's) and
+`archive-signing.pub`, which `up` prints so an auditor can pin it
+(`symphony audit verify-chain --archive-public-key`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import os
 import secrets
 import sys
 
+from symphony import archive_signature
 from symphony.components import ChildSpec, UpContext
 
 
@@ -23,15 +30,19 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     metrics_port = ctx.free_port()
     dashboard_port = ctx.free_port()
     token_file = dashboard_token(ctx)
+    private_key, public_key, _ = archive_signature.ensure_key_pair(ctx.data_dir)
     base = [sys.executable, "-m", "symphony"]
     return [
         ChildSpec(
             name="repair",
             argv=[*base, "repair", "--database-url", ctx.database_url],
-            endpoints={"metrics": f"http://127.0.0.1:{metrics_port}/metrics"},
+            endpoints={"metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+                       "archive public key": f"{public_key} (pin it: audit verify-chain --archive-public-key)"},
             wait_port=metrics_port,
             env={"SYMPHONY_REPAIR_METRICS_PORT": str(metrics_port),
-                 "SYMPHONY_REPAIR_INSTANCE_ID": f"{ctx.node_id}-repair"},
+                 "SYMPHONY_REPAIR_INSTANCE_ID": f"{ctx.node_id}-repair",
+                 "SYMPHONY_REPAIR_ARCHIVE_SIGNING_KEY": str(private_key),
+                 "SYMPHONY_REPAIR_ARCHIVE_PUBLIC_KEY": str(public_key)},
         ),
         ChildSpec(
             name="dashboard",

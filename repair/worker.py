@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import socket
@@ -15,12 +16,13 @@ import time
 from dataclasses import dataclass, field
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from repair import detectors, store, verify
 from repair.config import RepairConfig
 from repair.leader import Leadership
-from symphony import lifecycle
+from symphony import archive_signature, lifecycle
 from symphony.db import RETRYABLE_ERRORS, create_pool
 
 log = logging.getLogger("repair")
@@ -87,6 +89,12 @@ async def _run_detector(conn: asyncpg.Connection, settings: RepairConfig, found:
                     actor)
 
 
+@functools.cache
+def archive_public_key(value: str) -> Ed25519PublicKey | None:
+    """The pinned key archive rows must be signed with (None: archives are not trusted)."""
+    return archive_signature.load_public_key(value) if value else None
+
+
 async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state: CycleState) -> detectors.Findings:
     """CHAIN_BREAK: verify what was shipped since the last cycle (all of it when a
     full pass is due), record progress, and report halted forwarders."""
@@ -97,16 +105,19 @@ async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state
     for node_id, stream_id in await verify.list_streams(conn):
         previous = progress.get((node_id, stream_id))
         if full or previous is None:
-            report = await verify.verify_stream(conn, node_id, stream_id)
+            report = await verify.verify_stream(
+                conn, node_id, stream_id, archive_key=archive_public_key(settings.archive_public_key))
         else:
             report = await verify.verify_increment(
                 conn, node_id, stream_id, verified_seq=previous["verified_seq"],
                 verified_hash=bytes(previous["verified_hash"]), batch_rows=settings.chain_batch_rows,
-                batches_max=CHAIN_BATCHES_PER_CYCLE)
+                batches_max=CHAIN_BATCHES_PER_CYCLE,
+                verified_epoch=bytes(previous["epoch"]) if previous["epoch"] is not None else None,
+                archive_key=archive_public_key(settings.archive_public_key))
         broken = report.broken
         await conn.execute(store.QUERIES["save_progress"], node_id, stream_id, report.last_verified_seq,
                            report.last_verified_hash, broken.seq if broken else None,
-                           broken.reason if broken else None, timeout=store.TIMEOUT_SECONDS)
+                           broken.reason if broken else None, report.epoch, timeout=store.TIMEOUT_SECONDS)
         if broken is not None:
             found.items.append(detectors.chain_break_finding(node_id, stream_id, broken,
                                                              "full" if full else "incremental"))

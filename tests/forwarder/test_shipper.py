@@ -62,6 +62,16 @@ class MemorySource:
     def genesis_at_us(self) -> int:
         return time.time_ns() // 1000
 
+    def on_disk(self) -> tuple[bytes, int] | None:
+        epoch = self.epoch()
+        return None if epoch is None else (epoch, self.head_seq())
+
+    def reopen(self) -> None:
+        pass
+
+    def note_shipped(self, epoch: bytes, seq: int, chain_hash: bytes) -> None:
+        pass
+
     def release(self, shipped_seq: int) -> None:
         # Lower than before when the checkpoint moved back (Source.release).
         self.released = shipped_seq
@@ -184,6 +194,10 @@ async def test_checkpoint_altered_while_stopped_is_caught_on_resume(
 
 async def test_replaced_journal_is_caught_by_its_epoch(
         tmp_path: Path, store: Store, db: asyncpg.Connection) -> None:
+    """A journal replaced while the forwarder was down (new epoch, seq 1 again) is
+    seen at start-up: STREAM_REPLACED, the old epoch's end kept in
+    journal_epochs, and the new epoch shipped as a new stream (rows tagged with
+    their epoch, nothing mixed)."""
     chain = fake.stream(NODE, 0, 30)
     sources = {0: MemorySource(list(chain))}
     forwarder = await _run(_settings(tmp_path), store, sources)
@@ -192,14 +206,18 @@ async def test_replaced_journal_is_caught_by_its_epoch(
     wiped = fake.stream(NODE, 0, 40)  # a new journal: new epoch, restarts at seq 1
     forwarder = await _run(_settings(tmp_path), store, {0: MemorySource(wiped)})
     try:
-        await _until(lambda: _halted(db, 0), "the stream to halt")
+        await _until(lambda: _bigger(db, 0, 39), "the new epoch to ship")
     finally:
         await forwarder.drain()
-    assert await db.fetchval("SELECT kind FROM repair_incidents") == "CHAIN_BREAK"
-    # Caught as a replaced journal (its epoch), not only as a record that differs.
-    evidence = json.loads(await db.fetchval("SELECT evidence FROM repair_incidents"))
-    assert evidence["expected"].startswith("epoch ") and evidence["found"].startswith("epoch "), evidence
-    await _assert_exact(db, 0, chain)
+    assert await db.fetchval("SELECT kind FROM repair_incidents") == "STREAM_REPLACED"
+    ended = await db.fetchrow("SELECT epoch, last_seq, last_hash, successor_epoch FROM journal_epochs")
+    assert (bytes(ended["epoch"]), ended["last_seq"], bytes(ended["last_hash"])) == (
+        chain[0].body[:16], 30, chain[-1].chain_hash)
+    assert bytes(ended["successor_epoch"]) == wiped[0].body[:16]
+    found = await db.fetch("SELECT stream_seq, chain_hash FROM ingress_attestations WHERE node_id = $1 "
+                           "AND stream_id = 0 AND epoch = $2 ORDER BY stream_seq", NODE, wiped[0].body[:16])
+    assert [bytes(row["chain_hash"]) for row in found] == [r.chain_hash for r in wiped]
+    assert await db.fetchval("SELECT count(*) FROM ingress_attestations WHERE epoch = $1", chain[0].body[:16]) == 30
 
 
 async def test_truncated_journal_tail_is_a_gap(tmp_path: Path, store: Store, db: asyncpg.Connection) -> None:
@@ -213,7 +231,7 @@ async def test_truncated_journal_tail_is_a_gap(tmp_path: Path, store: Store, db:
     finally:
         await forwarder.drain()
     row = await db.fetchrow("SELECT kind, evidence->>'found' AS found FROM repair_incidents")
-    assert row["kind"] == "SEQ_GAP" and "40" in row["found"]
+    assert row["kind"] == "STREAM_REWOUND" and "40" in row["found"]
 
 
 async def test_records_gone_from_the_journal_before_shipping_are_a_gap(

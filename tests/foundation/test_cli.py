@@ -72,6 +72,10 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         for endpoint in ("sidecar ingress:", "service ", "relayer ", "forwarder ", "repair ", "dashboard "):
             assert any(line.startswith(endpoint) for line in lines), (endpoint, lines)
         assert any(line.startswith("database: embedded PostgreSQL") for line in lines)
+        # The archive signing key exists, readable by its owner only, and up says where its public half is.
+        public_key = data_dir / "keys" / "archive-signing.pub"
+        assert any(line.startswith(f"repair archive public key: {public_key}") for line in lines), lines
+        assert (data_dir / "keys" / "archive-signing.pem").stat().st_mode & 0o777 == 0o600
         # The password never appears in what `up` prints.
         password = (data_dir / "pg-password").read_text().strip()
         assert all(password not in line for line in lines)

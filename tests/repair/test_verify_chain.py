@@ -12,10 +12,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings as hsettings, strategies as st
 
 from repair import canonical, chain, verify
-from symphony import attestation
+from symphony import archive_signature, attestation
 from symphony.attestation import RecordType
 from tests.conftest import symphony_cli
 from tests.repair.helpers import Stream, ago, executed_payment, tamper
@@ -151,13 +152,23 @@ async def test_checkpoint_hash_mismatch(db: asyncpg.Connection) -> None:
 
 
 async def test_archived_prefix_is_not_loss(db: asyncpg.Connection) -> None:
+    """A prefix that left PostgreSQL in an archive signed by the pinned key is not
+    loss, and the first row left must chain to the archive's last hash."""
     await _stream_of_ten(db)
+    last_hash = bytes(await db.fetchval("SELECT chain_hash FROM ingress_attestations WHERE stream_seq = 3"))
     await tamper(db, "DELETE FROM ingress_attestations WHERE stream_seq <= 3")
+    key = Ed25519PrivateKey.generate()
+    fields = archive_signature.ArchiveFields("p", "node-a", 0, 1, 3, last_hash, bytes(32))
+    signature, key_id = archive_signature.sign(fields, key)
     await db.execute("""INSERT INTO attestation_archives (partition, node_id, stream_id, first_seq, last_seq, sha256,
-                                                          signature, key_id)
-                        VALUES ('p', 'node-a', 0, 1, 3, $1, '\\x00', 'k')""", bytes(32))
-    report = await _verify(db)
+                                                          signature, key_id, last_hash)
+                        VALUES ('p', 'node-a', 0, 1, 3, $1, $2, $3, $4)""", bytes(32), signature, key_id, last_hash)
+    report = await verify.verify_stream(db, "node-a", 0, archive_key=key.public_key())
     assert report.broken is None and report.anchored_at == 4 and report.records_verified == 7
+    assert report.findings == []
+    unpinned = await _verify(db)
+    assert unpinned.broken is not None and unpinned.broken.reason == "deleted"
+    assert [f.check for f in unpinned.findings] == ["archive_unverified"]
 
 
 async def test_cli_reports_first_bad_seq_per_stream_and_exit_codes(db: asyncpg.Connection, database_url: str) -> None:
