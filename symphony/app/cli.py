@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("repair.cli", "run the reconciliation daemon, or list/show/resolve incidents"),
     "audit": ("repair.audit_cli", "audit the record: gap, ghosts, seq-gaps, verify-chain"),
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
+    "participant": ("repair.participant_cli", "list, show, suspend, reinstate or revoke the tokens of a participant"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
     "witness": ("witness.cli", "cosign checkpoints consistent with the last one seen (C2SP tlog-witness)"),
     "journal": ("journal.cli", "verify or dump a journal stream"),
