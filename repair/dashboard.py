@@ -49,7 +49,8 @@ SESSION_REQUEST_KEY = "symphony_session"  # the request's auth.Session, or None 
 DASHBOARD_QUERIES = queries.load("repair", "dashboard.sql")
 INCIDENTS_SHOWN_MAX = 200
 ADMIN_EVENTS_SHOWN_MAX = 20
-PUBLIC_PATHS = ("/healthz", "/login")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/login")
+READY_TIMEOUT_SECONDS = 2.0
 STATUS_CLASS = pages.STATUS_CLASS
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -461,6 +462,16 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
+async def _readyz(request: web.Request) -> web.Response:
+    """Ready when PostgreSQL answers: without it every page would fail."""
+    try:
+        async with request.app[POOL_KEY].acquire(timeout=READY_TIMEOUT_SECONDS) as conn:
+            await conn.fetchval("SELECT 1", timeout=READY_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return web.json_response({"status": "not ready", "checks": {"database": type(exc).__name__}}, status=503)
+    return web.json_response({"status": "ready", "checks": {"database": "ok"}})
+
+
 def make_app(settings: RepairConfig, pool: asyncpg.Pool, token: str) -> web.Application:
     if not token and not settings.dashboard_client_ca:
         raise ConfigError("the dashboard is never open: set dashboard_token_file or dashboard_client_ca")
@@ -480,6 +491,7 @@ def make_app(settings: RepairConfig, pool: asyncpg.Pool, token: str) -> web.Appl
     app.router.add_post("/login", _login)
     app.router.add_post("/logout", _logout)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
     return app
 
 

@@ -179,6 +179,8 @@ async def test_login_and_logout_refuse_forged_forms(database_url: str, tmp_path:
         # Secure cookies over plain HTTP on 127.0.0.1, as browsers allow for loopback.
         jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(base + "/readyz") as r:
+                assert r.status == 200 and (await r.json())["checks"] == {"database": "ok"}
             async with http.post(base + "/login", data={"token": TOKEN, "csrf": "forged"},
                                  allow_redirects=False) as r:
                 assert r.status == 403  # no CSRF cookie from the form: refused even with the right token
