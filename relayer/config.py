@@ -68,6 +68,7 @@ class RelayerConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     admin_host: str = "127.0.0.1"
     admin_port: int = 9480
     pool_size: int = 4
+    breaker_report_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,6 +97,8 @@ class RelayerConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("admin_port must be in 0..65535")
         if not 2 <= self.pool_size <= 64:
             raise ValueError("pool_size must be in [2, 64]")
+        if not 0.1 <= self.breaker_report_seconds <= 3600:
+            raise ValueError("breaker_report_seconds must be in [0.1, 3600]")
         if self.lease_margin_seconds < 0:
             raise ValueError("lease_margin_seconds must be >= 0")
         worst = max(rail.worst_case_seconds for rail in self.rails.values())

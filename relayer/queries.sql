@@ -207,3 +207,23 @@ WHERE id = $1;
 -- name: ping
 -- Readiness: the database answers.
 SELECT 1;
+
+-- name: report_breakers
+-- Worker $1's circuit breaker per rail, for readers outside the process (the
+-- regulator dashboard): parallel arrays $2 rail, $3 state, $4 when it last
+-- opened, $5 consecutive failures; the report is valid for $6 seconds. Reports
+-- of workers dead for more than a day are pruned on the way.
+WITH pruned AS (
+    DELETE FROM rail_breaker_reports WHERE valid_until < now() - interval '1 day'
+)
+INSERT INTO rail_breaker_reports (rail, worker_id, state, opened_at, consecutive_failures, reported_at,
+                                  valid_until)
+SELECT r.rail, $1, r.state, r.opened_at, r.failures, now(), now() + make_interval(secs => $6)
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::int[]) AS r(rail, state, opened_at, failures)
+ON CONFLICT (rail, worker_id) DO UPDATE
+SET state = EXCLUDED.state, opened_at = EXCLUDED.opened_at, consecutive_failures = EXCLUDED.consecutive_failures,
+    reported_at = EXCLUDED.reported_at, valid_until = EXCLUDED.valid_until;
+
+-- name: forget_breakers
+-- Worker $1 stops cleanly: its breaker reports go with it.
+DELETE FROM rail_breaker_reports WHERE worker_id = $1;

@@ -9,6 +9,7 @@ No transaction spans a rail call.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -63,6 +64,16 @@ class Completion:
         assert self.status in ("SUCCESS", "FAILED", "RECOVERING"), self.status
         assert self.attempt >= 1
         assert not self.dead_letter or self.status == "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerReport:
+    """One rail's circuit breaker in this worker, as published for the dashboard."""
+
+    rail: str
+    state: str  # CLOSED, HALF_OPEN or OPEN
+    opened_at: dt.datetime | None
+    consecutive_failures: int
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -132,6 +143,19 @@ class OutboxStore:
                                         [r.attempt for r in rows], [r.old_status for r in rows],
                                         timeout=STATEMENT_TIMEOUT_SECONDS)
         return len(released)
+
+    async def report_breakers(self, reports: Sequence[BreakerReport], valid_seconds: float) -> None:
+        """Publish this worker's breaker per rail (state, last opening) for `valid_seconds`."""
+        assert valid_seconds > 0
+        async with self.pool.acquire() as conn:
+            await conn.execute(QUERIES["report_breakers"], self.worker_id, [r.rail for r in reports],
+                               [r.state for r in reports], [r.opened_at for r in reports],
+                               [r.consecutive_failures for r in reports], valid_seconds,
+                               timeout=STATEMENT_TIMEOUT_SECONDS)
+
+    async def forget_breakers(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(QUERIES["forget_breakers"], self.worker_id, timeout=STATEMENT_TIMEOUT_SECONDS)
 
     async def ping(self) -> bool:
         async with self.pool.acquire() as conn:

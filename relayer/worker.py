@@ -23,6 +23,7 @@ cancellation.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import time
@@ -36,7 +37,7 @@ from relayer.adapters import Kind, Outcome, RailAdapter
 from relayer.breaker import CircuitBreaker
 from relayer.config import RelayerConfig
 from relayer.metrics import RailMetrics, RelayerMetrics
-from relayer.store import ClaimedRow, Completion, OutboxStore
+from relayer.store import BreakerReport, ClaimedRow, Completion, OutboxStore
 from symphony.db import RETRYABLE_ERRORS, connect
 from symphony.errors import SymphonyError
 
@@ -52,6 +53,9 @@ WRITE_DRAIN_SECONDS_MAX = 30.0
 # `concurrency` rows leased but not written back (running or waiting for the
 # flusher): the bound on the completion queue.
 UNWRITTEN_FACTOR = 2
+# A breaker report stays valid for this many report intervals: a reader takes a
+# report older than that for the last word of a relayer that died.
+BREAKER_REPORT_VALID_INTERVALS = 3
 CHANNEL = "symphony_outbox"
 
 
@@ -111,6 +115,8 @@ class Relayer:
         self._last_reclaim = float("-inf")
         self._listen_conn: asyncpg.Connection | None = None
         self._last_listen_try = float("-inf")
+        self._reported_breakers: tuple[int, ...] | None = None  # states last published; None: publish
+        self._last_breaker_report = float("-inf")
         for rail in self.rails.values():
             rail.metrics.breaker_state.set(0)
             rail.wake_slots = max(1, min(rail.concurrency, self.settings.batch_size) // 4)
@@ -147,6 +153,7 @@ class Relayer:
             self._last_reclaim = now
             await self._reclaim()
         slots = self._free_slots()
+        await self._report_breakers()
         offered = sum(slots.values())
         if offered == 0:
             return False
@@ -171,6 +178,30 @@ class Relayer:
             slots[name] = allowed
             budget -= allowed
         return slots
+
+    async def _report_breakers(self) -> None:
+        """Publish the breakers when one changed state, else every breaker_report_seconds.
+
+        The breakers live in this process; the row in rail_breaker_reports is how
+        the regulator dashboard learns that a rail is cut off while its payments wait.
+        """
+        states = tuple(int(rail.breaker.state) for rail in self.rails.values())
+        now = self.clock()
+        if states == self._reported_breakers and now - self._last_breaker_report < self.settings.breaker_report_seconds:
+            return
+        wall = dt.datetime.now(dt.timezone.utc)
+        reports = [BreakerReport(name, rail.breaker.state.name,
+                                 wall - dt.timedelta(seconds=now - rail.breaker.opened_at) if rail.breaker.opens else None,
+                                 rail.breaker.consecutive_failures)
+                   for name, rail in self.rails.items()]
+        self._last_breaker_report = now
+        try:
+            await self.store.report_breakers(reports, BREAKER_REPORT_VALID_INTERVALS * self.settings.breaker_report_seconds)
+        except DB_ERRORS as exc:
+            self._reported_breakers = None  # try again next cycle
+            self._database_error("report_breakers", exc)
+            return
+        self._reported_breakers = states
 
     async def _reclaim(self) -> None:
         try:
@@ -445,6 +476,10 @@ class Relayer:
         await asyncio.gather(flusher, return_exceptions=True)
         if unsent:
             await asyncio.shield(self._release_unsent(unsent))
+        try:
+            await self.store.forget_breakers()
+        except DB_ERRORS as exc:  # the reports expire on their own (valid_until)
+            self._database_error("forget_breakers", exc)
         if self._listen_conn is not None:
             try:
                 await self._listen_conn.close(timeout=2.0)

@@ -44,6 +44,10 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     dashboard_client_ca: str = ""
     dashboard_client_uri_prefixes: list[str] = msgspec.field(default_factory=list)
     dashboard_chart_minutes: int = 60
+    dashboard_refresh_seconds: int = 15
+    dashboard_pending_age_seconds_max: float = 300.0
+    dashboard_session_seconds: float = 28_800.0
+    dashboard_sessions_max: int = 1_000
     evidence_signing_key: str = ""
     archive_signing_key: str = ""
     archive_public_key: str = ""
@@ -76,6 +80,12 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
             raise ValueError("ports must be in [0, 65535]")
         if not 5 <= self.dashboard_chart_minutes <= 7 * 24 * 60:
             raise ValueError("dashboard_chart_minutes must be in [5, 10080]")
+        if not 0 <= self.dashboard_refresh_seconds <= 3600:
+            raise ValueError("dashboard_refresh_seconds must be in [0, 3600] (0: no refresh)")
+        _check_positive(self, "dashboard_pending_age_seconds_max", 1, 86_400 * 7)
+        _check_positive(self, "dashboard_session_seconds", 60, 86_400 * 7)
+        if not 1 <= self.dashboard_sessions_max <= 100_000:
+            raise ValueError("dashboard_sessions_max must be in [1, 100000]")
         if self.evidence_environment not in ("sandbox", "staging", "production"):
             raise ValueError("evidence_environment must be sandbox, staging or production")
         if bool(self.dashboard_tls_cert) != bool(self.dashboard_tls_key):

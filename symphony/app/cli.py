@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "repair": ("repair.cli", "run the reconciliation daemon, or list/show/resolve incidents"),
     "audit": ("repair.audit_cli", "audit the record: gap, ghosts, seq-gaps, verify-chain"),
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
+    "participant": ("repair.participant_cli", "list, show, suspend, reinstate or revoke the tokens of a participant"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
     "verify": ("symphony.app.commands.verify", "verify checkpoints, proofs and journal copies offline (files and public keys only)"),
     "witness": ("witness.cli", "cosign checkpoints consistent with the last one seen (C2SP tlog-witness)"),

@@ -75,6 +75,10 @@ PORT_NAME = re.compile(r"(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
 DNS_LABEL = re.compile(r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 QUANTITY = re.compile(r"\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?")
 PSA_LEVELS = {"privileged", "baseline", "restricted"}
+# Containers that run under another daemon's configuration: container name ->
+# (its ConfigMap TOML and SYMPHONY_<X>_ prefix, the settings' endpoint key).
+# The dashboard reads repair.toml and serves /healthz and /readyz on dashboard_port.
+CONFIG_OF = {"dashboard": ("repair", "dashboard")}
 
 
 def _walk(node: Any, parent: str | None = None) -> Iterator[tuple[str | None, str, Any]]:
@@ -261,11 +265,12 @@ def test_probes_hit_the_admin_endpoints(workload: dict[str, Any]) -> None:
         assert item["startupProbe"]["httpGet"]["path"] == "/healthz"
         port_name = item["readinessProbe"]["httpGet"]["port"]
         port = {p["name"]: p["containerPort"] for p in item["ports"]}[port_name]
-        settings = daemon_config_toml(item["name"])
+        config_name, endpoint = CONFIG_OF.get(item["name"], (item["name"], ""))
+        settings = daemon_config_toml(config_name)
         env = {e["name"]: e.get("value") for e in item.get("env", [])}
-        prefix = f"SYMPHONY_{item['name'].upper()}_"
+        prefix = f"SYMPHONY_{config_name.upper()}_"
         # The repair daemon names its admin endpoint metrics_host/metrics_port.
-        key = "metrics" if "metrics_port" in settings else "admin"
+        key = endpoint or ("metrics" if "metrics_port" in settings else "admin")
         admin_port = int(env.get(f"{prefix}{key.upper()}_PORT") or settings.get(f"{key}_port", -1))
         admin_host = env.get(f"{prefix}{key.upper()}_HOST") or settings.get(f"{key}_host")
         assert admin_port == port, f"{item['name']}: admin_port {admin_port}, probes {port}"
@@ -284,7 +289,7 @@ def test_grace_period_covers_every_drain() -> None:
             pre_stop = item.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
             if pre_stop[:1] == ["/bin/sleep"]:
                 pause = int(pre_stop[1])
-            drain = drain_timeout_seconds(daemon_config_toml(item["name"]))
+            drain = drain_timeout_seconds(daemon_config_toml(CONFIG_OF.get(item["name"], (item["name"], ""))[0]))
             if drain is None:
                 drain = 30.0  # the lifecycle's customary bound until the daemon's example says otherwise
             assert grace > pause + drain + 10, f"{item['name']}: {grace}s grace, {pause}s + {drain}s"
@@ -348,7 +353,7 @@ def test_secrets_are_referenced_never_shipped() -> None:
                 referenced.add(value["name"])
             if key == "secret":
                 referenced.add(value["secretName"])
-    assert referenced == {"symphony-database", "symphony-sidecar-keys", "symphony-worm"}
+    assert referenced == {"symphony-database", "symphony-sidecar-keys", "symphony-worm", "symphony-dashboard"}
     for name in referenced:
         assert f"kubectl -n symphony create secret generic {name}" in operations, name
 

@@ -32,9 +32,11 @@ CHECKED_AS = {
     "symphony-forwarder.service": "symphony-forwarder.service",
     "symphony-relayer@.service": "symphony-relayer@1.service",
     "symphony-repair.service": "symphony-repair.service",
+    "symphony-dashboard.service": "symphony-dashboard.service",
     TARGET: TARGET,
 }
 DAEMON_UNITS = [file_name for file_name, _ in DAEMONS.values()]
+DASHBOARD_UNIT = "symphony-dashboard.service"
 
 
 def run_analyze(binary: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -79,7 +81,7 @@ def test_verify_reports_what_the_check_relies_on(systemd_analyze: str, stubbed_u
         assert VENV_SYMPHONY in real.stderr
 
 
-@pytest.mark.parametrize("file_name", DAEMON_UNITS)
+@pytest.mark.parametrize("file_name", [*DAEMON_UNITS, DASHBOARD_UNIT])
 def test_security_exposure_is_at_most_2(systemd_analyze: str, stubbed_units: Path, file_name: str) -> None:
     """Goal: each daemon's sandbox rates 2.0 or better ("OK") in systemd's own score."""
     checked = CHECKED_AS[file_name]
@@ -117,6 +119,26 @@ def test_lifecycle_contract(daemon: str) -> None:
     assert service.one("Unit", "PartOf") == TARGET
     assert service.one("Install", "WantedBy") == TARGET
     assert int(service.one("Unit", "StartLimitBurst")) > 0
+
+
+def test_dashboard_unit() -> None:
+    """Goal: the dashboard runs like the daemons (notify, restart, user, target),
+    under the repair area's settings, with its token as a systemd credential
+    (never in the environment file or the command line)."""
+    service = unit(DASHBOARD_UNIT)
+    assert service.one("Service", "Type") == "notify"
+    assert service.one("Service", "Restart") == "on-failure"
+    assert EXIT_USAGE in {int(code) for code in service.words("Service", "RestartPreventExitStatus")}
+    assert (service.one("Service", "User"), service.one("Service", "Group")) == ("symphony", "symphony")
+    assert service.one("Service", "ExecStart") == f"{VENV_SYMPHONY} dashboard --config /etc/symphony/repair.toml"
+    assert service.one("Service", "LoadCredential") == "dashboard-token:/etc/symphony/dashboard-token"
+    assert "SYMPHONY_REPAIR_DASHBOARD_TOKEN_FILE=%d/dashboard-token" in service.values("Service", "Environment")
+    assert "PYTHONOPTIMIZE" in service.words("Service", "UnsetEnvironment")
+    assert service.one("Unit", "PartOf") == TARGET and service.one("Install", "WantedBy") == TARGET
+    # It never pings the watchdog, so the unit must not ask for it.
+    assert service.values("Service", "WatchdogSec") == []
+    drain = drain_timeout_seconds(example_config("repair") or {})
+    assert drain is not None and duration_seconds(service.one("Service", "TimeoutStopSec")) > drain + 10
 
 
 @pytest.mark.parametrize("daemon", sorted(DAEMONS))

@@ -188,6 +188,10 @@ async def test_breaker_opens_on_a_downed_rail_and_recovers(database_url: str, db
         return _metric(await _metrics(admin_port), "symphony_relayer_breaker_opens_total", rail="swiftpay") >= 1
 
     await wait_until(opened, what="breaker open")
+    # The breaker lives in the relayer's memory; the dashboard reads it from here.
+    await wait_until(lambda: db.fetchval("SELECT state = 'OPEN' AND valid_until > now() AND opened_at IS NOT NULL "
+                                         "FROM rail_breaker_reports WHERE rail = 'swiftpay'"),
+                     what="breaker reported OPEN in the database")
     assert await db.fetchval("SELECT count(*) FROM payment_outbox WHERE status = 'SUCCESS'") == 0
     await _set_faults(sim, down=False)
     await wait_until(lambda: _settled(db), what="rows flow after the rail is back")
@@ -197,6 +201,8 @@ async def test_breaker_opens_on_a_downed_rail_and_recovers(database_url: str, db
         return _metric(await _metrics(admin_port), "symphony_relayer_breaker_state", rail="swiftpay") == 0
 
     await wait_until(closed, what="breaker closed")
+    await wait_until(lambda: db.fetchval("SELECT state = 'CLOSED' FROM rail_breaker_reports WHERE rail = 'swiftpay'"),
+                     what="breaker reported CLOSED in the database")
     await _assert_one_execution_per_success(db, {"swiftpay": sim})
 
 
@@ -233,10 +239,12 @@ async def test_sigterm_drains_and_leaves_nothing_in_flight(database_url: str, db
     relayer, _ = processes.relayer("drain", database_url, {"swiftpay": ("swiftpay", sim)}, shutdown_seconds=0.1)
     await wait_until(lambda: db.fetchval("SELECT count(*) > 0 FROM payment_outbox WHERE status = 'IN_FLIGHT'"),
                      what="calls in flight")
+    assert await db.fetchval("SELECT count(*) FROM rail_breaker_reports") == 1  # reported while it runs
     relayer.send_signal(signal.SIGTERM)
     returncode = await asyncio.to_thread(relayer.wait, 30)
     assert returncode == 0
     assert await db.fetchval("SELECT count(*) FROM payment_outbox WHERE status = 'IN_FLIGHT'") == 0
+    assert await db.fetchval("SELECT count(*) FROM rail_breaker_reports") == 0  # a clean stop forgets its reports
     await _assert_events_replay_to_table(db)
     cut = await db.fetchval("SELECT count(*) FROM outbox_events WHERE response_code = 'AMBIGUOUS_SHUTDOWN'")
     print(f"calls cut by the drain deadline: {cut}")

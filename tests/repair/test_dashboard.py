@@ -143,8 +143,11 @@ async def test_dashboard_in_headless_chromium(db: asyncpg.Connection, database_u
     proxy, proxy_port = await _token_proxy(port)
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/") as response:
-                assert response.status == 401  # never open
+            async with session.get(f"http://127.0.0.1:{port}/", allow_redirects=False) as response:
+                assert response.status == 303  # never open: a browser goes to the login form
+                assert response.headers["Location"] in ("/login?next=%2F", "/login?next=/")
+            async with session.get(f"http://127.0.0.1:{port}/api/summary") as response:
+                assert response.status == 401  # a tool gets 401
             async with session.get(f"http://127.0.0.1:{port}/", headers={"Authorization": "Bearer wrong"}) as r:
                 assert r.status == 401
             async with session.post(f"http://127.0.0.1:{port}/",
