@@ -118,6 +118,7 @@ def _refusal(request: web.Request) -> web.StreamResponse:
 
 @web.middleware
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse
     try:
         if request.path not in PUBLIC_PATHS:
             settings, token = request.app[SETTINGS_KEY], request.app[TOKEN_KEY]
