@@ -49,7 +49,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import random
@@ -57,13 +56,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from symphony.db import dsn
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, SymphonyError
+from symphony.rail_key import rail_key
 
 SCENARIOS = ("blackhole", "double-tap", "kill-sidecar-worker", "kill-forwarder", "kill-relayer",
              "kill-repair-leader", "pg-restart", "rail-down", "disk-full", "clock-back")
@@ -99,11 +98,6 @@ def child_environment(data_dir: Path) -> dict[str, str]:
     """The environment `symphony up` adds for its children when `chaos = true`."""
     (data_dir / CLOCK_FILE[0]).mkdir(parents=True, exist_ok=True)
     return {**CHAOS_SETTINGS, "SYMPHONY_SIDECAR_TEST_CLOCK_FILE": str(data_dir.joinpath(*CLOCK_FILE))}
-
-
-def rail_key(outbox_id: uuid.UUID) -> str:
-    """The rail idempotency key of an outbox row (relayer/README.md, invariant 6)."""
-    return hashlib.sha256(outbox_id.bytes).hexdigest()
 
 
 class NotSetUp(SymphonyError):
