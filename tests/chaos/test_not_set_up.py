@@ -13,47 +13,34 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import _clean_env
+from tests.chaos.conftest import _clean_env, start_up, stop_up
 from tests.conftest import REPO_ROOT
-
-READY_TIMEOUT_SECONDS = 240
 
 
 @pytest.fixture(scope="module")
-def default_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A `symphony up` with the default settings (chaos off) on a data dir of its own."""
-    root = tmp_path_factory.mktemp("not-set-up")
+def default_up() -> Iterator[Path]:
+    """A `symphony up` with the default settings (chaos off) on a data dir of its own (outside pytest's
+    shared temporary root, which concurrent pytest sessions prune)."""
+    root = Path(tempfile.mkdtemp(prefix="symphony-not-set-up-"))
     data_dir, config = root / "data", root / "up.toml"
     config.write_text("embedded_fast = true\n")
-    out_path = root / "up.out"
-    with open(out_path, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir),
-                                    "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_clean_env())
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while "ready" not in out_path.read_text(errors="replace").splitlines():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"symphony up did not become ready:\n{out_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.2)
-        yield data_dir
+        process = start_up(data_dir, config, root / "up.out")
+        try:
+            yield data_dir
+        finally:
+            stop_up(process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _pids(data_dir: Path) -> tuple[int, int]:
