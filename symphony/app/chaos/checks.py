@@ -81,14 +81,35 @@ class Expect:
 
 
 async def check_invariants(system: System, since: dt.datetime, expect: Expect) -> dict[str, Any]:
-    url = system.database_url
-    findings: dict[str, list[str]] = {}
-    measures: dict[str, Any] = {}
+    """Every invariant's findings and measures, after quiescence (see the package docstring)."""
+    report = Report()
+    ghost_rows, ghost_ids, incidents = await _check_gap(system, since, report)
+    await _check_chain(system, report)
+    outbox = await _check_rails(system, report)
+    _check_outbox(outbox, report)
+    await _check_zombies(system, since, incidents, report)
+    await _check_ids(system, report)
+    await _check_attested(system, expect, report)
+    await _check_double_tap(system, expect, report)
+    _check_blackhole(since, expect, ghost_rows, ghost_ids, incidents, report)
+    return {"findings": report.findings, "measures": report.measures}
 
-    def add(name: str, problem: str) -> None:
-        findings.setdefault(name, []).append(problem)
 
-    # gap, accounted by GHOST incidents
+@dataclasses.dataclass
+class Report:
+    """Findings by invariant (each a list, never an average) and measures."""
+
+    findings: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    measures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def add(self, name: str, problem: str) -> None:
+        self.findings.setdefault(name, []).append(problem)
+
+
+async def _check_gap(system: System, since: dt.datetime,
+                     report: Report) -> tuple[list[Any], set[int], list[Any]]:
+    """Gap, accounted by GHOST incidents."""
+    url, add, measures = system.database_url, report.add, report.measures
     code, gap = await cli(system, "audit", "gap")
     code_ghosts, ghosts = await cli(system, "audit", "ghosts")
     total_gap = int(gap.get("total", {}).get("gap", 0)) if isinstance(gap, dict) else -1
@@ -119,8 +140,12 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
                     if r["detected_at"] >= since and r["resolution"] == "AUTO_RESOLVED"]
     if false_ghosts:
         measures["ghost_incidents_auto_resolved"] = false_ghosts[:20]
+    return ghost_rows, ghost_ids, incidents
 
-    # chain and sequence
+
+async def _check_chain(system: System, report: Report) -> None:
+    """Chain and sequence."""
+    add, measures = report.add, report.measures
     code, chain = await cli(system, "audit", "verify-chain")
     if code != 0:
         broken = [s for s in chain.get("streams", []) if s.get("status") != "OK"] if isinstance(chain, dict) else chain
@@ -130,7 +155,10 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
     if code != 0:
         add("chain", f"audit seq-gaps exit {code}: {seq_gaps}")
 
-    # rails: at most one execution per key; every execution is an outbox row's key
+
+async def _check_rails(system: System, report: Report) -> list[Any]:
+    """Rails: at most one execution per key; every execution is an outbox row's key."""
+    url, add, measures = system.database_url, report.add, report.measures
     outbox = await query(url, "outbox_rows")
     keys = {rail_key(r["id"]): r for r in outbox}
     import aiohttp
@@ -154,8 +182,12 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
             add("rails", f"outbox {row['id']} is SUCCESS but {row['rail']} counts "
                          f"{executions.get(row['rail'], {}).get(rail_key(row['id']), 0)} executions of its key")
     measures["rail_executions"] = {rail: sum(v.values()) for rail, v in executions.items()}
+    return outbox
 
-    # outbox: terminal, or pending within its budget
+
+def _check_outbox(outbox: list[Any], report: Report) -> None:
+    """Outbox: terminal, or pending within its budget."""
+    add, measures = report.add, report.measures
     states = Counter(r["status"] for r in outbox)
     measures["outbox"] = dict(sorted(states.items()))
     for row in outbox:
@@ -170,7 +202,10 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
         add("outbox", f"outbox {row['id']} {status} (attempt {row['attempt_count']} of {row['max_attempts']}, "
                       f"next {row['next_attempt_at']}, lease until {row['lease_expires_at']}) is stuck")
 
-    # zombies: resolved, each within the MTTR bound
+
+async def _check_zombies(system: System, since: dt.datetime, incidents: list[Any], report: Report) -> None:
+    """Zombies: resolved, each within the MTTR bound."""
+    url, add, measures = system.database_url, report.add, report.measures
     zombies = [r for r in incidents if r["kind"] == "ZOMBIE" and r["detected_at"] >= since]
     mttrs = []
     for row in zombies:
@@ -190,13 +225,19 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
     stuck = [r for r in incidents if r["kind"] == "STUCK_KEY" and r["detected_at"] >= since]
     measures["stuck_keys"] = {"count": len(stuck), "open": sum(1 for r in stuck if r["resolved_at"] is None)}
 
-    # ids never go backwards on a stream
+
+async def _check_ids(system: System, report: Report) -> None:
+    """Ids never go backwards on a stream."""
+    url, add = system.database_url, report.add
     rows = await query(url, "ids_backwards")
     for r in rows:
         add("ids", f"{r['node_id']}/{r['stream_id']} seq {r['stream_seq']}: attestation id {r['attestation_id']} "
                    f"not above the previous {r['prev_id']}")
 
-    # no execution without an attestation; refused requests executed nothing
+
+async def _check_attested(system: System, expect: Expect, report: Report) -> None:
+    """No execution without an attestation; refused requests executed nothing."""
+    url, add = system.database_url, report.add
     rows = await query(url, "outbox_without_ingress")
     for r in rows:
         add("attested", f"outbox {r['id']} names attestation {r['attestation_id']}, which PostgreSQL does not hold")
@@ -208,7 +249,10 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
             add("attested", f"request {r['participant_id']}/{r['idempotency_key']} was refused by the sidecar "
                             f"and still executed")
 
-    # double-tap: one intent per key, whatever the storm
+
+async def _check_double_tap(system: System, expect: Expect, report: Report) -> None:
+    """Double-tap: one intent per key, whatever the storm."""
+    url, add, measures = system.database_url, report.add, report.measures
     if expect.double_tap_keys:
         rows = await query(url, "intent_count_per_key",
                            [p for p, _ in expect.double_tap_keys], [k for _, k in expect.double_tap_keys])
@@ -217,7 +261,11 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
             if r["n"] != 1:
                 add("double-tap", f"{r['participant_id']}/{r['idempotency_key']}: {r['n']} intents")
 
-    # blackhole: exactly the dropped requests are new ghosts, one GHOST incident each, nothing else
+
+def _check_blackhole(since: dt.datetime, expect: Expect, ghost_rows: list[Any], ghost_ids: set[int],
+                     incidents: list[Any], report: Report) -> None:
+    """Blackhole: exactly the dropped requests are new ghosts, one GHOST incident each, nothing else."""
+    add, measures = report.add, report.measures
     if expect.blackholed is not None:
         new_ghosts = {int(g["attestation_id"]) for g in ghost_rows
                       if dt.datetime.fromisoformat(str(g["recorded_at"])) >= since}
@@ -238,4 +286,3 @@ async def check_invariants(system: System, since: dt.datetime, expect: Expect) -
             if others:
                 add("blackhole", f"incidents other than the GHOSTs of the dropped requests: {others[:10]}")
         measures["blackholed"] = len(expect.blackholed)
-    return {"findings": findings, "measures": measures}
