@@ -41,29 +41,20 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
         if not (0 < len(self.node_id) <= 63 and self.node_id.isascii()
                 and all(c.isalnum() or c in "._-" for c in self.node_id)):
             raise ValueError("node_id must be 1-63 ASCII letters, digits, '.', '_' or '-'")
-        if not 0 <= self.admin_port <= 65535:
-            raise ValueError("admin_port must be in [0, 65535]")
-        if not 1 <= self.batch_rows_max <= 100_000:
-            raise ValueError("batch_rows_max must be in [1, 100000]")
-        if not 0 <= self.batch_wait_ms <= 60_000:
-            raise ValueError("batch_wait_ms must be in [0, 60000]")
-        if not 1 <= self.poll_interval_ms <= 10_000:
-            raise ValueError("poll_interval_ms must be in [1, 10000]")
-        if not 1 <= self.streams_max <= 1024:
-            raise ValueError("streams_max must be in [1, 1024] (stream ids are 0-1023)")
-        if not 1 <= self.database_connections_max <= 64:
-            raise ValueError("database_connections_max must be in [1, 64]")
+        config.check_range(self, "admin_port", 0, 65535)
+        config.check_range(self, "batch_rows_max", 1, 100_000)
+        config.check_range(self, "batch_wait_ms", 0, 60_000)
+        config.check_range(self, "poll_interval_ms", 1, 10_000)
+        config.check_range(self, "streams_max", 1, 1024, note=" (stream ids are 0-1023)")
+        config.check_range(self, "database_connections_max", 1, 64)
         if not 1 <= self.retry_delay_ms_initial <= self.retry_delay_ms_max <= 600_000:
             raise ValueError("need 1 <= retry_delay_ms_initial <= retry_delay_ms_max <= 600000")
-        if not 0 <= self.journal_retention_seconds <= 30 * 86400:
-            raise ValueError("journal_retention_seconds must be in [0, 2592000]")
-        if not 0 <= self.partition_days_ahead <= 365:
-            raise ValueError("partition_days_ahead must be in [0, 365]")
+        config.check_range(self, "journal_retention_seconds", 0, 30 * 86400)
+        config.check_range(self, "partition_days_ahead", 0, 365)
         for name in ("discovery_interval_seconds", "statement_timeout_seconds",
                      "startup_database_wait_seconds", "partition_interval_seconds",
                      "shutdown_timeout_seconds"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
+            config.check_range(self, name, 0, low_open=True)
 
     # Empty settings fall back to the data dir of `symphony up`.
 

@@ -4,7 +4,7 @@ The loop owns no state the database does not also hold: it starts from the
 stream's checkpoint in PostgreSQL, and after any doubt (a lost commit answer,
 a second forwarder) it reloads the checkpoint and resumes from there. It batches
 at its own pace (up to `batch_rows_max` records or `batch_wait_ms`), retries a
-batch unchanged with capped exponential backoff and full jitter while
+batch unchanged with capped exponential backoff and full jitter (symphony.backoff) while
 PostgreSQL is unreachable, and stops for good only when the stream is halted by
 a CHAIN_BREAK, SEQ_GAP or STREAM_REWOUND incident.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from forwarder import rows
 from forwarder.config import ForwarderConfig
 from forwarder.rows import Break, RecordLike, UndecodableRecord
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Halted, RefusedBatch, Shipped, Stale, Store
+from symphony.backoff import Backoff
 
 log = logging.getLogger("forwarder.stream")
 WATCH_SECONDS = 0.25  # how often the journal's epoch and head are compared with the checkpoint
@@ -133,25 +133,6 @@ class StreamState:
         return max(0.0, now - self.oldest_pending_at)
 
 
-class Backoff:
-    """Capped exponential backoff with full jitter (the AWS "full jitter" scheme)."""
-
-    def __init__(self, initial_ms: int, max_ms: int, rng: random.Random | None = None) -> None:
-        assert 0 < initial_ms <= max_ms
-        self.initial = initial_ms / 1000
-        self.cap = max_ms / 1000
-        self.attempt = 0
-        self.rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.initial * (2 ** min(self.attempt, 30)))
-        self.attempt += 1
-        return self.rng.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class StreamShipper:
     def __init__(self, stream_id: int, source: Source, store: Store, settings: ForwarderConfig,
                  state: StreamState, stopping: asyncio.Event) -> None:
@@ -162,7 +143,7 @@ class StreamShipper:
         self.state = state
         self.stopping = stopping
         self.node_id = settings.node_id
-        self.backoff = Backoff(settings.retry_delay_ms_initial, settings.retry_delay_ms_max)
+        self.backoff = Backoff(settings.retry_delay_ms_initial / 1000, settings.retry_delay_ms_max / 1000)
         self.head: Checkpoint | None = None  # the checkpoint this loop believes in
         self._pending_break: Break | None = None  # what the journal said after the records read
         self._resume_from: Checkpoint | None = None  # where the database says to resume

@@ -115,11 +115,9 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
         _check_node_id(self.node_id)
         if self.durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}")
-        if not 0 <= self.workers <= 64:
-            raise ValueError("workers must be in [0, 64] (0 = one per core)")
+        config.check_range(self, "workers", 0, 64, note=" (0 = one per core)")
         for name in ("listen_port", "admin_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                raise ValueError(f"{name} must be in [0, 65535]")
+            config.check_range(self, name, 0, 65535)
         if not self.routes:
             raise ValueError("routes must name at least one route")
         if not self.upstream_url.startswith(("http://", "https://")):
@@ -133,24 +131,19 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
                         "policy_staleness_seconds_max", "rate_limit_unauthenticated_per_second",
                         "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max",
                         "refusal_log_interval_seconds")
-        if self.header_read_timeout_seconds > 300 or self.body_read_timeout_seconds > 3600:
-            raise ValueError("header_read_timeout_seconds must be <= 300 and body_read_timeout_seconds <= 3600")
-        if self.jwt_leeway_seconds < 0 or self.jwt_leeway_seconds > 300:
-            raise ValueError("jwt_leeway_seconds must be in [0, 300]")
+        config.check_range(self, "header_read_timeout_seconds", high=300)
+        config.check_range(self, "body_read_timeout_seconds", high=3600)
+        config.check_range(self, "jwt_leeway_seconds", 0, 300)
         if not -1 <= self.worker_id_base <= 1023:
             raise ValueError("worker_id_base must be -1 (derive) or in [0, 1023]")
         if self.journal_segment_bytes < 0 or self.journal_segment_bytes % 4096:
             raise ValueError("journal_segment_bytes must be 0 (the journal's default) or a multiple of 4096")
-        if not 0 <= self.journal_flush_interval_us <= 100_000:
-            raise ValueError("journal_flush_interval_us must be in [0, 100000]")
-        if self.mirror_file_bytes_max < 4096:
-            raise ValueError("mirror_file_bytes_max must be >= 4096")
-        if not 1 <= self.mirror_queue_records_max <= 10_000_000:
-            raise ValueError("mirror_queue_records_max must be in [1, 10000000]")
+        config.check_range(self, "journal_flush_interval_us", 0, 100_000)
+        config.check_range(self, "mirror_file_bytes_max", 4096)
+        config.check_range(self, "mirror_queue_records_max", 1, 10_000_000)
         if self.mirror_enabled and self.node_id == "mirror":
             raise ValueError("node_id 'mirror' is the mirror's directory under journal_dir; choose another node_id")
-        if self.journal_bytes_max < 0:
-            raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
+        config.check_range(self, "journal_bytes_max", 0, note=" (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file are given together")
         if self.test_clock_file and not self.test_clock_allowed:
@@ -185,8 +178,7 @@ def _check_node_id(node_id: str) -> None:
 
 def _check_positive(settings: SidecarConfig, *names: str) -> None:
     for name in names:
-        if not getattr(settings, name) > 0:
-            raise ValueError(f"{name} must be > 0")
+        config.check_range(settings, name, 0, low_open=True)
 
 
 def load(path: str | None) -> SidecarConfig:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from symphony.backoff import Backoff
 from symphony.db import connect
 from symphony.db.queries import load
 from symphony.errors import SymphonyError
@@ -30,6 +31,7 @@ from symphony.errors import SymphonyError
 QUERIES = load(__package__, "queries.sql")
 CHANNEL = "symphony_participants"
 QUERY_TIMEOUT_SECONDS = 5.0
+RECONNECT_SECONDS_MIN = 0.2
 RECONNECT_SECONDS_MAX = 5.0
 log = logging.getLogger("sidecar.policy")
 
@@ -93,11 +95,11 @@ class PolicyCache:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the cache fresh until `stop`: connect, listen, poll; reconnect on failure."""
-        backoff = 0.2
+        backoff = Backoff(RECONNECT_SECONDS_MIN, RECONNECT_SECONDS_MAX)
         while not stop.is_set():
             try:
                 await self._connect_and_listen()
-                backoff = 0.2
+                backoff.reset()
                 while not stop.is_set():
                     await self._reload_all()
                     try:
@@ -114,10 +116,9 @@ class PolicyCache:
                                                                       "staleness_seconds": round(self.staleness_seconds(), 3)})
                 await self._close()
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    await asyncio.wait_for(stop.wait(), timeout=backoff.next_delay())
                 except asyncio.TimeoutError:
                     pass
-                backoff = min(RECONNECT_SECONDS_MAX, backoff * 2)
         await self._close()
 
     async def _connect_and_listen(self) -> None:

@@ -40,6 +40,7 @@ from ingress_sidecar.upstream import UpstreamPool
 from symphony import upstream_headers as uh
 from symphony.errors import EXIT_OK, StartupError
 from symphony.lifecycle import Shutdown
+from symphony.tls import server_context
 
 log = logging.getLogger("sidecar")
 POLICY_FIRST_LOAD_SECONDS = 5.0
@@ -91,17 +92,9 @@ def inherited_socket(fd: int) -> socket.socket:
 def tls_context(settings: SidecarConfig) -> ssl.SSLContext | None:
     if not settings.tls_cert_file:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
-        if settings.tls_client_ca_file:
-            context.load_verify_locations(settings.tls_client_ca_file)
-            # Optional at the TLS layer so JWT callers work too; a certificate
-            # that is presented must verify against the client CA.
-            context.verify_mode = ssl.CERT_OPTIONAL
-    except (OSError, ssl.SSLError) as exc:
-        raise StartupError(f"TLS files not usable: {exc}") from None
-    return context
+    # Client certificates optional at the TLS layer so JWT callers work too (symphony.tls).
+    return server_context(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file,
+                          error=StartupError, label="TLS files not usable")
 
 
 class Worker:

@@ -1,18 +1,17 @@
-"""The journal writer: recovery on open, append, rotation, group commit, retention.
+"""The journal writer: append, reserve, retention and close, on top of its layers.
 
-The C core does the per-record work (journal_core.c); this module decides
-when to rotate, when to sync and what to do on failure. Two helper threads run
-beside the appending thread:
+The C core does the per-record work (journal_core.c); the Python layers
+decide when to rotate, when to sync and what to do on failure. One class,
+`Writer`, built in layers, each in its own module:
 
-- the preparer allocates and pre-faults the next segment ahead of the writer,
-  so rotation only renames a ready file (no first-touch stalls);
-- the flusher (durability "batch" only) is a C thread (journal_core.c) that
-  msyncs the current segment whenever records are pending and signals an
-  eventfd the asyncio loop watches; the loop then releases the waiters whose
-  records are durable. It is in C because a Python thread would need the GIL
-  to run, and a busy appending thread hands the GIL over only every switch
-  interval (5 ms): group-commit latency would be bounded by that, not by the
-  disk.
+- journal/_writer_state.py: the attributes every layer shares;
+- journal/_group_commit.py: durability waits and syncs (the C flusher thread
+  at level "batch", its eventfd and the asyncio waiters);
+- journal/_rotation.py: the next segment, prepared ahead by a helper thread,
+  and its installation at rotation;
+- journal/_recovery.py: opening a stream (a new one, or the last segment
+  scanned and its torn tail truncated);
+- this module: appends, reservation, state, close.
 
 Blocking calls (msync, fallocate, pre-faulting) run with the GIL released
 (cffi releases it around every call).
@@ -22,46 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import os
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
 
-from journal._errors import JournalCorrupt, JournalError, JournalFull, JournalIOError, os_error
-from journal._files import (
-    MappedSegment,
-    fsync_directory,
-    lock_stream,
-    read_header,
-    remove_temporaries,
-    stream_bytes,
-)
+from journal._errors import JournalError, JournalIOError
+from journal._files import MappedSegment, lock_stream
 from journal._format import (
-    EPOCH_SIZE,
     HASH_SIZE,
     HEADER_SIZE,
     NODE_ID,
     STREAM_ID_MAX,
-    ZERO_HASH,
     Durability,
     RecordType,
-    genesis_body,
-    list_segments,
-    reason,
     record_size,
-    segment_name,
 )
 from journal._journal import ffi, lib
+from journal._recovery import Recovery
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-_IDLE_WAIT_SECONDS = 0.5        # an idle flusher re-checks at least this often
 _JOIN_SECONDS = 30.0            # bound on waiting for a helper thread to stop
-_PREPARE_WAIT_SECONDS = 60.0    # bound on waiting for the preparer at rotation
 
 # Writers of this process, so a forked child cannot append through a copy of
 # a parent's writer (two writers on one stream, the lock notwithstanding).
@@ -76,7 +58,7 @@ def _disable_writers_after_fork() -> None:
 os.register_at_fork(after_in_child=_disable_writers_after_fork)
 
 
-class Writer:
+class Writer(Recovery):
     """The single writer of one journal stream (one directory of segments).
 
     Parameters
@@ -187,76 +169,7 @@ class Writer:
             self._start_thread(self._prepare_loop, "journal-prepare")
         _LIVE_WRITERS.add(self)
 
-    # ------------------------------------------------------------------ open
-
-    def _open_stream(self) -> None:
-        remove_temporaries(self._dir)
-        segments = list_segments(self._dir)
-        if not segments:
-            self._start_new_stream()
-            return
-        epochs = set()
-        for first_seq, path in segments:
-            header = read_header(path)
-            if header.first_seq != first_seq:
-                raise JournalCorrupt(first_seq, f"{path.name}: header first_seq is {header.first_seq}")
-            if (header.node_id, header.stream_id) != (self._node_id, self._stream_id):
-                raise JournalError(
-                    f"{self._dir} holds stream {header.node_id}/{header.stream_id}, "
-                    f"not {self._node_id}/{self._stream_id}"
-                )
-            epochs.add(header.epoch)
-        if len(epochs) != 1:
-            raise JournalCorrupt(segments[0][0], "segments disagree on the stream epoch (F5)")
-        self._epoch = epochs.pop()
-        self._recover_last(segments[-1][1])
-        self._resume_tree(segments)
-
-    def _start_new_stream(self) -> None:
-        """First open of a stream: segment 1 and the GENESIS record with a fresh epoch."""
-        self._epoch = os.urandom(EPOCH_SIZE)
-        segment = self._allocate_segment()
-        try:
-            self._install(segment, 1, ZERO_HASH)
-        except BaseException:
-            segment.discard()
-            raise
-        self._attach(segment, HEADER_SIZE, 1, ZERO_HASH)
-        self._start_tree()
-        self._append_genesis()
-
-    def _start_tree(self) -> None:
-        """An empty Merkle tree, kept from the next append (GENESIS) on."""
-        assert lib.jn_tree_reset(self._w, 0, ffi.NULL, 0) == lib.JN_OK
-        assert lib.jn_tree_enable(self._w) == lib.JN_OK
-
-    def _resume_tree(self, segments: list[tuple[int, Path]]) -> None:
-        """Rebuild the stream epoch's Merkle tree from its records.
-
-        Possible only while the segment that starts at seq 1 is still here;
-        otherwise the tree stays unknown (`tree_size` is None) until resuming
-        from a CHECKPOINT record's frontier exists.
-        """
-        if self._w.tree_enabled or segments[0][0] != 1:
-            return
-        assert lib.jn_tree_reset(self._w, 0, ffi.NULL, 0) == lib.JN_OK
-        for first_seq, path in segments[:-1]:
-            segment = MappedSegment.open(path, writable=False)
-            try:
-                header = segment.header()
-                scan = ffi.new("jn_scan_result *")
-                lib.jn_scan(segment.base, segment.size, HEADER_SIZE, first_seq, header.prev_hash, scan)
-                if scan.status != lib.JN_SCAN_CLEAN:
-                    raise JournalCorrupt(scan.next_seq, f"{path.name}: {reason(scan.reason)} in a sealed segment")
-                added = lib.jn_tree_add_records(self._w, segment.base, segment.size, HEADER_SIZE, scan.end)
-            finally:
-                segment.close()
-            assert added == scan.next_seq - first_seq, f"jn_tree_add_records returned {added}"
-        current = self._current
-        assert current is not None
-        added = lib.jn_tree_add_records(self._w, current.base, current.size, HEADER_SIZE, self._w.pos)
-        assert added >= 0, f"jn_tree_add_records returned {added}"
-        assert lib.jn_tree_enable(self._w) == lib.JN_OK, "the tree does not reach the last record"
+    # ---------------------------------------------------------------- tree
 
     @property
     def tree_size(self) -> int | None:
@@ -275,57 +188,6 @@ class Writer:
         """The compact range (largest subtree first): what a CHECKPOINT record carries to resume."""
         frontier: list[bytes] = [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
         return frontier
-
-    def _append_genesis(self) -> None:
-        body = genesis_body(self._epoch, self._stream_id, self._node_id)
-        seq = lib.jn_append_genesis(self._w, body, len(body))
-        assert seq == 1, f"genesis append returned {seq}"
-        if self._level is not Durability.NONE:
-            self._sync_current()
-
-    def _recover_last(self, path: Path) -> None:
-        """Scan the last segment; truncate a torn tail; refuse damage (F9, F10)."""
-        segment = MappedSegment.open(path, writable=True)
-        try:
-            header = segment.header()
-            lib.jn_prefault(segment.base, segment.size)  # it may be cold after a reboot
-            scan = ffi.new("jn_scan_result *")
-            lib.jn_scan(segment.base, segment.size, HEADER_SIZE, header.first_seq, header.prev_hash, scan)
-            last_hash = ffi.buffer(scan.last_hash, HASH_SIZE)[:]
-            if scan.status == lib.JN_SCAN_INVALID:
-                self._judge_tail(path, header.synced_end, scan)
-                self.recovered_tail_bytes = scan.nonzero_end - scan.end
-            # Zero the torn tail (if any) and republish the position: the
-            # header's write_end may be stale after a crash.
-            code = lib.jn_segment_zero(segment.base, segment.size, scan.end, scan.nonzero_end,
-                                       scan.next_seq - 1)
-            assert code == lib.JN_OK, f"jn_segment_zero returned {code}"
-            if self._level is not Durability.NONE and self.recovered_tail_bytes:
-                error = lib.jn_msync(segment.base, segment.size, 0, scan.nonzero_end)
-                if error:
-                    raise os_error(error, f"msync {path.name}")
-        except BaseException:
-            segment.close()
-            raise
-        self._attach(segment, scan.end, scan.next_seq, last_hash)
-        if scan.next_seq == 1:
-            self._start_tree()
-            self._append_genesis()  # the crash came before GENESIS was complete
-
-    def _judge_tail(self, path: Path, synced_end: int, scan: Any) -> None:
-        bad_seq = scan.next_seq
-        where = f"{path.name} offset {scan.end}: {reason(scan.reason)}"
-        if scan.end < synced_end:
-            raise JournalCorrupt(bad_seq, f"{where}, below the durable mark {synced_end} (F10)")
-        if scan.valid_after_pos and not self._recover_unsynced:
-            raise JournalCorrupt(
-                bad_seq, f"{where}, followed by a valid record at offset {scan.valid_after_pos} (F10)"
-            )
-
-    def _attach(self, segment: MappedSegment, pos: int, next_seq: int, last_hash: bytes) -> None:
-        code = lib.jn_writer_attach(self._w, segment.base, segment.size, pos, next_seq, last_hash)
-        assert code == lib.JN_OK, f"jn_writer_attach returned {code}"
-        self._current = segment
 
     # ---------------------------------------------------------------- append
 
@@ -472,15 +334,6 @@ class Writer:
             raise ValueError(f"batch of {needed} bytes does not fit in one segment after the current one")
         self._keep_next_segment()
 
-    def _keep_next_segment(self) -> None:
-        """Allocate the next segment now (unless the preparer has one): JournalFull here, not mid-group."""
-        with self._prepare_cond:
-            ready = self._prepared is not None
-        if not ready:
-            segment = self._take_prepared()  # raises JournalFull before anything is written
-            with self._prepare_cond:
-                self._prepared = segment
-
     def _check_fits(self, body_len: int) -> None:
         if record_size(body_len) > self._segment_bytes - HEADER_SIZE or body_len > lib.JN_BODY_MAX:
             raise ValueError(f"a {body_len}-byte body does not fit in a segment")
@@ -494,8 +347,6 @@ class Writer:
             return ValueError(f"invalid record type {type} or body length (max {lib.JN_BODY_MAX})")
         return JournalError(f"append failed with code {code}")
 
-    # ---------------------------------------------------------- durability
-
     async def append_durable(
         self, type: RecordType, body: bytes, attestation_id: int = 0
     ) -> tuple[int, bytes]:
@@ -503,220 +354,6 @@ class Writer:
         seq, chain_hash = self.append(type, body, attestation_id)
         await self.wait_durable(seq)
         return seq, chain_hash
-
-    async def wait_durable(self, seq: int) -> None:
-        """Wait until record `seq` is durable at this writer's level.
-
-        "none": returns at once (the mapping is that level). "always": appends
-        are synced before they return. "batch": waits, without blocking the
-        loop, for the group commit that covers `seq`; raises JournalIOError
-        if that sync fails.
-        """
-        if self._level is not Durability.BATCH or self._flusher == ffi.NULL:
-            failure = self._current_failure()
-            if failure is not None and seq > self._durable_seq:
-                raise failure
-            return
-        if seq <= lib.jn_flusher_durable(self._flusher):
-            return
-        lib.jn_flusher_want(self._flusher, seq)  # a lazy record is wanted now
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            loop.add_reader(self._notify_fd, self._on_notify)
-        elif self._loop is not loop:
-            raise JournalError("a writer serves durability waiters on one event loop only")
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((seq, future))
-        lib.jn_flusher_want_notify(self._flusher, 1)
-        self._release_waiters()  # the sync may have finished before want_notify was set
-        await future
-
-    @property
-    def durable_seq(self) -> int:
-        """Highest seq known durable (synced); 0 at level "none" until close."""
-        if self._flusher != ffi.NULL:
-            return int(lib.jn_flusher_durable(self._flusher))
-        return self._durable_seq
-
-    def _start_flusher(self) -> None:
-        self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        error = ffi.new("int *")
-        flusher = lib.jn_flusher_start(self._w, self._flush_interval_ns, self._flush_records,
-                                       self._notify_fd, error)
-        if flusher == ffi.NULL:
-            raise os_error(error[0], "start the journal flusher")
-        self._flusher = flusher
-        lib.jn_flusher_set_durable(flusher, self._durable_seq)
-
-    def _on_notify(self) -> None:
-        """The flusher finished a sync (runs on the event loop)."""
-        try:
-            os.eventfd_read(self._notify_fd)
-        except BlockingIOError:
-            pass  # already drained by an earlier callback
-        self._release_waiters()
-
-    def _current_failure(self) -> JournalError | None:
-        if self._failure is None and self._flusher != ffi.NULL:
-            code = lib.jn_flusher_error(self._flusher)
-            if code:
-                self._failure = JournalIOError(f"msync failed: {os.strerror(code)}", code)
-        return self._failure
-
-    def _release_waiters(self) -> None:
-        """Resolve waiters whose records are durable (runs on the event loop)."""
-        durable = self.durable_seq
-        failure = self._current_failure()
-        for _ in range(len(self._waiters)):
-            seq, future = self._waiters[0]
-            if seq > durable and failure is None:
-                break
-            self._waiters.popleft()
-            if future.done():
-                continue  # cancelled by its caller
-            if seq <= durable:
-                future.set_result(None)
-            else:
-                assert failure is not None
-                future.set_exception(failure)
-        if not self._waiters and self._flusher != ffi.NULL:
-            lib.jn_flusher_want_notify(self._flusher, 0)
-
-    @contextlib.contextmanager
-    def _flusher_excluded(self) -> Iterator[None]:
-        """Keep the flusher out while segments are swapped (it may be mid-sync)."""
-        flusher = self._flusher
-        if flusher == ffi.NULL:
-            yield
-            return
-        lib.jn_flusher_lock(flusher)  # the GIL is released while this waits
-        try:
-            yield
-        finally:
-            lib.jn_flusher_unlock(flusher)
-
-    def _sync_current(self) -> None:
-        assert self._current is not None
-        self._sync_segment(self._current)
-        if self._failure is not None:
-            raise self._failure
-
-    def _sync_segment(self, segment: MappedSegment) -> None:
-        """msync a segment; on failure poison the writer (no retry after a failed sync)."""
-        code = lib.jn_sync(segment.base, segment.size, self._sync_result)
-        if code < 0:
-            failure = os_error(-code, f"msync {segment.path.name}")
-            if not isinstance(failure, JournalIOError):
-                failure = JournalIOError(str(failure), -code)
-            self._failure = failure
-            self._w.failed = 1
-            raise failure
-        if self._sync_result.seq > self._durable_seq:
-            self._durable_seq = self._sync_result.seq
-        if self._flusher != ffi.NULL:
-            lib.jn_flusher_set_durable(self._flusher, self._durable_seq)  # we hold its lock
-
-    # -------------------------------------------------------------- rotation
-
-    def _rotate(self) -> None:
-        """Move to a new segment; the chain and seq continue in its header (F5, F6)."""
-        if self._failure is not None:
-            raise self._failure
-        segment = self._take_prepared()
-        with self._flusher_excluded():
-            old = self._current
-            assert old is not None
-            first_seq = self._w.next_seq
-            prev_hash = ffi.buffer(self._w.last_hash, HASH_SIZE)[:]
-            try:
-                if self._level is not Durability.NONE:
-                    # The old segment is complete on disk before the new one
-                    # exists, so a crash never leaves a torn non-last segment.
-                    self._sync_segment(old)
-                self._install(segment, first_seq, prev_hash)
-            except BaseException:
-                segment.discard()
-                raise
-            lib.jn_segment_seal(old.base)
-            self._attach(segment, HEADER_SIZE, first_seq, prev_hash)
-            old.close()
-        with self._prepare_cond:
-            self._prepare_error = None  # space was found: let the preparer try again
-            self._prepare_cond.notify_all()  # the preparer starts on the next one
-
-    def _install(self, segment: MappedSegment, first_seq: int, prev_hash: bytes) -> None:
-        """Write the header, then rename the prepared file to its segment name."""
-        node = self._node_id.encode("ascii")
-        code = lib.jn_segment_init(segment.base, segment.size, first_seq, time.time_ns(),
-                                   self._stream_id, node, len(node), self._epoch, prev_hash)
-        assert code == lib.JN_OK, f"jn_segment_init returned {code}"
-        if self._level is not Durability.NONE:
-            error = lib.jn_msync(segment.base, segment.size, 0, HEADER_SIZE)
-            if error:
-                raise os_error(error, f"msync header of {segment.path.name}")
-        target = self._dir / segment_name(first_seq)
-        try:
-            os.rename(segment.path, target)
-            if self._level is not Durability.NONE:
-                fsync_directory(self._dir)
-        except OSError as error:
-            raise os_error(error.errno or 5, f"install {target.name}") from error
-        segment.path = target
-
-    def _take_prepared(self) -> MappedSegment:
-        """The next segment: the preparer's if ready, else allocated now."""
-        deadline = time.monotonic() + _PREPARE_WAIT_SECONDS
-        with self._prepare_cond:
-            while self._preparing and time.monotonic() < deadline:
-                self._prepare_cond.wait(0.1)
-            segment, self._prepared = self._prepared, None
-        if segment is None:
-            segment = self._allocate_segment()
-        return segment
-
-    def _allocate_segment(self) -> MappedSegment:
-        with self._allocate_lock:
-            if self._max_bytes is not None:
-                used = stream_bytes(self._dir)
-                if used + self._segment_bytes > self._max_bytes:
-                    raise JournalFull(
-                        f"size cap reached: {used} of {self._max_bytes} bytes in use, "
-                        f"a new segment needs {self._segment_bytes}; release shipped segments"
-                    )
-            return MappedSegment.create_temporary(self._dir, self._segment_bytes, prefault=self._prefault)
-
-    def _prepare_loop(self) -> None:
-        # Runs until close(); prepares one segment ahead, waits otherwise.
-        while True:
-            with self._prepare_cond:
-                while not self._stopping and (
-                    self._prepared is not None or self._prepare_error is not None
-                ):
-                    self._prepare_cond.wait(_IDLE_WAIT_SECONDS)
-                if self._stopping:
-                    return
-                self._preparing = True
-            segment: MappedSegment | None = None
-            error: JournalError | None = None
-            try:
-                segment = self._allocate_segment()
-            except JournalError as failure:
-                error = failure  # rotation retries synchronously and reports it
-            with self._prepare_cond:
-                self._preparing = False
-                if self._stopping and segment is not None:
-                    segment.discard()
-                    segment = None
-                self._prepared = segment
-                self._prepare_error = error
-                self._prepare_cond.notify_all()
-
-    def _start_thread(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=f"{name}-{self._node_id}-{self._stream_id}",
-                                  daemon=True)
-        thread.start()
-        self._threads.append(thread)
 
     # ------------------------------------------------------------- retention
 
@@ -785,31 +422,6 @@ class Writer:
                 pass  # recorded in _failure; waiters receive it
         self._close_waiters()
         self._release_resources()
-
-    def _close_waiters(self) -> None:
-        """Resolve the remaining waiters and unhook the eventfd from the loop."""
-        loop, fd = self._loop, self._notify_fd
-        self._notify_fd = -1
-        if loop is None:
-            if fd >= 0:
-                os.close(fd)
-            return
-
-        def finish() -> None:
-            self._release_waiters()
-            loop.remove_reader(fd)
-            os.close(fd)
-
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            finish()
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(finish)
-        else:
-            os.close(fd)
 
     def _release_resources(self) -> None:
         self._w.base = ffi.NULL

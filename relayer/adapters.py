@@ -1,13 +1,9 @@
 """Rail adapters: one interface, one class per operator API.
 
-The rail idempotency key (invariant 6) is `rail_key(outbox_id)`:
-
-    hex(SHA-256(the 16 bytes of the outbox row's uuid, RFC 9562 byte order))
-
-i.e. `hashlib.sha256(outbox_id.bytes).hexdigest()` in Python, and
-`encode(sha256(uuid_send(id)), 'hex')` in PostgreSQL: 64 lower-case hex
-characters. Never the client's Idempotency-Key, never a fresh UUID: every attempt
-for a row, by any relayer, after any crash or redrive, sends the same key.
+The rail idempotency key (invariant 6) is `rail_key(outbox_id)`, defined once in
+symphony/rail_key.py: hex(SHA-256(the outbox row's uuid bytes)). Never the
+client's Idempotency-Key, never a fresh UUID: every attempt for a row, by any
+relayer, after any crash or redrive, sends the same key.
 
 Adapters classify every answer into an `Outcome`:
 
@@ -25,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,13 +31,7 @@ import msgspec
 
 from relayer.config import RailConfig
 from relayer.store import ClaimedRow
-
-
-def rail_key(outbox_id: uuid.UUID) -> str:
-    """The rail idempotency key of an outbox row (see the module docstring)."""
-    key = hashlib.sha256(outbox_id.bytes).hexdigest()
-    assert len(key) == 64
-    return key
+from symphony.rail_key import rail_key as rail_key  # re-exported: callers import it from here
 
 
 class Kind(enum.StrEnum):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-from symphony.config import DaemonConfig
+from symphony.config import DaemonConfig, check_range
 
 ADAPTER_KINDS = ("swiftpay", "mobimoney", "noop")
 
@@ -34,14 +34,10 @@ class RailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError(f"rail kind must be one of {', '.join(ADAPTER_KINDS)}")
         if self.kind != "noop" and not self.url.startswith(("http://", "https://")):
             raise ValueError("rail url must be an http:// or https:// URL")
-        if not 0 < self.timeout_seconds <= 300:
-            raise ValueError("rail timeout_seconds must be in (0, 300]")
-        if not 1 <= self.concurrency <= 10_000:
-            raise ValueError("rail concurrency must be in [1, 10000]")
-        if not 1 <= self.breaker_failure_threshold <= 1000:
-            raise ValueError("rail breaker_failure_threshold must be in [1, 1000]")
-        if not 0 < self.breaker_reset_seconds <= 3600:
-            raise ValueError("rail breaker_reset_seconds must be in (0, 3600]")
+        check_range(self, "timeout_seconds", 0, 300, low_open=True, label="rail")
+        check_range(self, "concurrency", 1, 10_000, label="rail")
+        check_range(self, "breaker_failure_threshold", 1, 1000, label="rail")
+        check_range(self, "breaker_reset_seconds", 0, 3600, low_open=True, label="rail")
         if not 0 < self.status_poll_interval_seconds <= self.status_poll_max_seconds <= 600:
             raise ValueError("need 0 < status_poll_interval_seconds <= status_poll_max_seconds <= 600")
 
@@ -79,28 +75,18 @@ class RelayerConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
         for name in self.rails:
             if not (1 <= len(name) <= 32 and all(c.islower() or c.isdigit() or c in "_-" for c in name)):
                 raise ValueError(f"rail name {name!r} must match ^[a-z0-9_-]{{1,32}}$")
-        if not 0.01 <= self.poll_interval_seconds <= 60:
-            raise ValueError("poll_interval_seconds must be in [0.01, 60]")
-        if not 1 <= self.batch_size <= 10_000:
-            raise ValueError("batch_size must be in [1, 10000]")
-        if not 1 <= self.reclaim_batch_max <= 10_000:
-            raise ValueError("reclaim_batch_max must be in [1, 10000]")
-        if not 1 <= self.completion_batch_max <= 10_000:
-            raise ValueError("completion_batch_max must be in [1, 10000]")
-        if not 0 <= self.completion_flush_seconds <= 1:
-            raise ValueError("completion_flush_seconds must be in [0, 1]")
+        check_range(self, "poll_interval_seconds", 0.01, 60)
+        check_range(self, "batch_size", 1, 10_000)
+        check_range(self, "reclaim_batch_max", 1, 10_000)
+        check_range(self, "completion_batch_max", 1, 10_000)
+        check_range(self, "completion_flush_seconds", 0, 1)
         if not 0 < self.backoff_base_seconds <= self.backoff_max_seconds <= 86_400:
             raise ValueError("need 0 < backoff_base_seconds <= backoff_max_seconds <= 86400")
-        if not 0 < self.shutdown_timeout_seconds <= 600:
-            raise ValueError("shutdown_timeout_seconds must be in (0, 600]")
-        if not 0 <= self.admin_port <= 65535:
-            raise ValueError("admin_port must be in 0..65535")
-        if not 2 <= self.pool_size <= 64:
-            raise ValueError("pool_size must be in [2, 64]")
-        if not 0.1 <= self.breaker_report_seconds <= 3600:
-            raise ValueError("breaker_report_seconds must be in [0.1, 3600]")
-        if self.lease_margin_seconds < 0:
-            raise ValueError("lease_margin_seconds must be >= 0")
+        check_range(self, "shutdown_timeout_seconds", 0, 600, low_open=True)
+        check_range(self, "admin_port", 0, 65535)
+        check_range(self, "pool_size", 2, 64)
+        check_range(self, "breaker_report_seconds", 0.1, 3600)
+        check_range(self, "lease_margin_seconds", 0)
         worst = max(rail.worst_case_seconds for rail in self.rails.values())
         if self.lease_seconds < worst + self.lease_margin_seconds or self.lease_seconds > 3600:
             raise ValueError(

@@ -38,6 +38,7 @@ from relayer.breaker import CircuitBreaker
 from relayer.config import RelayerConfig
 from relayer.metrics import RailMetrics, RelayerMetrics
 from relayer.store import BreakerReport, ClaimedRow, Completion, OutboxStore
+from symphony.backoff import full_jitter_seconds
 from symphony.db import RETRYABLE_ERRORS, connect
 from symphony.errors import SymphonyError
 
@@ -339,9 +340,9 @@ class Relayer:
                           self.backoff_seconds(row.attempt), False)
 
     def backoff_seconds(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random."""
-        ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1))
-        return float(ceiling / 2 + self.rng.random() * ceiling / 2)
+        """The delay after attempt `attempt` (1-based): full jitter (symphony.backoff)."""
+        return full_jitter_seconds(attempt - 1, initial_seconds=self.settings.backoff_base_seconds,
+                                   max_seconds=self.settings.backoff_max_seconds, rng=self.rng)
 
     def _count(self, row: ClaimedRow, completion: Completion) -> None:
         metrics = self.rails[row.rail].metrics

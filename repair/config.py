@@ -60,32 +60,26 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive(self, "cycle_seconds", 0.05, 3600)
-        _check_positive(self, "leader_retry_seconds", 0.05, 600)
-        _check_positive(self, "ghost_grace_seconds", 0, 86_400)
-        _check_positive(self, "outcome_grace_seconds", 0, 86_400)
-        _check_positive(self, "zombie_grace_seconds", 0, 86_400)
-        _check_positive(self, "stuck_key_seconds", 0, 86_400 * 7)
-        _check_positive(self, "heartbeat_interval_seconds", 0.01, 3600)
-        _check_positive(self, "scan_window_hours", 0.01, 24 * 400)
-        _check_positive(self, "chain_full_verify_seconds", 1, 86_400 * 7)
-        _check_positive(self, "shutdown_timeout_seconds", 0.1, 600)
-        if not 1 <= self.silent_heartbeats <= 1000:
-            raise ValueError("silent_heartbeats must be in [1, 1000]")
-        if not 1 <= self.findings_max <= 1_000_000:
-            raise ValueError("findings_max must be in [1, 1000000]")
-        if not 1 <= self.chain_batch_rows <= 1_000_000:
-            raise ValueError("chain_batch_rows must be in [1, 1000000]")
-        if not 0 <= self.dashboard_port <= 65535 or not 0 <= self.metrics_port <= 65535:
-            raise ValueError("ports must be in [0, 65535]")
-        if not 5 <= self.dashboard_chart_minutes <= 7 * 24 * 60:
-            raise ValueError("dashboard_chart_minutes must be in [5, 10080]")
-        if not 0 <= self.dashboard_refresh_seconds <= 3600:
-            raise ValueError("dashboard_refresh_seconds must be in [0, 3600] (0: no refresh)")
-        _check_positive(self, "dashboard_pending_age_seconds_max", 1, 86_400 * 7)
-        _check_positive(self, "dashboard_session_seconds", 60, 86_400 * 7)
-        if not 1 <= self.dashboard_sessions_max <= 100_000:
-            raise ValueError("dashboard_sessions_max must be in [1, 100000]")
+        config.check_range(self, "cycle_seconds", 0.05, 3600)
+        config.check_range(self, "leader_retry_seconds", 0.05, 600)
+        config.check_range(self, "ghost_grace_seconds", 0, 86_400)
+        config.check_range(self, "outcome_grace_seconds", 0, 86_400)
+        config.check_range(self, "zombie_grace_seconds", 0, 86_400)
+        config.check_range(self, "stuck_key_seconds", 0, 86_400 * 7)
+        config.check_range(self, "heartbeat_interval_seconds", 0.01, 3600)
+        config.check_range(self, "scan_window_hours", 0.01, 24 * 400)
+        config.check_range(self, "chain_full_verify_seconds", 1, 86_400 * 7)
+        config.check_range(self, "shutdown_timeout_seconds", 0.1, 600)
+        config.check_range(self, "silent_heartbeats", 1, 1000)
+        config.check_range(self, "findings_max", 1, 1_000_000)
+        config.check_range(self, "chain_batch_rows", 1, 1_000_000)
+        config.check_range(self, "dashboard_port", 0, 65535)
+        config.check_range(self, "metrics_port", 0, 65535)
+        config.check_range(self, "dashboard_chart_minutes", 5, 7 * 24 * 60)
+        config.check_range(self, "dashboard_refresh_seconds", 0, 3600, note=" (0: no refresh)")
+        config.check_range(self, "dashboard_pending_age_seconds_max", 1, 86_400 * 7)
+        config.check_range(self, "dashboard_session_seconds", 60, 86_400 * 7)
+        config.check_range(self, "dashboard_sessions_max", 1, 100_000)
         if self.evidence_environment not in ("sandbox", "staging", "production"):
             raise ValueError("evidence_environment must be sandbox, staging or production")
         if bool(self.dashboard_tls_cert) != bool(self.dashboard_tls_key):
@@ -97,12 +91,6 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     def silent_after_seconds(self) -> float:
         """A stream with no record for this long is NODE_SILENT (k x heartbeat)."""
         return self.heartbeat_interval_seconds * self.silent_heartbeats
-
-
-def _check_positive(settings: RepairConfig, name: str, low: float, high: float) -> None:
-    value = getattr(settings, name)
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}]")
 
 
 def load(path: str | None) -> RepairConfig:

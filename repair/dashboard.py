@@ -39,6 +39,7 @@ from repair.participant_cli import QUERIES as PARTICIPANT_QUERIES
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony.db import create_pool, queries
 from symphony.errors import ConfigError, SymphonyError
+from symphony.tls import server_context
 
 log = logging.getLogger("repair.dashboard")
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
@@ -76,17 +77,10 @@ def read_token(path: str) -> str:
 def ssl_context(settings: RepairConfig) -> ssl.SSLContext | None:
     if not settings.dashboard_tls_cert:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.dashboard_tls_cert, settings.dashboard_tls_key)
-        if settings.dashboard_client_ca:
-            context.load_verify_locations(settings.dashboard_client_ca)
-            # Optional at the TLS layer so token holders still get in; the middleware
-            # admits a request only with a verified certificate or the token.
-            context.verify_mode = ssl.CERT_OPTIONAL
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"dashboard TLS files: {exc}") from None
-    return context
+    # Client certificates optional at the TLS layer so token holders still get in; the
+    # middleware admits a request only with a verified certificate or the token (symphony.tls).
+    return server_context(settings.dashboard_tls_cert, settings.dashboard_tls_key, settings.dashboard_client_ca,
+                          error=ConfigError, label="dashboard TLS files")
 
 
 def _certificate_admits(request: web.Request, settings: RepairConfig) -> bool:

@@ -18,17 +18,13 @@ import logging
 
 import asyncpg
 
-from symphony.db import RETRYABLE_ERRORS, connect
+from symphony.db import RETRYABLE_ERRORS, connect, queries
 
 log = logging.getLogger("repair.leader")
 TIMEOUT_SECONDS = 5.0
 # Session keepalives: a vanished leader's lock is released within ~5 + 2 x 3 s.
 KEEPALIVE_SETTINGS = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
-_HOLDS_LOCK = """
-SELECT count(*) = 1 FROM pg_locks
-WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-  AND ((classid::bigint << 32) | objid::bigint) = $1
-"""
+QUERIES = queries.load(__package__, "leader.sql")
 
 
 class Leadership:
@@ -49,7 +45,7 @@ class Leadership:
             if self.conn is None or self.conn.is_closed():
                 self.conn = await connect(self.dsn, server_settings={
                     "application_name": f"symphony-repair:{self.instance_id}"[:63], **KEEPALIVE_SETTINGS})
-            self.held = bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key,
+            self.held = bool(await self.conn.fetchval(QUERIES["try_lock"], self.lock_key,
                                                       timeout=TIMEOUT_SECONDS))
         except RETRYABLE_ERRORS as exc:
             log.warning("leader election failed: %s", exc or type(exc).__name__)
@@ -62,8 +58,7 @@ class Leadership:
             return False
         try:
             key = self.lock_key
-            # pg_locks shows a bigint key as classid (high 32 bits) and objid (low 32 bits).
-            holds = await self.conn.fetchval(_HOLDS_LOCK, key, timeout=TIMEOUT_SECONDS)
+            holds = await self.conn.fetchval(QUERIES["holds_lock"], key, timeout=TIMEOUT_SECONDS)
         except RETRYABLE_ERRORS as exc:
             log.warning("leader session lost: %s", exc or type(exc).__name__)
             holds = False
@@ -74,7 +69,7 @@ class Leadership:
     async def release(self) -> None:
         if self.held and self.conn is not None and not self.conn.is_closed():
             try:
-                await self.conn.fetchval("SELECT pg_advisory_unlock($1)", self.lock_key, timeout=TIMEOUT_SECONDS)
+                await self.conn.fetchval(QUERIES["unlock"], self.lock_key, timeout=TIMEOUT_SECONDS)
             except RETRYABLE_ERRORS as exc:
                 log.warning("could not release the leader lock (the session end releases it): %s", exc)
         await self._drop()

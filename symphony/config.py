@@ -47,6 +47,38 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 T = TypeVar("T", bound=DaemonConfig)
 
 
+def check_range(settings: object, name: str, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, note: str = "", label: str = "") -> None:
+    """Refuse `settings.<name>` outside its range, naming the key, the range and the value given.
+
+    The range is [low, high], or (low, high] with `low_open`; a missing bound
+    is unbounded on that side. `note` explains the range (e.g. " (0 = one per
+    core)"); `label` prefixes the key where it is nested (e.g. "rail"). Called
+    from a config's `__post_init__`: the ValueError becomes the one-line
+    "invalid <daemon> configuration (<file>): <key> must be …" of `load()`.
+    """
+    assert low is not None or high is not None, name
+    value = getattr(settings, name)
+    above = low is None or (value > low if low_open else value >= low)
+    inside = above and (high is None or value <= high)
+    if inside:
+        return
+    key = f"{label} {name}" if label else name
+    if high is None:
+        expected = f"{'>' if low_open else '>='} {_number(low)}"
+    elif low is None:
+        expected = f"<= {_number(high)}"
+    else:
+        expected = f"in {'(' if low_open else '['}{_number(low)}, {_number(high)}]"
+    raise ValueError(f"{key} must be {expected}{note}, not {value!r}")
+
+
+def _number(bound: float | None) -> str:
+    """A bound as the operator writes it: 86400, not 86400.0 or 8.64e+04."""
+    assert bound is not None
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
 def env_name(daemon: str, key: str) -> str:
     """The environment variable that overrides `key` of `daemon`'s config."""
     return f"{ENV_PREFIX}_{daemon.upper().replace('-', '_')}_{key.upper()}"

@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from symphony.db import dsn
-from symphony.errors import EXIT_FINDINGS, EXIT_USAGE, StartupError, SymphonyError
+from symphony.db import dsn, queries
+from symphony.errors import EXIT_FINDINGS, EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyError
 from symphony.upstream_headers import key_id, write_keypair
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ TARGET_ENV = "SYMPHONY_DEMO_TARGET"
 RUN_STATE_FILE = ("run", "up.json")  # written by `symphony up` (symphony/app/up.py)
 SIDECAR_CHILD, SIDECAR_ENDPOINT = "sidecar", "ingress"
 DEMO_RAILS = ("swiftpay", "mobimoney")
+QUERIES = queries.load(__package__, "demo.sql")
 
 
 # -- files and participants ------------------------------------------------------------
@@ -95,7 +96,7 @@ async def ensure_participants(database_url: str) -> None:
     conn = await connect(database_url)
     try:
         await conn.executemany(
-            "INSERT INTO participants (participant_id, display_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            QUERIES["ensure_participant"],
             [(p, f"Demo participant {p}") for p in DEMO_PARTICIPANTS], timeout=10)
     finally:
         await conn.close()
@@ -153,8 +154,7 @@ async def _policy_version(database_url: str, participant: str) -> int:
 
     conn = await connect(database_url)
     try:
-        version = await conn.fetchval("SELECT policy_version FROM participants WHERE participant_id = $1",
-                                      participant, timeout=5)
+        version = await conn.fetchval(QUERIES["policy_version"], participant, timeout=5)
     finally:
         await conn.close()
     if version is None:

@@ -90,7 +90,7 @@ class UpConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     chaos: tests and chaos runs only: the service honours its test fault file
         (--enable-test-faults), the sidecar reads a test clock file, and the
         daemons get the short grace periods of `symphony chaos` (see
-        symphony/app/chaos.py; variables already in the environment win).
+        symphony/app/chaos/system.py; variables already in the environment win).
     """
 
     node_id: str = "node-local"

@@ -67,6 +67,32 @@ def _mount_tmpfs(path: Path) -> bool:
     return result.returncode == 0
 
 
+def start_up(data_dir: Path, config: Path, out_path: Path) -> subprocess.Popen[bytes]:
+    """`symphony up` on `data_dir` with `config`, its output in `out_path`, waited for until `ready`."""
+    with open(out_path, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir),
+                                    "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_clean_env())
+    deadline = time.monotonic() + UP_START_TIMEOUT_SECONDS
+    while "ready" not in out_path.read_text(errors="replace").splitlines():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_up(process)
+            pytest.fail(f"symphony up did not become ready:\n{out_path.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.5)
+    return process
+
+
+def stop_up(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if `up` has not stopped its children and itself within 90 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
 def chaos_system() -> Iterator[ChaosSystem]:
     data_dir = Path(tempfile.mkdtemp(prefix="symphony-chaos-"))
@@ -76,27 +102,14 @@ def chaos_system() -> Iterator[ChaosSystem]:
     config = data_dir / "up.toml"
     config.write_text(UP_TOML)
     out_path = data_dir / "up.out"
-    out = open(out_path, "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir),
-                                "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=_clean_env())
-    out.close()
+    process: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + UP_START_TIMEOUT_SECONDS
-        while "ready" not in out_path.read_text(errors="replace").splitlines():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"symphony up did not become ready:\n{out_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.5)
+        process = start_up(data_dir, config, out_path)
         state = json.loads((data_dir / "embedded-db.json").read_text())
         yield ChaosSystem(data_dir=data_dir, database_url=state["dsn"], journal_on_tmpfs=mounted)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_up(process)
         _keep_logs(data_dir, out_path)
         if mounted:
             subprocess.run(["umount", str(journal)], capture_output=True, timeout=60)

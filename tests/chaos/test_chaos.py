@@ -2,7 +2,7 @@
 
 Each test runs `symphony chaos run --scenario NAME` as an operator would: load
 from signed demo traffic, the fault at random moments, quiescence, then the
-invariants (symphony/app/chaos.py lists them; any finding fails the test with its
+invariants (symphony/app/chaos/__init__.py lists them; any finding fails the test with its
 details and the seed that reproduces it). The bounded form keeps the whole
 module within a few minutes on two cores; SYMPHONY_CHAOS_DURATION lengthens
 each scenario, SYMPHONY_CHAOS_SEED fixes the randomness.
