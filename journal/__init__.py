@@ -16,12 +16,15 @@ The C core is the private extension journal._journal (cffi, API mode).
 
 from journal._errors import JournalCorrupt, JournalError, JournalFull, JournalIOError, JournalLocked
 from journal._format import (
+    CheckpointBody,
     Durability,
     Genesis,
     Record,
     RecordType,
     SegmentHeader,
     chain_hash,
+    checkpoint_body,
+    parse_checkpoint,
     parse_genesis,
     record_size,
 )
@@ -43,7 +46,10 @@ __all__ = [
     "SegmentHeader",
     "VerifyResult",
     "Writer",
+    "CheckpointBody",
     "chain_hash",
+    "checkpoint_body",
+    "parse_checkpoint",
     "parse_genesis",
     "record_size",
     "release_segments",

@@ -40,6 +40,7 @@ class RecordType(enum.IntEnum):
     OUTCOME = 3
     HEARTBEAT = 4
     DROPPED = 5
+    CHECKPOINT = 6
 
 
 class Durability(str, enum.Enum):
@@ -200,6 +201,43 @@ def parse_genesis(body: bytes) -> Genesis:
     if not NODE_ID.fullmatch(node_id) or stream_id > STREAM_ID_MAX:
         raise ValueError("GENESIS names an invalid node id or stream id")
     return Genesis(body[:EPOCH_SIZE], stream_id, node_id)
+
+
+class CheckpointBody(NamedTuple):
+    """What a CHECKPOINT record says (FORMAT.md F13)."""
+
+    tree_size: int
+    frontier: list[bytes]
+    note: bytes
+
+
+_CHECKPOINT_FIXED = struct.Struct("<QB")
+_NOTE_LEN = struct.Struct("<I")
+
+
+def checkpoint_body(tree_size: int, frontier: list[bytes], note: bytes) -> bytes:
+    """Body of a CHECKPOINT record (F13): tree size, frontier, the signed note."""
+    if len(frontier) != bin(tree_size).count("1") or any(len(h) != HASH_SIZE for h in frontier):
+        raise ValueError(f"a tree of {tree_size} leaves has {bin(tree_size).count('1')} frontier hashes")
+    return _CHECKPOINT_FIXED.pack(tree_size, len(frontier)) + b"".join(frontier) + _NOTE_LEN.pack(len(note)) + note
+
+
+def parse_checkpoint(body: bytes) -> CheckpointBody:
+    """Decode a CHECKPOINT body; ValueError when it is not one (F13)."""
+    if len(body) < _CHECKPOINT_FIXED.size + _NOTE_LEN.size:
+        raise ValueError(f"CHECKPOINT body is {len(body)} bytes, too short")
+    tree_size, count = _CHECKPOINT_FIXED.unpack_from(body)
+    if count != bin(tree_size).count("1"):
+        raise ValueError(f"CHECKPOINT of {tree_size} leaves carries {count} frontier hashes")
+    at = _CHECKPOINT_FIXED.size + count * HASH_SIZE
+    if len(body) < at + _NOTE_LEN.size:
+        raise ValueError("CHECKPOINT body is shorter than its frontier")
+    frontier = [body[_CHECKPOINT_FIXED.size + i * HASH_SIZE:_CHECKPOINT_FIXED.size + (i + 1) * HASH_SIZE]
+                for i in range(count)]
+    (note_len,) = _NOTE_LEN.unpack_from(body, at)
+    if len(body) != at + _NOTE_LEN.size + note_len:
+        raise ValueError("CHECKPOINT body length does not match its note length")
+    return CheckpointBody(tree_size, frontier, body[at + _NOTE_LEN.size:])
 
 
 def chain_hash(prev: bytes, canonical: bytes) -> bytes:

@@ -20,8 +20,11 @@ from journal._format import (
     HEADER_SIZE,
     ZERO_HASH,
     Durability,
+    Record,
+    RecordType,
     genesis_body,
     list_segments,
+    parse_checkpoint,
     reason,
 )
 from journal._journal import ffi, lib
@@ -75,11 +78,16 @@ class Recovery(Rotation):
     def _resume_tree(self, segments: list[tuple[int, Path]]) -> None:
         """Rebuild the stream epoch's Merkle tree from its records.
 
-        Possible only while the segment that starts at seq 1 is still here;
-        otherwise the tree stays unknown (`tree_size` is None) until resuming
-        from a CHECKPOINT record's frontier exists.
+        From the newest CHECKPOINT record's frontier (F13) and the records
+        after it; without one, from seq 1 while the first segment is still
+        here. Otherwise the tree stays unknown (`tree_size` is None): said,
+        never guessed.
         """
-        if self._w.tree_enabled or segments[0][0] != 1:
+        if self._w.tree_enabled:
+            return
+        if self._resume_tree_from_checkpoint(segments):
+            return
+        if segments[0][0] != 1:
             return
         assert lib.jn_tree_reset(self._w, 0, ffi.NULL, 0) == lib.JN_OK
         for first_seq, path in segments[:-1]:
@@ -99,6 +107,36 @@ class Recovery(Rotation):
         added = lib.jn_tree_add_records(self._w, current.base, current.size, HEADER_SIZE, self._w.pos)
         assert added >= 0, f"jn_tree_add_records returned {added}"
         assert lib.jn_tree_enable(self._w) == lib.JN_OK, "the tree does not reach the last record"
+
+    def _resume_tree_from_checkpoint(self, segments: list[tuple[int, Path]]) -> bool:
+        """Resume from the newest CHECKPOINT record; False when there is none."""
+        from journal._reader import Reader
+
+        last_seq = self._w.next_seq - 1
+        for index in range(len(segments) - 1, -1, -1):
+            first_seq = segments[index][0]
+            end_seq = segments[index + 1][0] - 1 if index + 1 < len(segments) else last_seq
+            found: Record | None = None
+            for record in Reader(self._dir).records(from_seq=first_seq):
+                if record.seq > end_seq:
+                    break
+                if record.type == RecordType.CHECKPOINT:
+                    found = record
+            if found is None:
+                continue
+            body = parse_checkpoint(found.body)
+            if body.tree_size != found.seq - 1:
+                raise JournalCorrupt(found.seq, f"CHECKPOINT covers {body.tree_size} records, not {found.seq - 1} (F13)")
+            hashes = b"".join(body.frontier)
+            assert lib.jn_tree_reset(self._w, body.tree_size, hashes, len(body.frontier)) == lib.JN_OK
+            for record in Reader(self._dir).records(from_seq=found.seq):
+                if record.seq > last_seq:
+                    break
+                lib.jn_tree_push_canonical(self._w, record.canonical, len(record.canonical))
+            assert lib.jn_tree_enable(self._w) == lib.JN_OK, "the tree does not reach the last record"
+            self.last_checkpoint_size = body.tree_size
+            return True
+        return False
 
     def _append_genesis(self) -> None:
         body = genesis_body(self._epoch, self._stream_id, self._node_id)

@@ -24,7 +24,7 @@ import collections
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from journal._format import (
     STREAM_ID_MAX,
     Durability,
     RecordType,
+    checkpoint_body,
     record_size,
 )
 from journal._journal import ffi, lib
@@ -134,6 +135,7 @@ class Writer(Recovery):
         self._closed = False
         self._stopping = False
         self.recovered_tail_bytes = 0
+        self.last_checkpoint_size = None  # tree size of the newest CHECKPOINT record
 
         # Group commit: the C flusher, the eventfd it signals after a sync
         # when there are waiters, and the waiters (seq order) on one loop.
@@ -188,6 +190,24 @@ class Writer(Recovery):
         """The compact range (largest subtree first): what a CHECKPOINT record carries to resume."""
         frontier: list[bytes] = [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
         return frontier
+
+    def checkpoint(self, sign: Callable[[int, bytes], bytes]) -> tuple[int, int, bytes] | None:
+        """Cut a checkpoint: `sign(tree size, root)` returns the signed note for
+        the tree as it stands; it is appended as a CHECKPOINT record (F13) with
+        the frontier that lets a reopened writer resume the tree. Returns
+        (record seq, tree size, note), or None while the tree is unknown.
+        The record is itself the next leaf: the checkpoint covers the records
+        before it.
+        """
+        size = self.tree_size
+        root = self.tree_root()
+        if size is None or root is None:
+            return None
+        note = sign(size, root)
+        seq, _ = self.append(RecordType.CHECKPOINT, checkpoint_body(size, self.tree_frontier(), note), 0, lazy=True)
+        assert seq == size + 1, (seq, size)
+        self.last_checkpoint_size = size
+        return seq, size, note
 
     # ---------------------------------------------------------------- append
 

@@ -47,6 +47,7 @@ class WriterState:
     _closed: bool
     _stopping: bool
     recovered_tail_bytes: int
+    last_checkpoint_size: int | None
 
     # Group commit: the C flusher, the eventfd it signals after a sync when
     # there are waiters, and the waiters (seq order) on one loop.

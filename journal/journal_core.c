@@ -625,7 +625,7 @@ static int check_record(const uint8_t *rec, uint64_t pos, uint32_t crc, uint32_t
     uint64_t total = record_size(body_len);
     if (crc32c(rec + 4, (size_t)(total - 4)) != crc) return JN_R_CRC;
     if (r->seq != expected_seq) return JN_R_SEQ;
-    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_DROPPED) return JN_R_TYPE;
+    if (r->type < JN_TYPE_GENESIS || r->type > JN_TYPE_MAX) return JN_R_TYPE;
     if ((r->type == JN_TYPE_GENESIS) != (r->seq == 1)) return JN_R_TYPE;
     if (r->flags != 0 || r->reserved != 0) return JN_R_RESERVED;
     if (!all_zero(rec + JN_RECORD_HEADER_SIZE + body_len,
@@ -881,6 +881,13 @@ int64_t jn_tree_add_records(jn_writer *w, const uint8_t *base, uint64_t size, ui
     return added;
 }
 
+void jn_tree_push_canonical(jn_writer *w, const char *canonical, size_t length) {
+    JN_ASSERT(w != NULL && !w->tree_enabled);  /* resume only: appends push their own leaves */
+    uint8_t leaf[JN_HASH_SIZE];
+    merkle_leaf((const uint8_t *)canonical, length, leaf);
+    tree_push(w, leaf);
+}
+
 int jn_tree_enable(jn_writer *w) {
     JN_ASSERT(w != NULL);
     if (w->tree_size != w->next_seq - 1) return JN_E_ARGUMENT;
@@ -980,7 +987,7 @@ int64_t jn_append(jn_writer *w, uint16_t type, uint64_t attestation_id, const ch
                   uint32_t body_len, char *hash_out) {
     int usable = writer_usable(w);
     if (usable != JN_OK) return usable;
-    if (type <= JN_TYPE_GENESIS || type > JN_TYPE_DROPPED || body_len > JN_BODY_MAX) {
+    if (type <= JN_TYPE_GENESIS || type > JN_TYPE_MAX || body_len > JN_BODY_MAX) {
         return JN_E_ARGUMENT;
     }
     int64_t seq = append_one(w, type, attestation_id, (const uint8_t *)body, body_len);
@@ -1007,7 +1014,7 @@ int64_t jn_append_many(jn_writer *w, uint32_t count, const uint16_t *types,
     if (usable != JN_OK) return usable;
     /* Check every argument before the first store: a refused batch leaves no trace. */
     for (uint32_t i = 0; i < count; i++) {
-        if (types[i] <= JN_TYPE_GENESIS || types[i] > JN_TYPE_DROPPED) return JN_E_ARGUMENT;
+        if (types[i] <= JN_TYPE_GENESIS || types[i] > JN_TYPE_MAX) return JN_E_ARGUMENT;
         if (lengths[i] > JN_BODY_MAX) return JN_E_ARGUMENT;
     }
     const uint8_t *body = (const uint8_t *)bodies;

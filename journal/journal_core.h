@@ -80,6 +80,8 @@
 #define JN_TYPE_OUTCOME 3
 #define JN_TYPE_HEARTBEAT 4
 #define JN_TYPE_DROPPED 5
+#define JN_TYPE_CHECKPOINT 6
+#define JN_TYPE_MAX 6
 
 /* Return codes (negative). Record validity reasons share the same space so a
  * scan can report exactly why a record is not valid (FORMAT.md rule F7). */
@@ -218,6 +220,7 @@ void jn_set_accel(int mask);
  *   frontier, or size 0 for a new stream) and turn upkeep off; returns JN_E_ARGUMENT
  *   unless count is the number of set bits of size and size <= next_seq - 1.
  * jn_tree_enable: turn upkeep on; JN_E_ARGUMENT unless tree_size == next_seq - 1.
+ * jn_tree_push_canonical: while upkeep is off (resuming), push one record's leaf.
  * jn_tree_add_records: push the leaves of the records at [pos, end) of a mapped
  *   segment (already validated by a scan) onto the tree; the first must have seq
  *   tree_size + 1. Returns the number of leaves added or JN_E_ARGUMENT.
@@ -226,6 +229,7 @@ void jn_merkle_leaf(const char *data, size_t length, char *digest_out);
 void jn_merkle_node(const char *left, const char *right, char *digest_out);
 int jn_tree_reset(jn_writer *w, uint64_t size, const char *hashes, uint32_t count);
 int jn_tree_enable(jn_writer *w);
+void jn_tree_push_canonical(jn_writer *w, const char *canonical, size_t length);
 int64_t jn_tree_add_records(jn_writer *w, const uint8_t *base, uint64_t size, uint64_t pos, uint64_t end);
 void jn_tree_root(const jn_writer *w, char *root_out);
 

@@ -116,3 +116,66 @@ def test_released_first_segment_leaves_the_tree_unknown(stream_dir: Path) -> Non
     with _writer(stream_dir) as writer:
         assert writer.tree_size is None and writer.tree_root() is None
         writer.append(INGRESS, b"still appends", 2)
+
+
+def _signer(seen: list[tuple[int, bytes]]):  # noqa: ANN202 - a test double for the node's signer
+    def sign(size: int, root: bytes) -> bytes:
+        seen.append((size, root))
+        return f"note for {size} {root.hex()}\n".encode()
+    return sign
+
+
+def test_checkpoint_records_carry_the_frontier_and_resume_after_release(stream_dir: Path) -> None:
+    """A CHECKPOINT record (F13) covers the records before it and carries the
+    frontier; with the first segments released, a reopened writer resumes its
+    tree from the newest CHECKPOINT and the records after it."""
+    from journal import parse_checkpoint
+
+    seen: list[tuple[int, bytes]] = []
+    with _writer(stream_dir) as writer:
+        for round_number in range(4):
+            for i in range(200):
+                writer.append(INGRESS, os.urandom(50 + i % 90), i)
+            cut = writer.checkpoint(_signer(seen))
+            assert cut is not None
+            seq, size, note = cut
+            assert seq == size + 1 and writer.last_checkpoint_size == size
+        for _ in range(150):
+            writer.append(OUTCOME, b"after the last checkpoint", 9)
+        expected_root, expected_size = writer.tree_root(), writer.tree_size
+    reference = _reference(stream_dir)
+    assert reference.root() == expected_root
+    checkpoints = [r for r in Reader(stream_dir).records() if r.type == RecordType.CHECKPOINT]
+    assert len(checkpoints) == 4
+    for record, (size, root) in zip(checkpoints, seen):
+        body = parse_checkpoint(record.body)
+        assert body.tree_size == size == record.seq - 1
+        assert reference.root(size) == root == merkle.Frontier(size, body.frontier).root()
+        assert body.note == f"note for {size} {root.hex()}\n".encode()
+    released = release_segments(stream_dir, checkpoints[-1].seq - 1, 0.0)
+    assert released and list_segments(stream_dir)[0][0] > 1
+    with _writer(stream_dir) as writer:
+        assert writer.tree_size == expected_size and writer.tree_root() == expected_root
+        assert writer.last_checkpoint_size == seen[-1][0]
+        writer.append(INGRESS, b"still growing", 1)
+        assert writer.tree_size == expected_size + 1
+
+
+def test_a_checkpoint_whose_frontier_lies_is_refused(stream_dir: Path) -> None:
+    """A CHECKPOINT record that claims another tree size than its position is corruption."""
+    from journal import JournalCorrupt, checkpoint_body
+
+    with _writer(stream_dir) as writer:
+        for i in range(600):
+            writer.append(INGRESS, b"y" * 100, i)
+        size = writer.tree_size
+        assert size is not None
+        lie = size - 5  # a checkpoint that says it covers fewer records than precede it
+        writer.append(RecordType.CHECKPOINT, checkpoint_body(lie, [os.urandom(32)] * bin(lie).count("1"), b"x"), 0)
+        last = writer.next_seq - 1
+    release_segments(stream_dir, last - 1, 0.0)
+    try:
+        with _writer(stream_dir):
+            raise AssertionError("the writer opened a stream whose CHECKPOINT lies")
+    except (JournalCorrupt, ValueError):
+        pass
