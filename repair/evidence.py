@@ -240,7 +240,8 @@ class TestResults:
 
     def outcome(self) -> str:
         """success only when tests ran and none failed; not_run when none ran."""
-        if self.executed == 0:
+        ran = self.executed
+        if ran == 0:
             return "not_run"
         return "failure" if self.failed else "success"
 
