@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +21,7 @@ import jsonschema
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from repair import evidence
-from tests.conftest import REPO_ROOT, symphony_cli
+from tests.conftest import symphony_cli
 from tests.repair.helpers import Stream, ago, executed_payment
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
@@ -72,6 +73,19 @@ async def _clean_world(db: asyncpg.Connection) -> Stream:
     return stream
 
 
+def _repo(tmp_path: Path) -> Path:
+    """A git checkout with one commit for the bundle's provenance (the tests may
+    run from a copy of the repository without .git, as the mutation runner does)."""
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    if not (repo / ".git").exists():
+        for args in (["init", "-q"], ["-c", "user.name=Examiner", "-c", "user.email=examiner@example.org",
+                                      "commit", "-q", "--allow-empty", "-m", "release\n\nAI-Assisted: yes"]):
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+    return repo
+
+
 def _keys(tmp_path: Path) -> tuple[Path, Path]:
     private, public = tmp_path / "signing.pem", tmp_path / "signing.pub.pem"
     made = symphony_cli("evidence", "keygen", "--private", str(private), "--public", str(public))
@@ -87,7 +101,7 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     junit.write_text(JUNIT)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--test-results", str(junit), "--signing-key",
-                         str(private), "--repo", str(REPO_ROOT), "--database-url", database_url)
+                         str(private), "--repo", str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 0, built.stderr
     bundle = json.loads(out.read_text())
     jsonschema.Draft202012Validator(evidence.schema(), format_checker=jsonschema.FormatChecker()).validate(bundle)
@@ -117,7 +131,7 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     assert bundle["revocation_bounds"]["measured_policy_propagation_seconds"] == 1.7
     assert bundle["revocation_bounds"]["worst_case_revocation_seconds"] == 4 * 3600 + 60
     assert bundle["dlq_metrics"] == {"records_entered": 0, "records_recovered": 0, "records_terminal": 0}
-    assert bundle["source_provenance"]["commit_hash"] == evidence._git(REPO_ROOT, "rev-parse", "HEAD")
+    assert bundle["source_provenance"]["commit_hash"] == evidence._git(_repo(tmp_path), "rev-parse", "HEAD")
     assert bundle["immutability"]["bundle_hash"] == hashlib.sha256(evidence.canonical_bytes(bundle)).hexdigest()
     assert bundle["immutability"]["canonicalization"] == "RFC8785-JCS-without-immutability"
 
@@ -179,7 +193,7 @@ async def test_a_bundle_re_signed_by_a_forger_with_the_key_embedded_fails(
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
-                         str(REPO_ROOT), "--database-url", database_url)
+                         str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 0, built.stderr
     forged = json.loads(out.read_text())
     forged["ingress_attestation"]["attestation_gap"]["ingress_count"] = 4000
@@ -212,7 +226,7 @@ async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_h
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
-                         str(REPO_ROOT), "--database-url", database_url)
+                         str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 0, built.stderr
     anchors = json.loads(out.read_text())["log_anchors"]["checkpoints"]
     assert anchors["status"] == "available"
@@ -229,7 +243,7 @@ async def test_bundle_exits_non_zero_when_the_gap_is_not_zero(
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
-                         str(REPO_ROOT), "--database-url", database_url)
+                         str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 1 and "attestation gap = 1" in built.stderr
     bundle = json.loads(out.read_text())  # still written and signed: the failure is evidence too
     assert bundle["ingress_attestation"]["attestation_gap"]["status"] == "FAIL"
