@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import struct
 import subprocess
@@ -27,8 +28,11 @@ from symphony.errors import SymphonyError
 from tests.conftest import REPO_ROOT
 
 VECTORS = REPO_ROOT / "tests" / "vectors" / "evidence"
-sys.path.insert(0, str(VECTORS))
-import make_vectors  # noqa: E402
+# Loaded by path under its own name: tests/vectors/*/ each have a make_vectors.py.
+_spec = importlib.util.spec_from_file_location("evidence_make_vectors", VECTORS / "make_vectors.py")
+assert _spec is not None and _spec.loader is not None
+make_vectors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_vectors)
 
 
 def test_the_signing_vector_is_reproducible_and_matches_the_code() -> None:
