@@ -204,7 +204,7 @@ def parse_genesis(body: bytes) -> Genesis:
 
 
 class CheckpointBody(NamedTuple):
-    """What a CHECKPOINT record says (FORMAT.md F13)."""
+    """What a CHECKPOINT record says (FORMAT.md F17)."""
 
     tree_size: int
     frontier: list[bytes]
@@ -216,14 +216,14 @@ _NOTE_LEN = struct.Struct("<I")
 
 
 def checkpoint_body(tree_size: int, frontier: list[bytes], note: bytes) -> bytes:
-    """Body of a CHECKPOINT record (F13): tree size, frontier, the signed note."""
+    """Body of a CHECKPOINT record (F17): tree size, frontier, the signed note."""
     if len(frontier) != bin(tree_size).count("1") or any(len(h) != HASH_SIZE for h in frontier):
         raise ValueError(f"a tree of {tree_size} leaves has {bin(tree_size).count('1')} frontier hashes")
     return _CHECKPOINT_FIXED.pack(tree_size, len(frontier)) + b"".join(frontier) + _NOTE_LEN.pack(len(note)) + note
 
 
 def parse_checkpoint(body: bytes) -> CheckpointBody:
-    """Decode a CHECKPOINT body; ValueError when it is not one (F13)."""
+    """Decode a CHECKPOINT body; ValueError when it is not one (F17)."""
     if len(body) < _CHECKPOINT_FIXED.size + _NOTE_LEN.size:
         raise ValueError(f"CHECKPOINT body is {len(body)} bytes, too short")
     tree_size, count = _CHECKPOINT_FIXED.unpack_from(body)

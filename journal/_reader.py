@@ -386,6 +386,12 @@ class _Verify:
                 raise _Bad(first_seq, f"{path.name}: prev_hash does not continue the chain (F6)")
             self._scan(path, header, last=index == len(segments) - 1, anchor=anchor)
             self.segments += 1
+        if segments and read_header(segments[-1][1]).flags & lib.JN_FLAG_SEALED \
+                and not (self.dir / segment_name(self.next_seq)).exists():
+            # The writer seals a segment only after its successor exists (F12):
+            # a sealed last segment means the newer one was removed.
+            raise _Bad(self.next_seq, f"{segments[-1][1].name} is SEALED but no segment starts at seq "
+                       f"{self.next_seq}: the newest segment is missing (F12)")
         if anchor is not None:
             self._check_anchor(anchor)
 

@@ -78,7 +78,7 @@ class Recovery(Rotation):
     def _resume_tree(self, segments: list[tuple[int, Path]]) -> None:
         """Rebuild the stream epoch's Merkle tree from its records.
 
-        From the newest CHECKPOINT record's frontier (F13) and the records
+        From the newest CHECKPOINT record's frontier (F17) and the records
         after it; without one, from seq 1 while the first segment is still
         here. Otherwise the tree stays unknown (`tree_size` is None): said,
         never guessed.
@@ -126,7 +126,7 @@ class Recovery(Rotation):
                 continue
             body = parse_checkpoint(found.body)
             if body.tree_size != found.seq - 1:
-                raise JournalCorrupt(found.seq, f"CHECKPOINT covers {body.tree_size} records, not {found.seq - 1} (F13)")
+                raise JournalCorrupt(found.seq, f"CHECKPOINT covers {body.tree_size} records, not {found.seq - 1} (F17)")
             hashes = b"".join(body.frontier)
             assert lib.jn_tree_reset(self._w, body.tree_size, hashes, len(body.frontier)) == lib.JN_OK
             for record in Reader(self._dir).records(from_seq=found.seq):

@@ -193,7 +193,7 @@ class Writer(Recovery):
 
     def checkpoint(self, sign: Callable[[int, bytes], bytes]) -> tuple[int, int, bytes] | None:
         """Cut a checkpoint: `sign(tree size, root)` returns the signed note for
-        the tree as it stands; it is appended as a CHECKPOINT record (F13) with
+        the tree as it stands; it is appended as a CHECKPOINT record (F17) with
         the frontier that lets a reopened writer resume the tree. Returns
         (record seq, tree size, note), or None while the tree is unknown.
         The record is itself the next leaf: the checkpoint covers the records

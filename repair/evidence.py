@@ -1,11 +1,18 @@
 """The signed evidence bundle: what a regulator needs, filled from the live
 database, the test results (JUnit XML) and git; hashed and signed.
 
-Signing: the bundle minus its `immutability` object is serialised canonically
-(sorted keys, no whitespace, UTF-8, see `canonical_bytes`); its SHA-256 is
-`immutability.bundle_hash` and an Ed25519 signature over the same bytes is
-`immutability.signature` with the key's id. `verify` checks schema, hash,
-key id and signature, in that order, and says which one failed.
+Signing (docs/verifying.md, "The evidence bundle"): the bundle minus its
+`immutability` object is serialised with RFC 8785 (JCS, the `rfc8785`
+library); the SHA-256 of those bytes is `immutability.bundle_hash` and an
+Ed25519 signature over the same bytes is `immutability.signature.value`, with
+`key_id` = "ed25519:" + the first 16 hex digits of SHA-256(the 32-byte raw
+public key). `verify` checks schema, hash, key and signature, in that order,
+against keys the verifier supplies, never a key carried by the bundle.
+
+Test results: a test counts for a named result (a BC/DR drill, a failure
+injection) only when it is marked `@pytest.mark.evidence("name")`
+(tests/evidence_plugin.py writes the mark into the JUnit XML as the property
+`evidence`); a result no marked test ran for is `not_run`.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import re
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -34,15 +43,18 @@ from repair import verify as chain_verify
 from repair.config import RepairConfig
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony import archive_signature
+from symphony.db import queries
 from symphony.errors import SymphonyError
 
 BUNDLE_VERSION = "2.0"
-CANONICALIZATION = "json-sorted-keys-compact-utf8-without-immutability"
+CANONICALIZATION = "RFC8785-JCS-without-immutability"
 GHOSTS_LISTED_MAX = 1000
-FAILURE_PATTERN = re.compile(r"chaos|fault|kill|crash|tamper|blackhole|torn|disk_full|clock|poison|failover", re.I)
-BCDR_PATTERNS = {"database_restore": re.compile(r"restore", re.I),
-                 "ledger_rebuild": re.compile(r"rebuild|replay", re.I),
-                 "region_failover": re.compile(r"region|failover", re.I)}
+# The JUnit property a marked test carries (`@pytest.mark.evidence(NAME)`), and
+# the names it may carry: the BC/DR drills and the failure-injection scenarios.
+EVIDENCE_PROPERTY = "evidence"
+BCDR_RESULTS = ("database_restore", "ledger_rebuild", "region_failover")
+FAILURE_INJECTION = "failure_injection"
+EVIDENCE_RESULTS = frozenset({*BCDR_RESULTS, FAILURE_INJECTION})
 CONTROLS = ["INV1 no ingress, no execution", "INV2 zero attestation gap", "INV3 gapless streams",
             "INV4 tamper evidence", "INV5 monotonic time", "INV6 one rail effect per intent",
             "INV7 nothing stuck forever", "INV8 no payloads in attestations", "INV9 identity from verified context",
@@ -56,6 +68,13 @@ COMPLIANCE = {
 }
 
 
+EVIDENCE_QUERIES = queries.load("repair", "evidence.sql")
+# The verifiable log's tables the bundle anchors on. A database without them
+# (the log is not deployed yet) gives an empty list with status `not_available`.
+CHECKPOINTS_TABLE = "log_checkpoints"
+GAP_STATEMENTS_TABLE = "gap_statements"
+
+
 def schema() -> dict[str, Any]:
     text = resources.files("repair").joinpath("evidence-bundle.schema.json").read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
@@ -63,13 +82,26 @@ def schema() -> dict[str, Any]:
 
 
 def canonical_bytes(bundle: dict[str, Any]) -> bytes:
+    """What is hashed and signed: RFC 8785 (JCS) of the bundle without `immutability`.
+
+    JCS fixes key order (UTF-16 code units), whitespace (none), string escapes and
+    number form (ECMAScript: 100.0 and 100 are both `100`), so anyone can rebuild
+    these bytes from the JSON with any conforming implementation.
+    """
     body = {key: value for key, value in bundle.items() if key != "immutability"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    try:
+        return rfc8785.dumps(body)
+    except rfc8785.CanonicalizationError as exc:
+        raise ValueError(f"the bundle has no RFC 8785 form: {exc}") from None
+
+
+def raw_public_key(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+    """"ed25519:" + the first 16 hex digits (8 bytes) of SHA-256(32-byte raw public key)."""
+    return "ed25519:" + hashlib.sha256(raw_public_key(public_key)).hexdigest()[:16]
 
 
 def load_private_key(path: str) -> Ed25519PrivateKey:
@@ -82,38 +114,79 @@ def load_private_key(path: str) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: str) -> Ed25519PublicKey:
+HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _key_from_hex(text: str, where: str) -> Ed25519PublicKey:
     try:
-        data = Path(path).read_bytes()
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
+    except ValueError:
+        raise SymphonyError(f"{where}: not a valid Ed25519 public key", exit_code=2) from None
+
+
+def load_public_key(value: str) -> Ed25519PublicKey:
+    """A key the verifier supplies: 64 hex digits (the raw 32-byte key) given
+    inline, or a file holding a PEM public key (or those 64 hex digits)."""
+    if HEX_KEY.fullmatch(value):
+        return _key_from_hex(value, "--public-key")
+    try:
+        data = Path(value).read_bytes()
     except OSError as exc:
-        raise SymphonyError(f"cannot read the public key {path}: {exc.strerror or exc}", exit_code=2) from None
+        raise SymphonyError(f"cannot read the public key {value}: {exc.strerror or exc} (give a PEM file or "
+                            "64 hex digits)", exit_code=2) from None
+    text = data.decode("ascii", errors="replace").strip()
+    if HEX_KEY.fullmatch(text):
+        return _key_from_hex(text, value)
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
-        try:  # a raw 32-byte key in hex is accepted too
-            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(data.decode().strip()))
-        except ValueError:
-            raise SymphonyError(f"{path} is neither a PEM public key nor 64 hex digits", exit_code=2) from None
+        raise SymphonyError(f"{value} is neither a PEM public key nor 64 hex digits", exit_code=2) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise SymphonyError(f"{path} is not an Ed25519 public key", exit_code=2)
+        raise SymphonyError(f"{value} is not an Ed25519 public key", exit_code=2)
     return key
+
+
+def load_keyring(path: str) -> list[Ed25519PublicKey]:
+    """A keyring file: one trusted key per line as 64 hex digits (the raw key),
+    optionally followed by whitespace and a label; blank lines and lines starting
+    with `#` are ignored."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SymphonyError(f"cannot read the keyring {path}: {exc}", exit_code=2) from None
+    keys = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if not HEX_KEY.fullmatch(fields[0]):
+            raise SymphonyError(f"{path} line {number}: expected 64 hex digits (a raw Ed25519 public key)",
+                                exit_code=2)
+        keys.append(_key_from_hex(fields[0], f"{path} line {number}"))
+    if not keys:
+        raise SymphonyError(f"{path}: the keyring holds no key", exit_code=2)
+    return keys
 
 
 def sign(bundle: dict[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
     data = canonical_bytes(bundle)
     public = private_key.public_key()
+    # No public key in the bundle: a verifier must bring its own (a key the
+    # bundle carries proves only that someone holds the matching private key).
     bundle["immutability"] = {
         "hash_algorithm": "SHA-256", "canonicalization": CANONICALIZATION,
         "bundle_hash": hashlib.sha256(data).hexdigest(),
         "signature": {"algorithm": "Ed25519", "key_id": key_id(public),
-                      "public_key": public.public_bytes(serialization.Encoding.Raw,
-                                                        serialization.PublicFormat.Raw).hex(),
                       "value": base64.b64encode(private_key.sign(data)).decode()}}
     return bundle
 
 
-def verify(bundle: Any, public_key: Ed25519PublicKey) -> list[str]:
-    """Problems with the bundle; empty when schema, hash, key id and signature all hold."""
+def verify(bundle: Any, trusted: Ed25519PublicKey | Iterable[Ed25519PublicKey]) -> list[str]:
+    """Problems with the bundle; empty when schema, hash, key and signature all hold.
+
+    Only `trusted` keys (the verifier's) are considered; anything the bundle says
+    about its own key beyond `key_id` is ignored.
+    """
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
@@ -121,18 +194,26 @@ def verify(bundle: Any, public_key: Ed25519PublicKey) -> list[str]:
                 for error in sorted(validator.iter_errors(bundle), key=lambda e: list(map(str, e.absolute_path)))]
     if problems:
         return problems
-    data = canonical_bytes(bundle)
+    keys = [trusted] if isinstance(trusted, Ed25519PublicKey) else list(trusted)
+    try:
+        data = canonical_bytes(bundle)
+    except ValueError as exc:
+        return [f"canonical form: {exc}"]
     immutability = bundle["immutability"]
     if hashlib.sha256(data).hexdigest() != immutability["bundle_hash"]:
         return ["hash: the bundle's content does not match immutability.bundle_hash (it was changed)"]
     signature = immutability["signature"]
-    if signature["key_id"] != key_id(public_key):
-        return [f"key: signed by {signature['key_id']}, not by the given key {key_id(public_key)}"]
-    try:
-        public_key.verify(base64.b64decode(signature["value"]), data)
-    except InvalidSignature:
-        return ["signature: Ed25519 signature does not verify"]
-    return []
+    matching = [key for key in keys if key_id(key) == signature["key_id"]]
+    if not matching:
+        given = ", ".join(sorted(key_id(key) for key in keys)) or "none"
+        return [f"key: signed by {signature['key_id']}, which is not a trusted key (trusted: {given})"]
+    for key in matching:
+        try:
+            key.verify(base64.b64decode(signature["value"]), data)
+        except InvalidSignature:
+            continue
+        return []
+    return ["signature: the Ed25519 signature does not verify with the trusted key"]
 
 
 # -- test results ------------------------------------------------------------------------
@@ -147,6 +228,23 @@ class TestResults:
     skipped: int = 0
     cases: list[dict[str, Any]] = field(default_factory=list)
     properties: dict[str, list[str]] = field(default_factory=dict)
+    # evidence name -> the cases marked for it (`@pytest.mark.evidence(name)`)
+    marked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.source is None:
+            return "no tests ran: no test results were given (--test-results)"
+        if self.executed == 0:
+            return f"no tests ran: {self.source} holds {len(self.cases)} test cases, none executed"
+        return (f"{self.executed} tests ran: {self.passed} passed, {self.failed} failed; "
+                f"{self.skipped} skipped ({self.source})")
+
+    def outcome(self) -> str:
+        """success only when tests ran and none failed; not_run when none ran."""
+        ran = self.executed
+        if ran == 0:
+            return "not_run"
+        return "failure" if self.failed else "success"
 
 
 def read_junit(path: str | None) -> TestResults:
@@ -165,9 +263,17 @@ def read_junit(path: str | None) -> TestResults:
         else:
             status = "pass"
         name = f"{case.get('classname', '')}::{case.get('name', '')}".strip(":")
-        results.cases.append({"name": name, "status": status, "duration_seconds": float(case.get("time") or 0)})
+        entry = {"name": name, "status": status, "duration_seconds": float(case.get("time") or 0)}
+        results.cases.append(entry)
         for prop in case.iter("property"):
-            results.properties.setdefault(prop.get("name", ""), []).append(prop.get("value", ""))
+            prop_name, value = prop.get("name", ""), prop.get("value", "")
+            results.properties.setdefault(prop_name, []).append(value)
+            if prop_name != EVIDENCE_PROPERTY:
+                continue
+            if value not in EVIDENCE_RESULTS:
+                raise SymphonyError(f"{path}: test {name} claims evidence {value!r}, which is not one of "
+                                    f"{', '.join(sorted(EVIDENCE_RESULTS))}", exit_code=2)
+            results.marked.setdefault(value, []).append(entry)
     results.executed = sum(1 for c in results.cases if c["status"] != "skipped")
     results.passed = sum(1 for c in results.cases if c["status"] == "pass")
     results.failed = sum(1 for c in results.cases if c["status"] == "fail")
@@ -223,7 +329,10 @@ async def _attestation_section(conn: asyncpg.Connection,
     ingress = sum(p["ingress_count"] for p in participants)
     terminal = sum(p["executions"] + p["handled"] for p in participants)
     gap = sum(p["gap"] for p in participants)
-    ghosts = [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+    # A 64-bit attestation id does not fit JSON's exact integers (I-JSON, RFC 8785
+    # refuses it): it is written as a decimal string.
+    ghosts = [{k: (v.isoformat() if isinstance(v, dt.datetime) else str(v) if k == "attestation_id" else v)
+               for k, v in r.items()}
               for r in await conn.fetch(QUERIES["audit_ghosts"], 0.0, GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
     seq_gaps = len(await conn.fetch(QUERIES["audit_seq_gaps"], timeout=TIMEOUT_SECONDS))
     # Archived prefixes count only when signed by the pinned key (archive_public_key).
@@ -240,15 +349,47 @@ async def _attestation_section(conn: asyncpg.Connection,
     return section, {"gap": gap, "seq_gaps": seq_gaps, "breaks": len(breaks)}
 
 
-def _scenarios(results: TestResults, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
-    return [case for case in results.cases if pattern.search(case["name"])]
+async def _table_exists(conn: asyncpg.Connection, name: str) -> bool:
+    present: bool = await conn.fetchval(EVIDENCE_QUERIES["evidence_table_exists"], name, timeout=TIMEOUT_SECONDS)
+    return present
 
 
-def _bcdr_item(results: TestResults, pattern: re.Pattern[str]) -> dict[str, Any]:
-    tests = _scenarios(results, pattern)
+async def log_checkpoints(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Every stream's latest checkpoint (its signed note verbatim), or, while the
+    verifiable log's table does not exist, an empty list marked not_available."""
+    if not await _table_exists(conn, CHECKPOINTS_TABLE):
+        return {"status": "not_available", "checkpoints": [],
+                "reason": f"this database has no {CHECKPOINTS_TABLE} table: the verifiable log "
+                          "(signed checkpoints) is not deployed"}
+    rows = await conn.fetch(EVIDENCE_QUERIES["evidence_latest_checkpoints"], timeout=TIMEOUT_SECONDS)
+    return {"status": "available",
+            "checkpoints": [{**dict(row), "cut_at": row["cut_at"].isoformat()} for row in rows]}
+
+
+async def gap_statements(conn: asyncpg.Connection) -> dict[str, Any]:
+    """The signed gap statements of the bundle's period. Seam: nothing produces
+    them yet (issue 14 item 3), so this is always an empty list marked
+    not_available; it says so rather than implying there were none."""
+    present = await _table_exists(conn, GAP_STATEMENTS_TABLE)
+    return {"status": "not_available", "statements": [],
+            "reason": (f"{GAP_STATEMENTS_TABLE} exists but this bundle version does not read it yet"
+                       if present else "no signed gap statements are produced yet")}
+
+
+def _marked_status(tests: list[dict[str, Any]]) -> str:
+    """pass only when a marked test ran and none failed; not_run when none ran."""
     ran = [t for t in tests if t["status"] != "skipped"]
-    status = "not_run" if not ran else "fail" if any(t["status"] == "fail" for t in ran) else "pass"
-    return {"status": status, "tests": tests}
+    return "not_run" if not ran else "fail" if any(t["status"] == "fail" for t in ran) else "pass"
+
+
+def _bcdr_item(results: TestResults, name: str) -> dict[str, Any]:
+    tests = results.marked.get(name, [])
+    status = _marked_status(tests)
+    item: dict[str, Any] = {"status": status, "tests": tests}
+    if status == "not_run":
+        item["reason"] = (f"no test marked @pytest.mark.evidence({name!r}) ran"
+                          + ("" if results.source else " (no test results were given)"))
+    return item
 
 
 def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResults, artifacts: list[str],
@@ -258,13 +399,14 @@ def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResult
     ci = os.environ.get("GITHUB_ACTIONS") == "true"
     run_url = (f"{os.environ.get('GITHUB_SERVER_URL')}/{os.environ.get('GITHUB_REPOSITORY')}/actions/runs/"
                f"{os.environ.get('GITHUB_RUN_ID')}" if ci else None)
-    outcome = "success" if results.failed == 0 else "failure"
+    outcome = results.outcome()
     return {
         "build_attestation": {
             "ci_provider": "github-actions" if ci else "local", "ci_run_id": os.environ.get("GITHUB_RUN_ID", "local"),
             "ci_conclusion": outcome, "workflow_name": os.environ.get("GITHUB_WORKFLOW", "symphony evidence bundle"),
             "workflow_run_url": run_url, "runner_os": f"{platform.system()} {platform.release()}",
-            "build_status": outcome, "build_started_at": now, "build_finished_at": now},
+            "build_status": outcome, "build_summary": results.summary(),
+            "build_started_at": now, "build_finished_at": now},
         "source_provenance": {"repository": git["repository"], "commit_hash": git["commit"],
                               "commit_author": git["author"], "commit_timestamp": git["timestamp"],
                               "branch": git["branch"], "signed_commit": git["signed"], "dirty": git["dirty"],
@@ -314,7 +456,7 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
     # A duplicate is a request answered by replay; it was blocked unless a second rail effect shows.
     duplicates = idem["replayed"]
     blocked = duplicates - min(integrity["duplicate_rail_effects"], duplicates)
-    failure = _scenarios(results, FAILURE_PATTERN)
+    failure = results.marked.get(FAILURE_INJECTION, [])
     bundle: dict[str, Any] = {
         "evidence_bundle_version": BUNDLE_VERSION, "bundle_id": str(uuid.uuid4()), "generated_at": now,
         "environment": settings.evidence_environment, "phase": settings.evidence_phase,
@@ -330,9 +472,10 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
                           "zombie_mttr_seconds": zombies["mttr_seconds"], "zombie_mttr_target_seconds": 60},
         "ingress_attestation": attestation_section,
         "failure_injection_results": {"source": results.source, "scenarios": failure,
+                                      "status": _marked_status(failure),
                                       "passed": sum(1 for s in failure if s["status"] == "pass"),
                                       "failed": sum(1 for s in failure if s["status"] == "fail")},
-        "bcdr": {name: _bcdr_item(results, pattern) for name, pattern in BCDR_PATTERNS.items()},
+        "bcdr": {name: _bcdr_item(results, name) for name in BCDR_RESULTS},
         "stress_test_summary": {
             "max_concurrent_requests": (int(v) if (v := _numeric_property(results, "max_concurrent_requests"))
                                         is not None else None),
@@ -346,5 +489,6 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
             "measured_policy_propagation_seconds": _numeric_property(results, "policy_propagation_seconds")},
         "dlq_metrics": {"records_entered": dlq["records_entered"], "records_recovered": dlq["records_recovered"],
                         "records_terminal": dlq["records_terminal"]},
+        "log_anchors": {"checkpoints": await log_checkpoints(conn), "gap_statements": await gap_statements(conn)},
     }
     return bundle, gates

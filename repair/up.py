@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 
+from repair import evidence_cli
 from symphony import archive_signature
 from symphony.components import ChildSpec, UpContext
 
@@ -26,18 +27,29 @@ def dashboard_token(ctx: UpContext) -> str:
     return str(path)
 
 
+def evidence_key(ctx: UpContext) -> str:
+    """The evidence bundle's signing key of this data dir: created once (private
+    key mode 0600), its public key beside it; what `up` prints about it."""
+    private = ctx.path(*evidence_cli.UP_SIGNING_KEY)
+    public = ctx.path(*evidence_cli.UP_PUBLIC_KEY)
+    kid, _ = evidence_cli.ensure_key_pair(private, public)
+    return f"{public} ({kid}; private key {private}, mode 0600)"
+
+
 def components(ctx: UpContext) -> list[ChildSpec]:
     metrics_port = ctx.free_port()
     dashboard_port = ctx.free_port()
     token_file = dashboard_token(ctx)
     private_key, public_key, _ = archive_signature.ensure_key_pair(ctx.data_dir)
+    evidence_public_key = evidence_key(ctx)
     base = [sys.executable, "-m", "symphony"]
     return [
         ChildSpec(
             name="repair",
             argv=[*base, "repair", "--database-url", ctx.database_url],
             endpoints={"metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-                       "archive public key": f"{public_key} (pin it: audit verify-chain --archive-public-key)"},
+                       "archive public key": f"{public_key} (pin it: audit verify-chain --archive-public-key)",
+                       "evidence public key": evidence_public_key},
             wait_port=metrics_port,
             env={"SYMPHONY_REPAIR_METRICS_PORT": str(metrics_port),
                  "SYMPHONY_REPAIR_INSTANCE_ID": f"{ctx.node_id}-repair",

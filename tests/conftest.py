@@ -22,6 +22,9 @@ import asyncpg
 import pytest
 
 from symphony.db import connect, migrate
+
+# The `evidence` marker (a test proves a named result of the evidence bundle).
+pytest_plugins = ["tests.evidence_plugin"]
 from symphony.embedded import EmbeddedPostgres, EmbeddedState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

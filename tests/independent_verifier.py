@@ -1,9 +1,10 @@
-"""An outsider's verifier, written from docs/verifying.md alone.
+"""An outsider's verifier, written from docs/verifying.md and journal/FORMAT.md alone.
 
-It imports nothing of Symphony: only hashlib, base64, struct and an Ed25519
-implementation (cryptography). Tests run it beside `symphony verify` on the
-same evidence; the two must agree on every case. If the documentation is
-wrong or incomplete, this file is where it shows.
+It imports nothing of Symphony: only hashlib, base64, struct, an Ed25519
+implementation (cryptography) and a CRC32C implementation (the `crc32c`
+package). Tests run it beside `symphony verify` and `journal.verify` on the
+same evidence; they must agree on every case. If the documentation is wrong or
+incomplete, this file is where it shows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from dataclasses import dataclass
+from pathlib import Path
 
+import crc32c as crc32c_package
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -121,3 +125,130 @@ def proof_ok(data: bytes, log_vkey: str, witness_vkeys: list[str], witnesses_req
         return False
     _, size, root = checked
     return root_from_path(leaf_hash(record), index, size, path) == root
+
+
+# -- journal segment files (journal/FORMAT.md) ---------------------------------------------
+
+SEGMENT_MAGIC = b"SYMJRNL\x00"
+HEADER_SIZE = 256
+RECORD_HEADER = 64
+BODY_MAX = 1048576
+SEALED = 1
+
+
+def crc32c(data: bytes) -> int:
+    return int(crc32c_package.crc32c(data))
+
+
+@dataclass
+class StreamCheck:
+    """What the outsider concludes about a stream directory."""
+
+    ok: bool
+    first_bad_seq: int | None
+    reason: str
+    first_seq: int
+    last_seq: int
+    last_hash: bytes
+    torn_tail_bytes: int
+
+
+def _record_valid(seg: bytes, p: int, s: int, h: bytes) -> str | None:
+    """F7: None when the record at p is valid as seq s after chain hash h, else why not."""
+    (body_len,) = struct.unpack_from("<I", seg, p + 36)
+    if body_len > BODY_MAX:
+        return "length"
+    size = (RECORD_HEADER + body_len + 7) & ~7
+    if p + size > len(seg):
+        return "length"
+    (crc,) = struct.unpack_from("<I", seg, p)
+    if crc32c(seg[p + 4:p + size]) != crc:
+        return "crc"
+    seq, _aid, kind, flags, reserved = struct.unpack_from("<QQHHI", seg, p + 40)
+    if seq != s:
+        return "seq"
+    if not 1 <= kind <= 5 or (kind == 1) != (seq == 1):
+        return "type"
+    if flags or reserved or any(seg[p + RECORD_HEADER + body_len:p + size]):
+        return "reserved"
+    if hashlib.sha256(h + seg[p + 36:p + RECORD_HEADER + body_len]).digest() != seg[p + 4:p + 36]:
+        return "chain"
+    return None
+
+
+def _valid_later(seg: bytes, start: int, end: int, bad_seq: int) -> bool:
+    """F10: a later 8-aligned offset holding a CRC-valid record with a greater seq."""
+    for q in range(start, end, 8):
+        if q + RECORD_HEADER > len(seg):
+            break
+        (crc, ) = struct.unpack_from("<I", seg, q)
+        (body_len, seq) = struct.unpack_from("<IQ", seg, q + 36)
+        if seq <= bad_seq or seq - bad_seq > len(seg) // RECORD_HEADER or body_len > BODY_MAX:
+            continue
+        size = (RECORD_HEADER + body_len + 7) & ~7
+        if q + size <= len(seg) and crc32c(seg[q + 4:q + size]) == crc:
+            return True
+    return False
+
+
+def check_stream(directory: Path) -> StreamCheck:
+    """Every segment of a stream copy: headers (F2-F6), records (F7), zero tail
+    (F8), torn tail or corruption in the last segment (F9, F10), and a last
+    segment marked SEALED (its successor is missing)."""
+    segments = sorted((int(path.name[:20]), path) for path in directory.iterdir()
+                      if len(path.name) == 24 and path.name.endswith(".seg") and path.name[:20].isdigit())
+    result = StreamCheck(True, None, "", 0, 0, b"\x00" * 32, 0)
+
+    def bad(seq: int, why: str) -> StreamCheck:
+        result.ok, result.first_bad_seq, result.reason = False, seq, why
+        return result
+
+    if not segments:
+        return bad(0, "no segment")
+    s, h, identity = segments[0][0], b"", None
+    for index, (name_seq, path) in enumerate(segments):
+        seg = path.read_bytes()
+        last = index == len(segments) - 1
+        if len(seg) < HEADER_SIZE or seg[:8] != SEGMENT_MAGIC or struct.unpack_from("<I", seg, 8)[0] != 1:
+            return bad(name_seq, "header magic or version")
+        if crc32c(seg[:160]) != struct.unpack_from("<I", seg, 160)[0]:
+            return bad(name_seq, "header crc")
+        segment_size, first_seq = struct.unpack_from("<QQ", seg, 16)
+        (stream_id, node_len) = struct.unpack_from("<HB", seg, 40)
+        node, epoch, prev = seg[48:48 + node_len], seg[112:128], seg[128:160]
+        synced_end, = struct.unpack_from("<Q", seg, 184)
+        flags, = struct.unpack_from("<I", seg, 192)
+        if segment_size != len(seg) or first_seq != name_seq:
+            return bad(name_seq, "header size or first_seq")
+        if identity is None:
+            identity, h, result.first_seq = (node, stream_id, epoch), prev, first_seq
+            if first_seq == 1 and prev != b"\x00" * 32:
+                return bad(1, "first prev_hash not zero")
+        elif (node, stream_id, epoch) != identity:
+            return bad(first_seq, "identity differs")
+        if first_seq != s:
+            return bad(s, "segments not contiguous")
+        if prev != h:
+            return bad(first_seq, "prev_hash does not continue the chain")
+        p = HEADER_SIZE
+        why = None
+        while p + RECORD_HEADER <= len(seg) and any(seg[p:p + RECORD_HEADER]):
+            why = _record_valid(seg, p, s, h)
+            if why is not None:
+                break
+            (body_len,) = struct.unpack_from("<I", seg, p + 36)
+            h = seg[p + 4:p + 36]
+            s += 1
+            p += (RECORD_HEADER + body_len + 7) & ~7
+        nonzero_end = len(seg.rstrip(b"\x00"))
+        if why is not None or nonzero_end > p:  # something after the last valid record
+            why = why or "garbage"
+            if not last:
+                return bad(s, f"{why} in a sealed segment")
+            if p < synced_end or _valid_later(seg, p + 8, nonzero_end, s):
+                return bad(s, f"{why}, not a torn tail")
+            result.torn_tail_bytes = nonzero_end - p
+        if last and flags & SEALED:
+            return bad(s, "the last segment is SEALED: a newer segment is missing")
+    result.last_seq, result.last_hash = s - 1, h
+    return result

@@ -64,6 +64,8 @@ def write_junit(system: ChaosSystem, path: Path) -> None:
         if mttr is not None:
             ET.SubElement(properties, "property", name="zombie_mttr_seconds", value=str(mttr))
         ET.SubElement(properties, "property", name="seed", value=str(report["seed"]))
+        # Each scenario is a failure injection: the bundle counts only cases marked so.
+        ET.SubElement(properties, "property", name="evidence", value="failure_injection")
         if not report["ok"]:
             ET.SubElement(case, "failure", message=json.dumps(report["findings"])[:2000])
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
@@ -108,23 +110,27 @@ def bundle_gap(bundle: dict[str, Any]) -> int:
 # -- scenarios that must leave the gap at 0 ------------------------------------------------------------
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_rail_down(chaos_system: ChaosSystem) -> None:
     """A rail answers 503 for a while: rows wait (breaker, backoff) and finish once it is back."""
     run_scenario(chaos_system, "rail-down")
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_double_tap_storm(chaos_system: ChaosSystem) -> None:
     """Storms of identical concurrent requests (and a conflicting body on the same key): one execution each."""
     report = run_scenario(chaos_system, "double-tap")
     assert report["measures"]["double_tap_intents"] > 0
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_clock_stepped_back(chaos_system: ChaosSystem) -> None:
     """The sidecar's wall clock steps back 200 ms (absorbed) then 3 s (refused with 503 CLOCK_BACKWARDS)."""
     report = run_scenario(chaos_system, "clock-back")
     assert report["load"]["errors"].get("CLOCK_BACKWARDS", 0) > 0
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_disk_full(chaos_system: ChaosSystem) -> None:
     """The journal's filesystem fills up: requests get 503 journal_full, are never forwarded, and service
     resumes once space is back."""
@@ -134,11 +140,13 @@ def test_chaos_disk_full(chaos_system: ChaosSystem) -> None:
     assert report["load"]["errors"].get("journal_full", 0) > 0
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_kill_forwarder(chaos_system: ChaosSystem) -> None:
     """kill -9 of the forwarder mid-batch: everything is shipped exactly once, the chains verify."""
     run_scenario(chaos_system, "kill-forwarder")
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_kill_relayer(chaos_system: ChaosSystem) -> None:
     """kill -9 of a relayer at a random moment and right after a rail executed, then a hung relayer:
     no second rail strike, and the hung relayer's expired leases become zombies that repair
@@ -150,12 +158,14 @@ def test_chaos_kill_relayer(chaos_system: ChaosSystem) -> None:
     assert report["measures"]["zombies"]["count"] >= 1, "the scenario produced no zombie to repair"
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_kill_repair_leader(chaos_system: ChaosSystem) -> None:
     """kill -9 of the repair leader: a standby takes over and repair goes on."""
     report = run_scenario(chaos_system, "kill-repair-leader")
     assert any(e["event"] == "leader taken over" for e in report["events"])
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_postgres_restart(chaos_system: ChaosSystem) -> None:
     """PostgreSQL stopped with -m immediate under load, then started: nothing lost, nothing doubled."""
     run_scenario(chaos_system, "pg-restart")
@@ -171,12 +181,14 @@ def test_chaos_evidence_bundle_gap_zero(chaos_system: ChaosSystem) -> None:
 # -- scenarios that leave ghosts by design --------------------------------------------------------------
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_kill_sidecar_worker(chaos_system: ChaosSystem) -> None:
     """kill -9 of a sidecar worker with requests in flight: the worker restarts on its stream; what it
     attested and never answered is a ghost with its GHOST incident, nothing unaccounted."""
     run_scenario(chaos_system, "kill-sidecar-worker")
 
 
+@pytest.mark.evidence("failure_injection")
 def test_chaos_blackhole(chaos_system: ChaosSystem) -> None:
     """The service drops requests after the sidecar attested them: exactly those are the new ghosts,
     one GHOST incident each, and no other incident."""

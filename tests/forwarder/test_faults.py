@@ -54,6 +54,7 @@ def _lag_records(metrics: str, stream_id: int) -> float:
     return float(match.group(1)) if match else -1.0
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: Factory) -> None:
     """Invariant 3 across an outage: while PostgreSQL is down the journal keeps

@@ -61,6 +61,7 @@ def _acknowledged(child: object, wanted: int) -> dict[int, str]:
     return acks
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 def test_kill_minus_nine_loses_no_acknowledged_record(stream_dir: Path) -> None:
     seed = random.randrange(1 << 30)

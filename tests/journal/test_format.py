@@ -54,5 +54,5 @@ def test_constants_and_names() -> None:
     assert record_size(0) == 64 and record_size(1) == 72 and record_size(200) == 264
     assert lib.JN_CANONICAL_OFFSET == 36
     assert [(t.name, t.value) for t in RecordType] == [
-        ("GENESIS", 1), ("INGRESS", 2), ("OUTCOME", 3), ("HEARTBEAT", 4), ("DROPPED", 5)]
+        ("GENESIS", 1), ("INGRESS", 2), ("OUTCOME", 3), ("HEARTBEAT", 4), ("DROPPED", 5), ("CHECKPOINT", 6)]
     assert "53 59 4D 4A 52 4E 4C 00" in FORMAT_MD.read_text()

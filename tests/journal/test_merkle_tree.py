@@ -126,7 +126,7 @@ def _signer(seen: list[tuple[int, bytes]]):  # noqa: ANN202 - a test double for 
 
 
 def test_checkpoint_records_carry_the_frontier_and_resume_after_release(stream_dir: Path) -> None:
-    """A CHECKPOINT record (F13) covers the records before it and carries the
+    """A CHECKPOINT record (F17) covers the records before it and carries the
     frontier; with the first segments released, a reopened writer resumes its
     tree from the newest CHECKPOINT and the records after it."""
     from journal import parse_checkpoint

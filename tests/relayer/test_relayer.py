@@ -82,6 +82,7 @@ async def _assert_one_execution_per_success(db: asyncpg.Connection, sims: dict[s
                 assert stats["executions_per_key"][rail_key(row["id"])] == 1
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 async def test_kill_9_after_the_rail_executed_never_strikes_twice(database_url: str, db: asyncpg.Connection,
                                                                  processes: Processes) -> None:
@@ -114,6 +115,7 @@ async def test_kill_9_after_the_rail_executed_never_strikes_twice(database_url: 
     await _assert_events_replay_to_table(db)
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 async def test_thirty_percent_transient_faults_on_both_rails(database_url: str, db: asyncpg.Connection,
                                                             processes: Processes) -> None:
@@ -139,6 +141,7 @@ async def test_thirty_percent_transient_faults_on_both_rails(database_url: str, 
     assert retried > 0  # the faults did happen
 
 
+@pytest.mark.evidence("failure_injection")
 async def test_poison_payload_dead_letters_while_other_rows_flow(database_url: str, db: asyncpg.Connection,
                                                                 processes: Processes) -> None:
     sim = processes.rail_sim("swiftpay")
@@ -178,6 +181,7 @@ async def test_poison_payload_dead_letters_while_other_rows_flow(database_url: s
     assert stats["executions_per_key"][rail_key(poison)] == 1
 
 
+@pytest.mark.evidence("failure_injection")
 async def test_breaker_opens_on_a_downed_rail_and_recovers(database_url: str, db: asyncpg.Connection,
                                                           processes: Processes) -> None:
     sim = processes.rail_sim("swiftpay", "--faults", '{"down": true}')
@@ -255,6 +259,7 @@ async def test_sigterm_drains_and_leaves_nothing_in_flight(database_url: str, db
     await _assert_one_execution_per_success(db, {"swiftpay": sim})
 
 
+@pytest.mark.evidence("failure_injection")
 async def test_sigstop_past_the_lease_then_claimed_again_by_itself(database_url: str, db: asyncpg.Connection,
                                                                   processes: Processes) -> None:
     """A relayer paused (SIGSTOP) longer than its lease, mid-call. On SIGCONT its
@@ -303,6 +308,7 @@ async def test_sigstop_past_the_lease_then_claimed_again_by_itself(database_url:
     await _assert_events_replay_to_table(db)
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 async def test_survives_a_postgres_crash_and_restart(processes: Processes) -> None:
     """PostgreSQL stopped with `pg_ctl -m immediate` under a running relayer and

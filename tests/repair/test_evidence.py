@@ -4,30 +4,40 @@ and a CI gate on the attestation gap.
 Method: hand-built records and test results; `symphony evidence keygen`,
 `bundle` and `verify` run as real processes; then the bundle is changed in the
 ways a forger would (edit a number, re-hash without the key, drop a section,
-verify with another key) and each must fail with its reason.
+verify with another key, re-sign with the forger's key and embed it) and each
+must fail with its reason, while a re-formatted copy (100.0 written 100,
+other whitespace) still verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import asyncpg
 import jsonschema
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from repair import evidence
-from tests.conftest import REPO_ROOT, symphony_cli
+from tests.conftest import symphony_cli
 from tests.repair.helpers import Stream, ago, executed_payment
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="pytest" tests="5" failures="0" errors="0" skipped="1">
-<testcase classname="tests.chaos.test_blackhole" name="test_blackhole_is_one_ghost" time="2.5"/>
-<testcase classname="tests.relayer.test_crash" name="test_kill_after_rail_success" time="3.0"/>
-<testcase classname="tests.ops.test_bcdr" name="test_database_restore_keeps_ledger" time="1.0"/>
+<testsuites><testsuite name="pytest" tests="7" failures="0" errors="0" skipped="1">
+<testcase classname="tests.chaos.test_blackhole" name="test_blackhole_is_one_ghost" time="2.5">
+  <properties><property name="evidence" value="failure_injection"/></properties></testcase>
+<testcase classname="tests.relayer.test_crash" name="test_kill_after_rail_success" time="3.0">
+  <properties><property name="evidence" value="failure_injection"/></properties></testcase>
+<testcase classname="tests.ops.test_bcdr" name="test_database_restore_keeps_ledger" time="1.0">
+  <properties><property name="evidence" value="database_restore"/></properties></testcase>
+<testcase classname="tests.relayer.test_store" name="test_release_unstarted_restores_previous_status" time="1.0"/>
+<testcase classname="tests.service.test_service" name="test_replayed_attestation_rebuild_failover" time="1.0"/>
 <testcase classname="tests.sidecar.test_policy" name="test_revocation_propagates" time="1.0">
   <properties><property name="policy_propagation_seconds" value="1.7"/></properties></testcase>
-<testcase classname="tests.bench" name="test_skipped_region" time="0"><skipped message="no"/></testcase>
+<testcase classname="tests.bench" name="test_skipped_region" time="0"><skipped message="no"/>
+  <properties><property name="evidence" value="region_failover"/></properties></testcase>
 </testsuite></testsuites>
 """
 
@@ -63,6 +73,19 @@ async def _clean_world(db: asyncpg.Connection) -> Stream:
     return stream
 
 
+def _repo(tmp_path: Path) -> Path:
+    """A git checkout with one commit for the bundle's provenance (the tests may
+    run from a copy of the repository without .git, as the mutation runner does)."""
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    if not (repo / ".git").exists():
+        for args in (["init", "-q"], ["-c", "user.name=Examiner", "-c", "user.email=examiner@example.org",
+                                      "commit", "-q", "--allow-empty", "-m", "release\n\nAI-Assisted: yes"]):
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+    return repo
+
+
 def _keys(tmp_path: Path) -> tuple[Path, Path]:
     private, public = tmp_path / "signing.pem", tmp_path / "signing.pub.pem"
     made = symphony_cli("evidence", "keygen", "--private", str(private), "--public", str(public))
@@ -78,7 +101,7 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     junit.write_text(JUNIT)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--test-results", str(junit), "--signing-key",
-                         str(private), "--repo", str(REPO_ROOT), "--database-url", database_url)
+                         str(private), "--repo", str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 0, built.stderr
     bundle = json.loads(out.read_text())
     jsonschema.Draft202012Validator(evidence.schema(), format_checker=jsonschema.FormatChecker()).validate(bundle)
@@ -87,15 +110,30 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     assert bundle["ingress_attestation"]["chain_verification"]["status"] == "OK"
     assert bundle["idempotency_metrics"]["duplicate_requests"] == 1
     assert bundle["idempotency_metrics"]["idempotency_success_rate"] == 100.0
-    assert bundle["test_evidence"]["tests_executed"] == 4 and bundle["test_evidence"]["tests_skipped"] == 1
+    assert bundle["test_evidence"]["tests_executed"] == 6 and bundle["test_evidence"]["tests_skipped"] == 1
+    assert bundle["build_attestation"]["build_status"] == "success"
+    assert bundle["build_attestation"]["build_summary"].startswith("6 tests ran: 6 passed, 0 failed; 1 skipped")
     names = [s["name"] for s in bundle["failure_injection_results"]["scenarios"]]
-    assert any("blackhole" in n for n in names) and any("kill_after" in n for n in names)
+    assert names == ["tests.chaos.test_blackhole::test_blackhole_is_one_ghost",
+                     "tests.relayer.test_crash::test_kill_after_rail_success"]  # the marked ones, nothing else
+    assert bundle["failure_injection_results"]["status"] == "pass"
     assert bundle["bcdr"]["database_restore"]["status"] == "pass"
+    assert [t["name"] for t in bundle["bcdr"]["database_restore"]["tests"]] == [
+        "tests.ops.test_bcdr::test_database_restore_keeps_ledger"]  # not the lease test named "restores"
+    assert bundle["bcdr"]["ledger_rebuild"] == {  # "rebuild" in a name proves nothing
+        "status": "not_run", "tests": [], "reason": "no test marked @pytest.mark.evidence('ledger_rebuild') ran"}
+    assert bundle["bcdr"]["region_failover"]["status"] == "not_run"  # marked but skipped
+    assert bundle["log_anchors"]["checkpoints"]["status"] == "not_available"
+    assert bundle["log_anchors"]["checkpoints"]["checkpoints"] == []
+    assert bundle["log_anchors"]["gap_statements"] == {
+        "status": "not_available", "statements": [], "reason": "no signed gap statements are produced yet"}
+    assert "public_key" not in bundle["immutability"]["signature"]
     assert bundle["revocation_bounds"]["measured_policy_propagation_seconds"] == 1.7
     assert bundle["revocation_bounds"]["worst_case_revocation_seconds"] == 4 * 3600 + 60
     assert bundle["dlq_metrics"] == {"records_entered": 0, "records_recovered": 0, "records_terminal": 0}
-    assert bundle["source_provenance"]["commit_hash"] == evidence._git(REPO_ROOT, "rev-parse", "HEAD")
+    assert bundle["source_provenance"]["commit_hash"] == evidence._git(_repo(tmp_path), "rev-parse", "HEAD")
     assert bundle["immutability"]["bundle_hash"] == hashlib.sha256(evidence.canonical_bytes(bundle)).hexdigest()
+    assert bundle["immutability"]["canonicalization"] == "RFC8785-JCS-without-immutability"
 
     ok = symphony_cli("evidence", "verify", str(out), "--public-key", str(public))
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stdout + ok.stderr
@@ -123,6 +161,80 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     missing = symphony_cli("evidence", "verify", str(out), "--public-key", str(tmp_path / "nope.pem"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
+    # The same JSON written differently (100.0 as 100, other whitespace) is the same bundle.
+    text = out.read_text()
+    assert '"idempotency_success_rate": 100.0' in text
+    respelled = tmp_path / "respelled.json"
+    respelled.write_text(json.dumps(json.loads(text.replace('"idempotency_success_rate": 100.0',
+                                                            '"idempotency_success_rate": 100')), indent=None))
+    assert '"idempotency_success_rate": 100,' in respelled.read_text()
+    result = symphony_cli("evidence", "verify", str(respelled), "--public-key", str(public))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # The genuine key given as 64 hex digits (not a path), and in a keyring.
+    raw_hex = evidence.raw_public_key(evidence.load_public_key(str(public))).hex()
+    result = symphony_cli("evidence", "verify", str(out), "--public-key", raw_hex)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+    keyring = tmp_path / "keyring"
+    keyring.write_text(f"# evidence keys\n{raw_hex} node-a evidence key\n")
+    result = symphony_cli("evidence", "verify", str(out), "--keyring", str(keyring))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = symphony_cli("evidence", "verify", str(out))
+    assert result.returncode == 2 and "--public-key" in result.stderr
+
+
+async def test_a_bundle_re_signed_by_a_forger_with_the_key_embedded_fails(
+        db: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
+    """Goal: verify trusts only the verifier's keys, never the bundle's. Method: a
+    forger edits a real bundle, re-signs it with their own key and embeds that
+    public key (as older bundles carried one); verifying with the operator's real
+    key must fail on the key, and so must verifying with no key."""
+    await _clean_world(db)
+    private, public = _keys(tmp_path)
+    out = tmp_path / "bundle.json"
+    built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
+                         str(_repo(tmp_path)), "--database-url", database_url)
+    assert built.returncode == 0, built.stderr
+    forged = json.loads(out.read_text())
+    forged["ingress_attestation"]["attestation_gap"]["ingress_count"] = 4000
+    forger = Ed25519PrivateKey.generate()
+    evidence.sign(forged, forger)
+    forged["immutability"]["signature"]["public_key"] = evidence.raw_public_key(forger.public_key()).hex()
+    assert evidence.verify(forged, forger.public_key()) == []  # a consistent forgery in itself
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    result = symphony_cli("evidence", "verify", str(path), "--public-key", str(public))
+    assert result.returncode == 1 and "key: signed by" in result.stdout and "not a trusted key" in result.stdout
+    result = symphony_cli("evidence", "verify", str(path))
+    assert result.returncode == 2
+
+
+async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_has_them(
+        db: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
+    """Goal: once the verifiable log's log_checkpoints table exists, the bundle
+    carries each stream's latest checkpoint (note verbatim). Method: create the
+    table as the TLOG design lays it out (decision 5; the log's migration is not
+    on this branch), insert two checkpoints of one stream and one of another,
+    build the bundle."""
+    await _clean_world(db)
+    await db.execute("""CREATE TABLE log_checkpoints (node_id text, stream_id integer, epoch bytea,
+                        tree_size bigint, root bytea, note text, cut_at timestamptz)""")
+    epoch = bytes(range(16))
+    for stream, size, at in ((0, 3, ago(minutes=2)), (0, 7, ago(minutes=1)), (1, 2, ago(minutes=1))):
+        await db.execute("INSERT INTO log_checkpoints VALUES ('node-a', $1, $2, $3, $4, $5, $6)", stream, epoch,
+                         size, bytes([size]) * 32, f"origin/{stream}\n{size}\nroot\n\n\u2014 sig\n", at)
+    private, public = _keys(tmp_path)
+    out = tmp_path / "bundle.json"
+    built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
+                         str(_repo(tmp_path)), "--database-url", database_url)
+    assert built.returncode == 0, built.stderr
+    anchors = json.loads(out.read_text())["log_anchors"]["checkpoints"]
+    assert anchors["status"] == "available"
+    assert [(c["stream_id"], c["tree_size"], c["root"]) for c in anchors["checkpoints"]] == [
+        (0, 7, "07" * 32), (1, 2, "02" * 32)]
+    assert anchors["checkpoints"][0]["epoch"] == epoch.hex() and anchors["checkpoints"][0]["note"].startswith("origin/0")
+    assert symphony_cli("evidence", "verify", str(out), "--public-key", str(public)).returncode == 0
+
 
 async def test_bundle_exits_non_zero_when_the_gap_is_not_zero(
         db: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
@@ -131,7 +243,7 @@ async def test_bundle_exits_non_zero_when_the_gap_is_not_zero(
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
-                         str(REPO_ROOT), "--database-url", database_url)
+                         str(_repo(tmp_path)), "--database-url", database_url)
     assert built.returncode == 1 and "attestation gap = 1" in built.stderr
     bundle = json.loads(out.read_text())  # still written and signed: the failure is evidence too
     assert bundle["ingress_attestation"]["attestation_gap"]["status"] == "FAIL"

@@ -150,6 +150,7 @@ async def test_a_restarted_leader_with_the_same_id_starts_a_new_term(db: asyncpg
 
 
 @pytest.mark.slow
+@pytest.mark.evidence("failure_injection")
 async def test_the_leader_survives_a_postgres_crash_and_leads_again(tmp_path: Path) -> None:
     """PostgreSQL killed and restarted under a running leader: the daemon must
     not exit (its sessions die mid-query, reconnects are refused while the

@@ -35,6 +35,7 @@ def _check_gapless(records: list[Any]) -> None:
         assert current[0].prev_hash == previous[0].chain_hash
 
 
+@pytest.mark.evidence("failure_injection")
 async def test_full_journal_refuses_with_503_and_never_forwards(
         sidecar_factory: Any, module_database_url: str, upstream: Upstream, keys: Keys) -> None:
     """Goal: invariant 1 when the journal cannot take a record. Method: cap the
@@ -73,6 +74,7 @@ async def test_full_journal_refuses_with_503_and_never_forwards(
     assert sidecar.stop() == 0
 
 
+@pytest.mark.evidence("failure_injection")
 @pytest.mark.slow
 async def test_kill_9_worker_under_load(sidecar_factory: Any, module_database_url: str, upstream: Upstream,
                                         keys: Keys) -> None:
