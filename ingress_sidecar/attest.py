@@ -27,6 +27,7 @@ from pathlib import Path
 import journal
 from symphony import attestation as att
 from symphony.attestation import RecordType
+from symphony.checkpoints import CheckpointSigner, Signed
 
 Observer = Callable[[int, int, int, bytes, bytes], None]
 
@@ -36,6 +37,10 @@ OUTCOME_BODY_BYTES_MAX = len(att.encode(att.OutcomeBody(
     disposition="upstream_error", latency_us=2**63 - 1, reason="x" * att.MAX_TEXT)))
 
 OUTCOME_RECORD_BYTES = journal.record_size(OUTCOME_BODY_BYTES_MAX)
+# A CHECKPOINT record at its largest: 64 frontier hashes and a note of a few
+# hundred bytes (origin, size, root, one Ed25519 signature line), bounded here.
+CHECKPOINT_NOTE_BYTES_MAX = 1024
+CHECKPOINT_RECORD_BYTES = journal.record_size(8 + 1 + 64 * 32 + 4 + CHECKPOINT_NOTE_BYTES_MAX)
 
 
 class AttestationRefused(Exception):
@@ -70,6 +75,9 @@ class Attestor:
         self.last_append_monotonic = time.monotonic()
         self.writable = True
         self.open_requests = 0  # INGRESS appended whose OUTCOME is not yet written
+        self.signer: CheckpointSigner | None = None  # cuts checkpoints when set (docs/verifying.md)
+        self.last_checkpoint: Signed | None = None
+        self._checkpoint_segment: Path | None = None  # the segment the last checkpoint was cut in
 
     @classmethod
     def open(cls, journal_root: Path, *, node_id: str, stream_id: int, durability: str,
@@ -151,6 +159,49 @@ class Attestor:
                                window_end_us=window_end_us, counts=counts)
         return self.append(RecordType.DROPPED, body, 0)
 
+    def checkpoint_due(self) -> bool:
+        """The tree grew since the last CHECKPOINT by more than that record itself."""
+        size, last = self.writer.tree_size, self.writer.last_checkpoint_size
+        return self.signer is not None and size is not None and (last is None or size > last + 1)
+
+    def rotated_since_checkpoint(self) -> bool:
+        return self.writer.current_segment != self._checkpoint_segment
+
+    def checkpoint(self) -> Signed | None:
+        """Cut a checkpoint of the stream epoch's tree: sign it, journal it as
+        a CHECKPOINT record (F17), publish it. None when there is nothing new
+        (or no signer, or the tree is unknown)."""
+        if not self.checkpoint_due():
+            return None
+        assert self.signer is not None
+        signer, signed = self.signer, None
+
+        def sign(size: int, root: bytes) -> bytes:
+            nonlocal signed
+            signed = signer.sign(self.stream_id, self.writer.epoch, size, root)
+            note = signed.note.encode()
+            assert len(note) <= CHECKPOINT_NOTE_BYTES_MAX, len(note)
+            return note
+
+        try:
+            # Room for this record and every OUTCOME still owed, as for any record.
+            self.writer.reserve(CHECKPOINT_RECORD_BYTES + self.open_requests * OUTCOME_RECORD_BYTES)
+            cut = self.writer.checkpoint(sign)
+        except (journal.JournalError, OSError) as exc:
+            self.writable = False
+            raise _refusal(exc) from None
+        if cut is None or signed is None:
+            return None
+        self._checkpoint_segment = self.writer.current_segment
+        self._appended(cut.seq, RecordType.CHECKPOINT, 0, cut.body, cut.chain_hash)
+        signer.publish(signed)
+        self.last_checkpoint = signed
+        return signed
+
     def close(self) -> None:
-        """Make everything appended durable and release the stream."""
+        """Cut a last checkpoint, make everything appended durable, release the stream."""
+        try:
+            self.checkpoint()
+        except AttestationRefused:
+            pass  # the journal cannot take it; the records themselves are durable below
         self.writer.close()

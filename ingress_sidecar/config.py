@@ -13,6 +13,7 @@ import msgspec
 
 from symphony import config
 from symphony.db import dsn
+from symphony.tlog import origins
 
 DAEMON = "sidecar"
 DURABILITY_LEVELS = ("none", "batch", "always")
@@ -88,6 +89,10 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     upstream_signing_key_file: str = ""
     shutdown_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 1.0
+    log_key_file: str = ""
+    log_origin_prefix: str = "symphony.example/local"
+    checkpoint_interval_seconds: float = 1.0
+    checkpoint_publish_dir: str = ""
     jwks_file: str = ""
     jwks_reload_seconds: float = 2.0
     jwt_issuer: str = "symphony-demo"
@@ -131,6 +136,11 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
                         "policy_staleness_seconds_max", "rate_limit_unauthenticated_per_second",
                         "rate_limit_unauthenticated_burst", "rate_limit_sources_max", "clock_offset_ms_max",
                         "refusal_log_interval_seconds")
+        config.check_range(self, "checkpoint_interval_seconds", 0.05, 3600)
+        try:
+            origins.log_name(self.log_origin_prefix, self.node_id)
+        except ValueError as exc:
+            raise ValueError(f"log_origin_prefix: {exc}") from None
         config.check_range(self, "header_read_timeout_seconds", high=300)
         config.check_range(self, "body_read_timeout_seconds", high=3600)
         config.check_range(self, "jwt_leeway_seconds", 0, 300)

@@ -28,6 +28,7 @@ COUNTERS = {
                 "worker_connections_max, source_connections_max, requests_in_flight_max, upstream_queue_full",
                 ("reason",)),
     "clock_refusals": ("Requests refused with 503 CLOCK_BACKWARDS", ()),
+    "checkpoints": ("Signed checkpoints cut into the journal as CHECKPOINT records", ()),
     "upstream_signatures": ("Ed25519 signatures of upstream headers (one per batch of requests)", ()),
     "upstream_signed_requests": ("Requests whose upstream headers were signed (divide by signatures: batch size)", ()),
     "mirror_lines": ("Records written to the NDJSON attestation mirror", ()),
@@ -55,6 +56,7 @@ GAUGES = {
     "upstream_waiting": "Requests waiting for a free upstream connection (upstream_queue_max caps them)",
     "open_ingress": "INGRESS records whose OUTCOME is not written yet",
     "mirror_queue": "Records waiting for the NDJSON mirror writer",
+    "checkpoint_tree_size": "Records covered by the newest checkpoint this worker cut",
 }
 
 

@@ -38,7 +38,8 @@ from ingress_sidecar.routes import RouteTable
 from ingress_sidecar.signing import BatchSigner
 from ingress_sidecar.upstream import UpstreamPool
 from symphony import upstream_headers as uh
-from symphony.errors import EXIT_OK, StartupError
+from symphony.checkpoints import CheckpointSigner, load_log_key
+from symphony.errors import EXIT_OK, ConfigError, StartupError
 from symphony.lifecycle import Shutdown
 from symphony.tls import server_context
 
@@ -123,14 +124,29 @@ class Worker:
                            offset_ms_max=self.settings.clock_offset_ms_max, clock=source)
 
     def _open_journal(self) -> Attestor:
+        signer = self._checkpoint_signer()
         try:
-            return Attestor.open(self.settings.journal_root(), node_id=self.settings.node_id, stream_id=self.stream_id,
-                                 durability=self.settings.durability,
-                                 segment_bytes=self.settings.journal_segment_bytes,
-                                 bytes_max=self.settings.journal_bytes_max,
-                                 flush_interval_us=self.settings.journal_flush_interval_us)
+            attestor = Attestor.open(self.settings.journal_root(), node_id=self.settings.node_id,
+                                     stream_id=self.stream_id, durability=self.settings.durability,
+                                     segment_bytes=self.settings.journal_segment_bytes,
+                                     bytes_max=self.settings.journal_bytes_max,
+                                     flush_interval_us=self.settings.journal_flush_interval_us)
         except (journal.JournalError, OSError, ValueError) as exc:
             raise StartupError(f"journal stream {self.settings.node_id}/{self.stream_id} not usable: {exc}") from None
+        attestor.signer = signer
+        return attestor
+
+    def _checkpoint_signer(self) -> CheckpointSigner | None:
+        """The node key that signs this stream's checkpoints (log_key_file), if configured."""
+        s = self.settings
+        if not s.log_key_file:
+            return None
+        try:
+            key = load_log_key(Path(s.log_key_file))
+        except ConfigError as exc:
+            raise StartupError(exc.reason) from None
+        publish = Path(s.checkpoint_publish_dir) if s.checkpoint_publish_dir else None
+        return CheckpointSigner(key, s.log_origin_prefix, s.node_id, publish)
 
     def _signer(self) -> uh.HeaderSigner:
         path = self.settings.signing_key_path()
@@ -194,7 +210,8 @@ class Worker:
         try:
             handler = self._build(attestor, upstreams)
             self.tasks = [asyncio.create_task(self.policy.run(self.stop), name="policy"),
-                          asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping")]
+                          asyncio.create_task(self._housekeeping(attestor, handler), name="housekeeping"),
+                          asyncio.create_task(self._checkpoints(attestor), name="checkpoints")]
             if self.settings.mirror_enabled:
                 self.tasks.append(asyncio.create_task(self._mirror(attestor).run(self.stop), name="mirror"))
             await self._await_first_policy_load()
@@ -287,6 +304,33 @@ class Worker:
             self.drops.restore(counts)
             log.error("DROPPED record refused by the journal; counts kept for the next window",
                       extra={"reason": refused.reason, "counts": counts})
+
+    async def _checkpoints(self, attestor: Attestor) -> None:
+        """Cut a checkpoint every checkpoint_interval_seconds when the tree grew,
+        and soon after a rotation (checked ten times per interval). A refused
+        checkpoint is logged and tried again next time; the last one is cut at
+        close (Attestor.close)."""
+        if attestor.signer is None:
+            return
+        interval = self.settings.checkpoint_interval_seconds
+        loop = asyncio.get_running_loop()
+        next_due = loop.time() + interval
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=interval / 10)
+                break
+            except asyncio.TimeoutError:
+                pass
+            if loop.time() < next_due and not attestor.rotated_since_checkpoint():
+                continue
+            next_due = loop.time() + interval
+            try:
+                signed = attestor.checkpoint()
+                if signed is not None:
+                    self.stats.count("checkpoints")
+                    self.stats.gauges["checkpoint_tree_size"] = float(signed.checkpoint.size)
+            except AttestationRefused as refused:
+                log.error("CHECKPOINT refused by the journal", extra={"reason": refused.reason})
 
     async def _housekeeping(self, attestor: Attestor, handler: RequestHandler) -> None:
         """Each tick: DROPPED aggregate, HEARTBEAT if idle, JWKS reload, gauges."""

@@ -29,7 +29,7 @@ from journal._format import (
     record_size,
 )
 from journal._reader import Reader, VerifyResult, release_segments, verify
-from journal._writer import DEFAULT_SEGMENT_BYTES, Writer
+from journal._writer import DEFAULT_SEGMENT_BYTES, CheckpointCut, Writer
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
@@ -47,6 +47,7 @@ __all__ = [
     "VerifyResult",
     "Writer",
     "CheckpointBody",
+    "CheckpointCut",
     "chain_hash",
     "checkpoint_body",
     "parse_checkpoint",

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 from pathlib import Path
+from typing import NamedTuple
 
 from journal._errors import JournalError, JournalIOError
 from journal._files import MappedSegment, lock_stream
@@ -57,6 +58,17 @@ def _disable_writers_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_disable_writers_after_fork)
+
+
+class CheckpointCut(NamedTuple):
+    """A CHECKPOINT record just appended: its seq, the tree size it covers, the
+    signed note, the record body and its chain hash."""
+
+    seq: int
+    tree_size: int
+    note: bytes
+    body: bytes
+    chain_hash: bytes
 
 
 class Writer(Recovery):
@@ -191,23 +203,28 @@ class Writer(Recovery):
         frontier: list[bytes] = [ffi.buffer(self._w.tree[i], HASH_SIZE)[:] for i in range(self._w.tree_count)]
         return frontier
 
-    def checkpoint(self, sign: Callable[[int, bytes], bytes]) -> tuple[int, int, bytes] | None:
+    def checkpoint(self, sign: Callable[[int, bytes], bytes]) -> CheckpointCut | None:
         """Cut a checkpoint: `sign(tree size, root)` returns the signed note for
         the tree as it stands; it is appended as a CHECKPOINT record (F17) with
-        the frontier that lets a reopened writer resume the tree. Returns
-        (record seq, tree size, note), or None while the tree is unknown.
-        The record is itself the next leaf: the checkpoint covers the records
-        before it.
+        the frontier that lets a reopened writer resume the tree. None while
+        the tree is unknown. The record is itself the next leaf: the
+        checkpoint covers the records before it.
         """
         size = self.tree_size
         root = self.tree_root()
         if size is None or root is None:
             return None
         note = sign(size, root)
-        seq, _ = self.append(RecordType.CHECKPOINT, checkpoint_body(size, self.tree_frontier(), note), 0, lazy=True)
+        body = checkpoint_body(size, self.tree_frontier(), note)
+        seq, chain_hash = self.append(RecordType.CHECKPOINT, body, 0, lazy=True)
         assert seq == size + 1, (seq, size)
         self.last_checkpoint_size = size
-        return seq, size, note
+        return CheckpointCut(seq, size, note, body, chain_hash)
+
+    @property
+    def current_segment(self) -> Path | None:
+        """The segment file records go to now (it changes at each rotation)."""
+        return self._current.path if self._current is not None else None
 
     # ---------------------------------------------------------------- append
 

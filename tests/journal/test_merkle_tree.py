@@ -138,8 +138,7 @@ def test_checkpoint_records_carry_the_frontier_and_resume_after_release(stream_d
                 writer.append(INGRESS, os.urandom(50 + i % 90), i)
             cut = writer.checkpoint(_signer(seen))
             assert cut is not None
-            seq, size, note = cut
-            assert seq == size + 1 and writer.last_checkpoint_size == size
+            assert cut.seq == cut.tree_size + 1 and writer.last_checkpoint_size == cut.tree_size
         for _ in range(150):
             writer.append(OUTCOME, b"after the last checkpoint", 9)
         expected_root, expected_size = writer.tree_root(), writer.tree_size
