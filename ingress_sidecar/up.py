@@ -49,11 +49,18 @@ def components(ctx: UpContext) -> list[ChildSpec]:
         "SYMPHONY_SIDECAR_ADMIN_PORT": str(admin_port),
         "SYMPHONY_SIDECAR_WORKERS": str(DEMO_WORKERS),
         "SYMPHONY_SIDECAR_UPSTREAM_URL": upstream,
+        # The verifiable log: the node key `up` made (keys/node-log.pem) signs each
+        # stream's checkpoints, published under <data_dir>/tlog for outsiders.
+        "SYMPHONY_SIDECAR_LOG_KEY_FILE": str(ctx.data_dir / "keys" / "node-log.pem"),
+        "SYMPHONY_SIDECAR_LOG_ORIGIN_PREFIX": ctx.log_origin_prefix,
+        "SYMPHONY_SIDECAR_CHECKPOINT_PUBLISH_DIR": str(ctx.data_dir / "tlog"),
     }
     return [ChildSpec(
         name="sidecar",
         argv=[sys.executable, "-m", "symphony", "sidecar", "--data-dir", str(ctx.data_dir)],
-        endpoints={"ingress": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin_port}/metrics"},
+        endpoints={"ingress": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin_port}/metrics",
+                   "checkpoints": f"{ctx.data_dir / 'tlog'}/<origin>/checkpoint (node key: "
+                                  f"{ctx.data_dir / 'keys' / 'node-log.vkey'})"},
         wait_port=port,
         env=env,
     )]
