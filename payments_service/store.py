@@ -146,7 +146,7 @@ class PaymentStore:
             outbox_id = await conn.fetchval(
                 QUERIES["insert_outbox"], intent["intent_id"], participant, attested.attestation_id,
                 attested.node_id, attested.stream_id, attested.stream_seq, payment.rail, payload,
-                self.retry_budget, timeout=TIMEOUT_SECONDS)
+                self.retry_budget, bytes.fromhex(attested.body_sha256_hex), timeout=TIMEOUT_SECONDS)
             body = {"payment_id": str(intent["intent_id"]), "outbox_id": str(outbox_id), "status": "PENDING",
                     "amount_minor": payment.amount_minor, "currency": payment.currency, "rail": payment.rail,
                     "destination_account": payment.destination_account,
