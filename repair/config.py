@@ -23,6 +23,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     leader_lock_key: int = 0x73796D7265706169  # "symrepai"
     ghost_grace_seconds: float = 120.0
     outcome_grace_seconds: float = 120.0
+    unattested_pending_seconds: float = 300.0
     zombie_grace_seconds: float = 30.0
     zombie_requeue: bool = True
     stuck_key_seconds: float = 60.0
@@ -57,6 +58,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         _check_positive(self, "leader_retry_seconds", 0.05, 600)
         _check_positive(self, "ghost_grace_seconds", 0, 86_400)
         _check_positive(self, "outcome_grace_seconds", 0, 86_400)
+        _check_positive(self, "unattested_pending_seconds", 0, 86_400 * 7)
         _check_positive(self, "zombie_grace_seconds", 0, 86_400)
         _check_positive(self, "stuck_key_seconds", 0, 86_400 * 7)
         _check_positive(self, "heartbeat_interval_seconds", 0.01, 3600)

@@ -35,7 +35,7 @@ from repair.config import RepairConfig
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony.errors import SymphonyError
 
-BUNDLE_VERSION = "2.0"
+BUNDLE_VERSION = "2.1"  # 2.1: the reverse gap (unattested executions)
 CANONICALIZATION = "json-sorted-keys-compact-utf8-without-immutability"
 GHOSTS_LISTED_MAX = 1000
 FAILURE_PATTERN = re.compile(r"chaos|fault|kill|crash|tamper|blackhole|torn|disk_full|clock|poison|failover", re.I)
@@ -45,7 +45,8 @@ BCDR_PATTERNS = {"database_restore": re.compile(r"restore", re.I),
 CONTROLS = ["INV1 no ingress, no execution", "INV2 zero attestation gap", "INV3 gapless streams",
             "INV4 tamper evidence", "INV5 monotonic time", "INV6 one rail effect per intent",
             "INV7 nothing stuck forever", "INV8 no payloads in attestations", "INV9 identity from verified context",
-            "INV10 bounded revocation"]
+            "INV10 bounded revocation",
+            "INV11 no execution without an attestation"]
 COMPLIANCE = {
     "bank_of_zambia": ["Payment Systems Directives: transaction traceability (attestation per request)",
                        "Sandbox evidence: attestation gap = 0, signed evidence bundle"],
@@ -213,13 +214,21 @@ def git_metadata(repo: Path) -> dict[str, Any]:
 # -- the bundle -----------------------------------------------------------------------------
 
 
-async def _attestation_section(conn: asyncpg.Connection) -> tuple[dict[str, Any], dict[str, int]]:
-    rows = await conn.fetch(QUERIES["audit_gap"], dt.datetime.min.replace(tzinfo=dt.timezone.utc),
-                            dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), None, timeout=TIMEOUT_SECONDS)
+async def _attestation_section(conn: asyncpg.Connection,
+                               settings: RepairConfig) -> tuple[dict[str, Any], dict[str, int]]:
+    since = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    bound = settings.unattested_pending_seconds
+    rows = await conn.fetch(QUERIES["audit_gap"], since, until, None, bound, timeout=TIMEOUT_SECONDS)
     participants = [dict(r) for r in rows]
     ingress = sum(p["ingress_count"] for p in participants)
     terminal = sum(p["executions"] + p["handled"] for p in participants)
     gap = sum(p["gap"] for p in participants)
+    unattested = sum(p["unattested"] for p in participants)
+    pending = sum(p["pending"] for p in participants)
+    executions = [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
+                  for r in await conn.fetch(QUERIES["audit_unattested"], since, until, None, bound,
+                                            GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
     ghosts = [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in r.items()}
               for r in await conn.fetch(QUERIES["audit_ghosts"], 0.0, GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
     seq_gaps = len(await conn.fetch(QUERIES["audit_seq_gaps"], timeout=TIMEOUT_SECONDS))
@@ -228,11 +237,13 @@ async def _attestation_section(conn: asyncpg.Connection) -> tuple[dict[str, Any]
     breaks = [r.as_dict() for r in reports if r.broken is not None]
     section = {
         "attestation_gap": {"ingress_count": ingress, "terminal_events": terminal, "gap": gap,
-                            "status": "PASS" if gap == 0 else "FAIL"},
-        "per_participant": participants, "ghosts": ghosts, "sequence_gaps": seq_gaps,
+                            "unattested": unattested, "pending_executions": pending,
+                            "status": "PASS" if gap == 0 and unattested == 0 else "FAIL"},
+        "per_participant": participants, "ghosts": ghosts, "unattested_executions": executions,
+        "sequence_gaps": seq_gaps,
         "chain_verification": {"status": "BROKEN" if breaks else "OK", "streams_verified": len(reports),
                                "records_verified": sum(r.records_verified for r in reports), "breaks": breaks}}
-    return section, {"gap": gap, "seq_gaps": seq_gaps, "breaks": len(breaks)}
+    return section, {"gap": gap, "unattested": unattested, "seq_gaps": seq_gaps, "breaks": len(breaks)}
 
 
 def _scenarios(results: TestResults, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
@@ -298,7 +309,7 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
     """The unsigned bundle and the numbers CI gates on."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     git = git_metadata(repo)
-    attestation_section, gates = await _attestation_section(conn)
+    attestation_section, gates = await _attestation_section(conn, settings)
     idem = await conn.fetchrow(QUERIES["evidence_idempotency"], settings.stuck_key_seconds, timeout=TIMEOUT_SECONDS)
     retries = await conn.fetchrow(QUERIES["evidence_retries"], timeout=TIMEOUT_SECONDS)
     zombies = await conn.fetchrow(QUERIES["evidence_zombies"], timeout=TIMEOUT_SECONDS)
