@@ -209,3 +209,21 @@ def test_up_children_have_no_secret_in_argv_and_each_connects_as_its_own_role(tm
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_database_url_file_is_read_and_a_world_readable_one_refused(tmp_path: Path, database_url: str) -> None:
+    """Goal: a DSN can come from a file (SYMPHONY_DATABASE_URL_FILE) instead of argv
+    or the environment, and a file every local user may read is refused.
+    Method: run the real `symphony audit gap` with only the file variable set."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SYMPHONY_")}
+    url_file = tmp_path / "database-url"
+    url_file.write_text(database_url + "\n")
+    url_file.chmod(0o600)
+    env["SYMPHONY_DATABASE_URL_FILE"] = str(url_file)
+    ok = symphony_cli("audit", "gap", "--json", "--data-dir", str(tmp_path / "none"), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["total"]["status"] == "PASS"
+    url_file.chmod(0o644)
+    refused = symphony_cli("audit", "gap", "--data-dir", str(tmp_path / "none"), env=env)
+    assert refused.returncode == 3 and "every user may read it" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and database_url not in refused.stderr
