@@ -349,8 +349,8 @@ async def _db_now(url: str) -> dt.datetime:
 async def _cli(system: System, *args: str) -> tuple[int, Any]:
     """Run `symphony ARGS --json` against this system: (exit code, parsed stdout)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "symphony", *args, "--json", "--database-url", system.database_url,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable, "-m", "symphony", *args, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SYMPHONY_DATABASE_URL": system.database_url})  # never in argv
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout=180)
     except asyncio.TimeoutError:
@@ -850,8 +850,8 @@ def _start_standby_repair(system: System) -> subprocess.Popen[bytes]:
     """A second repair instance (ours: stopped at the end of the scenario)."""
     log = open(system.data_dir / "logs" / "chaos-repair-standby.log", "ab")  # noqa: SIM115
     env = {**CHAOS_SETTINGS, **os.environ, "SYMPHONY_REPAIR_METRICS_PORT": "0",
-           "SYMPHONY_REPAIR_INSTANCE_ID": STANDBY_ID}
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "repair", "--database-url", system.database_url],
+           "SYMPHONY_REPAIR_INSTANCE_ID": STANDBY_ID, "SYMPHONY_DATABASE_URL": system.database_url}
+    process = subprocess.Popen([sys.executable, "-m", "symphony", "repair"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
     log.close()
