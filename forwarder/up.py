@@ -13,10 +13,12 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     journal_dir.mkdir(parents=True, exist_ok=True)
     return [ChildSpec(
         name="forwarder",
-        argv=[sys.executable, "-m", "symphony", "forwarder", "--database-url", ctx.database_url],
+        argv=[sys.executable, "-m", "symphony", "forwarder"],
         endpoints={"metrics": f"http://127.0.0.1:{admin_port}/metrics"},
         wait_port=admin_port,
         env={
+            # Its own role's DSN, in the environment: never in argv (visible in ps).
+            "SYMPHONY_DATABASE_URL": ctx.dsn_for("forwarder"),
             "SYMPHONY_FORWARDER_NODE_ID": ctx.node_id,
             "SYMPHONY_FORWARDER_JOURNAL_DIR": str(journal_dir),
             "SYMPHONY_FORWARDER_ADMIN_PORT": str(admin_port),

@@ -43,7 +43,7 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     ctx._taken.add(port)  # noqa: SLF001
     admin_port = ctx.free_port()
     env = {
-        "SYMPHONY_DATABASE_URL": ctx.database_url,
+        "SYMPHONY_DATABASE_URL": ctx.dsn_for("sidecar"),
         "SYMPHONY_SIDECAR_NODE_ID": ctx.node_id,
         "SYMPHONY_SIDECAR_LISTEN_PORT": str(port),
         "SYMPHONY_SIDECAR_ADMIN_PORT": str(admin_port),

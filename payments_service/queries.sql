@@ -56,10 +56,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING intent_id, created_at;
 
 -- name: insert_outbox
--- The outbox row, PENDING, referencing the ingress attestation that carried it.
+-- The outbox row, PENDING, referencing the ingress attestation that carried it
+-- and the body hash the sidecar signed ($10), which the reverse-gap audit
+-- compares with the INGRESS (execution_attestation_v1, migration 0040).
 INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id, ingress_stream_id,
-                            ingress_seq, rail, payload, max_attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            ingress_seq, rail, payload, max_attempts, ingress_body_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING id;
 
 -- name: complete_key

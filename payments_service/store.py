@@ -181,7 +181,7 @@ class PaymentStore:
             outbox_id = await conn.fetchval(
                 QUERIES["insert_outbox"], intent["intent_id"], attested.participant_id, attested.attestation_id,
                 attested.node_id, attested.stream_id, attested.stream_seq, payment.rail, payload,
-                self.retry_budget, timeout=TIMEOUT_SECONDS)
+                self.retry_budget, bytes.fromhex(attested.body_sha256_hex), timeout=TIMEOUT_SECONDS)
         return intent, outbox_id
 
     async def payment_view(self, payment_id: Any, participant_id: str) -> dict[str, Any] | None:

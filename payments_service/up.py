@@ -21,7 +21,7 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     url = f"http://127.0.0.1:{port}"
     ctx.service_url = url  # type: ignore[attr-defined]  # read by ingress_sidecar.up
     argv = [sys.executable, "-m", "symphony", "service", "--data-dir", str(ctx.data_dir)]
-    env = {"SYMPHONY_DATABASE_URL": ctx.database_url, "SYMPHONY_SERVICE_LISTEN_PORT": str(port),
+    env = {"SYMPHONY_DATABASE_URL": ctx.dsn_for("service"), "SYMPHONY_SERVICE_LISTEN_PORT": str(port),
            "SYMPHONY_SERVICE_ADMIN_PORT": str(admin_port)}
     if getattr(ctx, "chaos", False):  # `chaos = true` in up.toml: the test-only fault switch (symphony.app.chaos)
         argv.append("--enable-test-faults")

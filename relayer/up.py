@@ -32,5 +32,5 @@ def components(ctx: UpContext) -> list[ChildSpec]:
         argv=[sys.executable, "-m", "symphony", "relayer", "--config", str(config)],
         endpoints={"metrics": f"http://127.0.0.1:{admin_port}/metrics"},
         wait_port=admin_port,
-        env={"SYMPHONY_DATABASE_URL": ctx.database_url},
+        env={"SYMPHONY_DATABASE_URL": ctx.dsn_for("relayer")},
     )]

@@ -49,7 +49,8 @@ def parse_time(text: str) -> dt.datetime:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_common(parser)
     sub = parser.add_subparsers(dest="check", metavar="CHECK", required=True)
-    gap = sub.add_parser("gap", help="ingress - executions - handled, per participant and in total")
+    gap = sub.add_parser("gap", help="ingress - executions - handled (ghosts), and executions without their "
+                                     "INGRESS (unattested), per participant and in total")
     gap.add_argument("--since", type=parse_time, help="window start (inclusive); default: the beginning")
     gap.add_argument("--until", type=parse_time, help="window end (exclusive); default: now")
     gap.add_argument("--participant", help="only this participant")
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     settings, url = common.settings_and_dsn(args)
     args.settings = settings
     _load_keys(args)  # a bad key is a usage error, found before connecting
+    args.unattested_pending_seconds = settings.unattested_pending_seconds
     checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain,
               "cross-check": _cross_check, "archive": _archive}
     found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
@@ -109,17 +111,29 @@ async def _gap(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool
     until = args.until or dt.datetime.now(dt.timezone.utc)
     if until <= since:
         raise SymphonyError("--until must be after --since", exit_code=2)
-    rows = await conn.fetch(QUERIES["audit_gap"], since, until, args.participant, timeout=TIMEOUT_SECONDS)
+    bound = args.unattested_pending_seconds
+    rows = await conn.fetch(QUERIES["audit_gap"], since, until, args.participant, bound, timeout=TIMEOUT_SECONDS)
     participants = [dict(row) for row in rows]
-    total = {key: sum(p[key] for p in participants) for key in ("ingress_count", "executions", "handled", "gap")}
-    total["status"] = "PASS" if total["gap"] == 0 else "FAIL"
+    total: dict[str, Any] = {key: sum(p[key] for p in participants)
+                             for key in ("ingress_count", "executions", "handled", "gap", "unattested", "pending")}
+    total["pending_age_seconds_max"] = max((p["pending_age_seconds_max"] for p in participants
+                                            if p["pending_age_seconds_max"] is not None), default=None)
+    total["status"] = "PASS" if total["gap"] == 0 and total["unattested"] == 0 else "FAIL"
+    executions = [{key: _iso(value) for key, value in row.items()} for row in await conn.fetch(
+        QUERIES["audit_unattested"], since, until, args.participant, bound, GHOSTS_MAX, timeout=TIMEOUT_SECONDS)]
     report = {"window": {"since": args.since.isoformat() if args.since else None, "until": until.isoformat()},
-              "participants": participants, "total": total}
-    lines = [f"{'participant':<24} {'ingress':>8} {'executed':>8} {'handled':>8} {'gap':>6}  status"]
+              "unattested_pending_seconds": bound, "participants": participants, "total": total,
+              "executions_without_ingress": executions}
+    lines = [f"{'participant':<24} {'ingress':>8} {'executed':>8} {'handled':>8} {'gap':>6} {'unattested':>10} "
+             f"{'pending':>8}  status"]
     for p in participants + [{"participant_id": "TOTAL", **total}]:
         lines.append(f"{p['participant_id']:<24} {p['ingress_count']:>8} {p['executions']:>8} {p['handled']:>8} "
-                     f"{p['gap']:>6}  {p['status']}")
-    return total["gap"] != 0, report, "\n".join(lines)
+                     f"{p['gap']:>6} {p['unattested']:>10} {p['pending']:>8}  {p['status']}")
+    for e in executions:
+        lines.append(f"{e['classification']}: outbox {e['outbox_id']} of {e['participant_id']} names INGRESS "
+                     f"{e['node_id']}/{e['stream_id']}/{e['stream_seq']} (attestation {e['attestation_id']}): "
+                     f"{e['reason']}, age {e['age_seconds']:.0f} s, {e['rail_attempts']} rail attempt(s)")
+    return total["status"] != "PASS", report, "\n".join(lines)
 
 
 async def _ghosts(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:

@@ -23,6 +23,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     leader_lock_key: int = 0x73796D7265706169  # "symrepai"
     ghost_grace_seconds: float = 120.0
     outcome_grace_seconds: float = 120.0
+    unattested_pending_seconds: float = 300.0
     zombie_grace_seconds: float = 30.0
     zombie_requeue: bool = True
     stuck_key_seconds: float = 60.0
@@ -64,6 +65,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         config.check_range(self, "leader_retry_seconds", 0.05, 600)
         config.check_range(self, "ghost_grace_seconds", 0, 86_400)
         config.check_range(self, "outcome_grace_seconds", 0, 86_400)
+        config.check_range(self, "unattested_pending_seconds", 0, 86_400 * 7)
         config.check_range(self, "zombie_grace_seconds", 0, 86_400)
         config.check_range(self, "stuck_key_seconds", 0, 86_400 * 7)
         config.check_range(self, "heartbeat_interval_seconds", 0.01, 3600)

@@ -178,8 +178,9 @@ CONDITION_CHECKS: tuple[ConditionCheck, ...] = (_payments_stuck, _breakers_open)
 
 
 def overall_status(totals: dict[str, Any], conditions: list[dict[str, str]]) -> str:
-    """CRITICAL_GAP beats ACTION_REQUIRED beats HEALTHY."""
-    if totals["gap"]:
+    """CRITICAL_GAP (a ghost, or an execution without its attestation) beats
+    ACTION_REQUIRED beats HEALTHY."""
+    if totals["gap"] or totals.get("unattested"):
         return "CRITICAL_GAP"
     if totals["open_incidents"] or totals["dead_letters"] or conditions:
         return "ACTION_REQUIRED"
@@ -188,7 +189,8 @@ def overall_status(totals: dict[str, Any], conditions: list[dict[str, str]]) -> 
 
 async def overview_data(conn: asyncpg.Connection, settings: RepairConfig) -> dict[str, Any]:
     """Everything the overview page shows, as plain data (also served as JSON)."""
-    participants = [dict(r) for r in await conn.fetch(QUERIES["dashboard_participants"], timeout=TIMEOUT_SECONDS)]
+    participants = [dict(r) for r in await conn.fetch(QUERIES["dashboard_participants"],
+                                                      settings.unattested_pending_seconds, timeout=TIMEOUT_SECONDS)]
     incidents = [dict(r) for r in await conn.fetch(QUERIES["list_incidents"], True, None, INCIDENTS_SHOWN_MAX,
                                                    timeout=TIMEOUT_SECONDS)]
     streams = [dict(r) for r in await conn.fetch(QUERIES["dashboard_streams"], timeout=TIMEOUT_SECONDS)]
@@ -196,7 +198,8 @@ async def overview_data(conn: asyncpg.Connection, settings: RepairConfig) -> dic
     series = [dict(r) for r in await conn.fetch(QUERIES["dashboard_series"], settings.dashboard_chart_minutes,
                                                 timeout=TIMEOUT_SECONDS)]
     totals = {key: sum(p[key] for p in participants)
-              for key in ("ingress_count", "executions", "handled", "gap", "open_incidents", "dead_letters")}
+              for key in ("ingress_count", "executions", "handled", "gap", "unattested", "pending_executions",
+                          "open_incidents", "dead_letters")}
     data: dict[str, Any] = {"rails": [], "breakers": []}
     conditions = [reason for check in CONDITION_CHECKS for reason in await check(conn, settings, data)]
     totals["status"] = overall_status(totals, conditions)
@@ -264,6 +267,7 @@ def render_overview(data: dict[str, Any], *, csrf: str | None = None, refresh_se
             f'{escape(p["participant_id"])}</td><td class="ingress">{p["ingress_count"]}</td>'
             f'<td class="executions">{p["executions"]}</td><td class="handled">{p["handled"]}</td>'
             f'<td class="ghosts">{p["ghosts"]}</td><td class="gap">{p["gap"]}</td>'
+            f'<td class="unattested">{p["unattested"]}</td><td class="pending">{p["pending_executions"]}</td>'
             f'<td class="score">{p["integrity_score"]:.2f}</td><td class="incidents">{p["open_incidents"]}</td>'
             f'<td class="dead-letters">{p["dead_letters"]}</td><td class="l status">{_badge(p["status"])}</td></tr>')
     incidents = [
@@ -296,12 +300,14 @@ def render_overview(data: dict[str, Any], *, csrf: str | None = None, refresh_se
 Repair: {leaders}.</p>
 <p id="overall">Overall: {_badge(t["status"])} ingress <b id="total-ingress">{t["ingress_count"]}</b>,
 executions <b id="total-executions">{t["executions"]}</b>, handled <b id="total-handled">{t["handled"]}</b>,
-gap <b id="total-gap">{t["gap"]}</b>, open incidents <b id="total-incidents">{t["open_incidents"]}</b>,
+gap <b id="total-gap">{t["gap"]}</b>, unattested executions <b id="total-unattested">{t["unattested"]}</b>
+(pending <b id="total-pending">{t["pending_executions"]}</b>), open incidents <b id="total-incidents">{t["open_incidents"]}</b>,
 dead letters <b id="total-dead-letters">{t["dead_letters"]}</b>.</p>
 {_conditions_html(data["conditions"])}
 <h2>Participants</h2>
 <table id="participants"><tr><th class="l">participant</th><th>ingress</th><th>executions</th><th>handled</th>
-<th>ghosts</th><th>gap</th><th>integrity score</th><th>open incidents</th><th>dead letters</th>
+<th>ghosts</th><th>gap</th><th title="executions whose INGRESS PostgreSQL does not hold">unattested</th>
+<th title="executions whose INGRESS is not shipped yet">pending</th><th>integrity score</th><th>open incidents</th><th>dead letters</th>
 <th class="l">status</th></tr>{"".join(rows)}</table>
 <h2>Open incidents</h2>
 <table id="incidents"><tr><th class="l">kind</th><th class="l">severity</th><th class="l">participant</th>

@@ -25,6 +25,18 @@ from repair.findings import Findings as Findings
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony import attestation
 
+UNATTESTED_REASONS = {
+    "missing": "its INGRESS is not in PostgreSQL although the stream's checkpoint covers it (deleted or truncated)",
+    "not_an_ingress": "the record at its INGRESS position is not an INGRESS",
+    "attestation_id_differs": "the INGRESS at its position carries another attestation id",
+    "participant_differs": "its INGRESS names another participant",
+    "body_sha256_differs": "its INGRESS attests another request body (body SHA-256 differs)",
+    "halted": "its INGRESS lies in a stream the forwarder halted and never arrived",
+    "unshipped": "its INGRESS lies beyond what the forwarder shipped and never arrived",
+}
+
+
+
 
 def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row as JSON-ready evidence (times as ISO 8601 strings)."""
@@ -238,6 +250,26 @@ async def detect_clock_backwards(conn: asyncpg.Connection, settings: RepairConfi
     return found
 
 
+async def detect_unattested(conn: asyncpg.Connection, settings: RepairConfig) -> Findings:
+    """The reverse gap (invariant 11): executions without the INGRESS they name."""
+    rows = await conn.fetch(QUERIES["detect_unattested"], settings.unattested_pending_seconds,
+                            settings.scan_window_hours * 3600, settings.findings_max, timeout=TIMEOUT_SECONDS)
+    found = Findings("UNATTESTED_EXECUTION", complete=len(rows) < settings.findings_max,
+                     scope_since=_window_start(settings))
+    for row in rows:
+        evidence = _plain(row)
+        evidence["pending_bound_seconds"] = settings.unattested_pending_seconds
+        where = f"{row['node_id']}/{row['stream_id']}/{row['stream_seq']}"
+        found.items.append(Finding(
+            kind="UNATTESTED_EXECUTION", dedup_key=row["outbox_id"], severity="CRITICAL",
+            subject=(f"outbox {row['outbox_id']} ({row['outbox_status']}, {row['rail_attempts']} rail attempt(s)) of "
+                     f"{row['participant_id']} names INGRESS {where} (attestation {row['attestation_id']}), but "
+                     f"{UNATTESTED_REASONS.get(row['reason'], row['reason'])}"),
+            evidence=evidence, participant_id=row["participant_id"], node_id=row["node_id"],
+            stream_id=row["stream_id"]))
+    return found
+
+
 def chain_break_finding(node_id: str, stream_id: int, broken: chain.Break, source: str) -> Finding:
     return Finding(
         kind="CHAIN_BREAK", dedup_key=f"{node_id}/{stream_id}/{broken.seq}/{broken.reason}", severity="CRITICAL",
@@ -247,4 +279,4 @@ def chain_break_finding(node_id: str, stream_id: int, broken: chain.Break, sourc
 
 
 ROW_DETECTORS = (detect_ghosts, detect_outcome_missing, detect_zombies, detect_stuck_keys, detect_seq_gaps,
-                 detect_silent_streams, detect_dead_letters, detect_clock_backwards)
+                 detect_silent_streams, detect_dead_letters, detect_clock_backwards, detect_unattested)

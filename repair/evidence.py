@@ -46,7 +46,7 @@ from symphony import archive_signature
 from symphony.db import queries
 from symphony.errors import SymphonyError
 
-BUNDLE_VERSION = "2.0"
+BUNDLE_VERSION = "2.1"  # 2.1: the reverse gap (unattested executions)
 CANONICALIZATION = "RFC8785-JCS-without-immutability"
 GHOSTS_LISTED_MAX = 1000
 # The JUnit property a marked test carries (`@pytest.mark.evidence(NAME)`), and
@@ -58,7 +58,8 @@ EVIDENCE_RESULTS = frozenset({*BCDR_RESULTS, FAILURE_INJECTION})
 CONTROLS = ["INV1 no ingress, no execution", "INV2 zero attestation gap", "INV3 gapless streams",
             "INV4 tamper evidence", "INV5 monotonic time", "INV6 one rail effect per intent",
             "INV7 nothing stuck forever", "INV8 no payloads in attestations", "INV9 identity from verified context",
-            "INV10 bounded revocation"]
+            "INV10 bounded revocation",
+            "INV11 no execution without an attestation"]
 COMPLIANCE = {
     "bank_of_zambia": ["Payment Systems Directives: transaction traceability (attestation per request)",
                        "Sandbox evidence: attestation gap = 0, signed evidence bundle"],
@@ -323,14 +324,22 @@ def git_metadata(repo: Path) -> dict[str, Any]:
 
 async def _attestation_section(conn: asyncpg.Connection,
                                settings: RepairConfig) -> tuple[dict[str, Any], dict[str, int]]:
-    rows = await conn.fetch(QUERIES["audit_gap"], dt.datetime.min.replace(tzinfo=dt.timezone.utc),
-                            dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1), None, timeout=TIMEOUT_SECONDS)
+    since = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+    bound = settings.unattested_pending_seconds
+    rows = await conn.fetch(QUERIES["audit_gap"], since, until, None, bound, timeout=TIMEOUT_SECONDS)
     participants = [dict(r) for r in rows]
     ingress = sum(p["ingress_count"] for p in participants)
     terminal = sum(p["executions"] + p["handled"] for p in participants)
     gap = sum(p["gap"] for p in participants)
+    unattested = sum(p["unattested"] for p in participants)
+    pending = sum(p["pending"] for p in participants)
     # A 64-bit attestation id does not fit JSON's exact integers (I-JSON, RFC 8785
     # refuses it): it is written as a decimal string.
+    executions = [{k: (v.isoformat() if isinstance(v, dt.datetime) else str(v) if k == "attestation_id" else v)
+                   for k, v in r.items()}
+                  for r in await conn.fetch(QUERIES["audit_unattested"], since, until, None, bound,
+                                            GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
     ghosts = [{k: (v.isoformat() if isinstance(v, dt.datetime) else str(v) if k == "attestation_id" else v)
                for k, v in r.items()}
               for r in await conn.fetch(QUERIES["audit_ghosts"], 0.0, GHOSTS_LISTED_MAX, timeout=TIMEOUT_SECONDS)]
@@ -342,11 +351,13 @@ async def _attestation_section(conn: asyncpg.Connection,
     breaks = [r.as_dict() for r in reports if r.broken is not None]
     section = {
         "attestation_gap": {"ingress_count": ingress, "terminal_events": terminal, "gap": gap,
-                            "status": "PASS" if gap == 0 else "FAIL"},
-        "per_participant": participants, "ghosts": ghosts, "sequence_gaps": seq_gaps,
+                            "unattested": unattested, "pending_executions": pending,
+                            "status": "PASS" if gap == 0 and unattested == 0 else "FAIL"},
+        "per_participant": participants, "ghosts": ghosts, "unattested_executions": executions,
+        "sequence_gaps": seq_gaps,
         "chain_verification": {"status": "BROKEN" if breaks else "OK", "streams_verified": len(reports),
                                "records_verified": sum(r.records_verified for r in reports), "breaks": breaks}}
-    return section, {"gap": gap, "seq_gaps": seq_gaps, "breaks": len(breaks)}
+    return section, {"gap": gap, "unattested": unattested, "seq_gaps": seq_gaps, "breaks": len(breaks)}
 
 
 async def _table_exists(conn: asyncpg.Connection, name: str) -> bool:

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     Path(args.out).write_text(json.dumps(bundle, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                               encoding="utf-8")
     failed = [f"{name} = {value}" for name, value in (("attestation gap", gates["gap"]),
+                                                      ("unattested executions", gates["unattested"]),
                                                       ("chain breaks", gates["breaks"]),
                                                       ("sequence gaps", gates["seq_gaps"]),
                                                       ("ledger integrity violations",

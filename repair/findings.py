@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("GHOST", "OUTCOME_MISSING", "ZOMBIE", "STUCK_KEY", "SEQ_GAP", "CHAIN_BREAK", "NODE_SILENT", "DEAD_LETTER",
-         "CLOCK_BACKWARDS")
+         "CLOCK_BACKWARDS", "UNATTESTED_EXECUTION")
 
 
 @dataclass(frozen=True)

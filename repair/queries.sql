@@ -129,6 +129,22 @@ WHERE status = 'FAILED'
 ORDER BY completed_at
 LIMIT $1;
 
+-- name: detect_unattested
+-- UNATTESTED_EXECUTION: outbox rows (executions) created within the last $2 s
+-- whose INGRESS PostgreSQL does not hold with the same attestation id,
+-- participant and body hash, plus those whose INGRESS is still not shipped
+-- (halted stream, or beyond the checkpoint) after $1 s. At most $3.
+SELECT e.outbox_id::text AS outbox_id, e.participant_id, e.attestation_id, e.node_id, e.stream_id, e.stream_seq,
+       e.status::text AS outbox_status, e.rail, e.created_at AS recorded_at, e.age_seconds, e.rail_attempts,
+       e.ingress_attestation_id, e.ingress_participant_id, e.body_sha256_compared, e.checkpoint_seq, e.halted_at,
+       e.classification, e.reason
+FROM execution_attestation_v1 e
+WHERE e.created_at >= now() - make_interval(secs => $2)
+  AND (e.classification = 'UNATTESTED'
+       OR (e.classification = 'PENDING' AND e.created_at <= now() - make_interval(secs => $1)))
+ORDER BY e.created_at
+LIMIT $3;
+
 -- name: detect_halted_streams
 -- Streams whose forwarder halted (it refused a batch that did not continue the
 -- chain at ingest): a CHAIN_BREAK seen at the journal side.
@@ -311,11 +327,27 @@ SELECT event_id, old_status::text AS old_status, new_status::text AS new_status,
 FROM outbox_events WHERE outbox_id = $1::uuid ORDER BY event_id;
 
 -- name: audit_gap
--- The attestation gap per participant over [$1, $2), optionally one participant ($3).
-SELECT participant_id, ingress_count, executions, handled, gap, status
-FROM attestation_gap_v1($1, $2)
+-- The attestation gap from both sides per participant over [$1, $2),
+-- optionally one participant ($3); executions whose INGRESS is unshipped for
+-- more than $4 s count as unattested.
+SELECT participant_id, ingress_count, executions, handled, gap, unattested, pending, pending_age_seconds_max,
+       status
+FROM attestation_gap_v3($1, $2, make_interval(secs => $4))
 WHERE $3::text IS NULL OR participant_id = $3
 ORDER BY participant_id;
+
+-- name: audit_unattested
+-- Executions created in [$1, $2) (optionally of participant $3) without their
+-- INGRESS: UNATTESTED, or PENDING (older than $4 s: counted as UNATTESTED), at most $5.
+SELECT e.outbox_id::text AS outbox_id, e.participant_id, e.attestation_id, e.node_id, e.stream_id, e.stream_seq,
+       e.status::text AS outbox_status, e.created_at, e.age_seconds, e.rail_attempts, e.reason,
+       CASE WHEN e.classification = 'PENDING' AND e.created_at > now() - make_interval(secs => $4)
+            THEN 'PENDING' ELSE 'UNATTESTED' END AS classification
+FROM execution_attestation_v1 e
+WHERE e.created_at >= $1 AND e.created_at < $2 AND ($3::text IS NULL OR e.participant_id = $3)
+  AND e.classification IN ('UNATTESTED', 'PENDING')
+ORDER BY e.created_at
+LIMIT $5;
 
 -- name: audit_ghosts
 -- Every ghost older than $1 seconds, oldest first, at most $2.
@@ -341,10 +373,24 @@ WHERE node_id = ANY($1::text[]) AND ($2::integer IS NULL OR stream_id = $2)
 ORDER BY node_id, stream_id, stream_seq;
 
 -- name: dashboard_participants
--- One row per participant (view regulator_dashboard), worst first.
-SELECT participant_id, ingress_count, executions, handled, ghosts, gap, open_incidents, dead_letters,
-       integrity_score::float8 AS integrity_score, status
-FROM regulator_dashboard
+-- One row per participant (view regulator_dashboard), worst first, with the
+-- execution side counted at the configured pending bound ($1 s): an
+-- unattested execution makes the participant CRITICAL_GAP like a ghost.
+WITH executed AS (
+    SELECT participant_id, unattested, pending
+    FROM attestation_gap_v3('-infinity', 'infinity', make_interval(secs => $1))
+),
+rows AS (
+    SELECT d.participant_id, d.ingress_count, d.executions, d.handled, d.ghosts, d.gap,
+           coalesce(x.unattested, 0) AS unattested, coalesce(x.pending, 0) AS pending_executions,
+           d.open_incidents, d.dead_letters, d.integrity_score::float8 AS integrity_score,
+           CASE WHEN d.gap > 0 OR coalesce(x.unattested, 0) > 0 THEN 'CRITICAL_GAP'
+                WHEN d.open_incidents > 0 OR d.dead_letters > 0 THEN 'ACTION_REQUIRED'
+                ELSE 'HEALTHY' END AS status
+    FROM regulator_dashboard d
+    LEFT JOIN executed x USING (participant_id)
+)
+SELECT * FROM rows
 ORDER BY CASE status WHEN 'CRITICAL_GAP' THEN 0 WHEN 'ACTION_REQUIRED' THEN 1 ELSE 2 END, participant_id;
 
 -- name: dashboard_streams

@@ -1,4 +1,5 @@
-"""repair's part in `symphony up`: the repair daemon and the regulator dashboard.
+"""repair's part in `symphony up`: the repair daemon and the regulator dashboard, each
+connecting as its own database role (DSN in the environment, never in argv).
 
 It also creates the archive signing key pair of the data dir (once):
 `<data_dir>/keys/archive-signing.pem` (mode 0600, the archiver's) and
@@ -46,21 +47,22 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     return [
         ChildSpec(
             name="repair",
-            argv=[*base, "repair", "--database-url", ctx.database_url],
+            argv=[*base, "repair"],
             endpoints={"metrics": f"http://127.0.0.1:{metrics_port}/metrics",
                        "archive public key": f"{public_key} (pin it: audit verify-chain --archive-public-key)",
                        "evidence public key": evidence_public_key},
             wait_port=metrics_port,
-            env={"SYMPHONY_REPAIR_METRICS_PORT": str(metrics_port),
+            env={"SYMPHONY_DATABASE_URL": ctx.dsn_for("repair"),
+                 "SYMPHONY_REPAIR_METRICS_PORT": str(metrics_port),
                  "SYMPHONY_REPAIR_INSTANCE_ID": f"{ctx.node_id}-repair",
                  "SYMPHONY_REPAIR_ARCHIVE_SIGNING_KEY": str(private_key),
                  "SYMPHONY_REPAIR_ARCHIVE_PUBLIC_KEY": str(public_key)},
         ),
         ChildSpec(
             name="dashboard",
-            argv=[*base, "dashboard", "--database-url", ctx.database_url, "--port", str(dashboard_port),
-                  "--token-file", token_file],
+            argv=[*base, "dashboard", "--port", str(dashboard_port), "--token-file", token_file],
             endpoints={"url": f"http://127.0.0.1:{dashboard_port}/ (bearer token in {token_file})"},
             wait_port=dashboard_port,
+            env={"SYMPHONY_DATABASE_URL": ctx.dsn_for("dashboard")},
         ),
     ]

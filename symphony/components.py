@@ -24,7 +24,18 @@ class UpContext:
     node_id: str = "node-local"
     log_origin_prefix: str = "symphony.example/local"
     chaos: bool = False
+    # Per daemon (symphony.db.roles.GROUPS), the DSN of its own login role;
+    # empty when `up` may not create roles (then every daemon gets database_url).
+    role_urls: dict[str, str] = field(default_factory=dict)
     _taken: set[int] = field(default_factory=set)
+
+    def dsn_for(self, daemon: str) -> str:
+        """The DSN `daemon` connects with: its own role's, else the shared one.
+
+        Give it to the child in its environment (SYMPHONY_DATABASE_URL), never in
+        its argv: /proc/<pid>/cmdline is readable by every local user.
+        """
+        return self.role_urls.get(daemon, self.database_url)
 
     def free_port(self) -> int:
         """A TCP port on 127.0.0.1 nobody listens on (and `up` has not handed out)."""

@@ -21,6 +21,8 @@ from symphony.errors import ConfigError
 
 ENV_PREFIX = "SYMPHONY"
 DATABASE_URL_ENV = "SYMPHONY_DATABASE_URL"
+# A file holding the DSN (one line, mode 0600): for secrets mounted as files.
+DATABASE_URL_FILE_ENV = "SYMPHONY_DATABASE_URL_FILE"
 DATA_DIR_ENV = "SYMPHONY_DATA_DIR"
 DEFAULT_DATA_DIR = Path(".symphony")
 

@@ -25,6 +25,10 @@ up.json. Past the budget, or when a child exits with 2 (a configuration or
 usage error, which a restart would only repeat, like systemd's
 RestartPreventExitStatus=), `up` stops everything and exits 4.
 `child_restarts_max = 0` restores "one death stops everything".
+
+Each daemon connects as its own login role (symphony.db.roles: created here
+on the embedded server, or on a given URL whose role may create roles), and
+gets its DSN in its environment, never in its argv.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import msgspec
 from symphony import config
 from symphony.arguments import add_config_argument, add_database_arguments
 from symphony.components import ChildSpec, UpContext
-from symphony.db import connect, dsn, migrate
+from symphony.db import connect, dsn, migrate, roles
 from symphony.embedded import EmbeddedPostgres, wait_for_port
 from symphony.errors import EXIT_RUNTIME, StartupError
 from symphony.tlog import origins
@@ -134,8 +138,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"database: {dsn.redact(url)}", flush=True)
         applied = asyncio.run(_migrate(url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
+        provisioned = asyncio.run(_provision_roles(url, data_dir))
+        if provisioned.refused is None:
+            print(f"database roles: one login role per daemon ({', '.join(sorted(provisioned.urls))})", flush=True)
+        else:
+            print(f"database roles: {provisioned.refused}; every daemon uses the given URL's role "
+                  "(create per-daemon roles as docs/operations.md shows)", flush=True)
         ctx = UpContext(data_dir=data_dir, database_url=url, node_id=settings.node_id, chaos=settings.chaos,
-                        log_origin_prefix=settings.log_origin_prefix)
+                        log_origin_prefix=settings.log_origin_prefix, role_urls=provisioned.urls)
         _prepare_demo(ctx)
         extra_env = _chaos_environment(data_dir) if settings.chaos else {}
         for spec in _collect_components(ctx):
@@ -182,6 +192,15 @@ async def _migrate(url: str) -> list[str]:
     conn = await connect(url)
     try:
         return await migrate.apply(conn)
+    finally:
+        await conn.close()
+
+
+async def _provision_roles(url: str, data_dir: Path) -> roles.Provisioned:
+    """A login role per daemon (member of its group role, migration 0042)."""
+    conn = await connect(url)
+    try:
+        return await roles.provision(conn, url, data_dir / "secrets")
     finally:
         await conn.close()
 

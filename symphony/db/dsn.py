@@ -2,8 +2,10 @@
 
 1. `--database-url URL`
 2. `SYMPHONY_DATABASE_URL`
-3. `database_url` in the daemon's configuration file
-4. the embedded server of the `symphony up` running on `--data-dir`
+3. `SYMPHONY_DATABASE_URL_FILE`: a file holding the DSN (refused when every
+   user may read it), for secrets mounted as files
+4. `database_url` in the daemon's configuration file
+5. the embedded server of the `symphony up` running on `--data-dir`
    (default `./.symphony`, or `SYMPHONY_DATA_DIR`)
 """
 
@@ -14,7 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from symphony.config import DATA_DIR_ENV, DATABASE_URL_ENV, DEFAULT_DATA_DIR
+from symphony.config import DATA_DIR_ENV, DATABASE_URL_ENV, DATABASE_URL_FILE_ENV, DEFAULT_DATA_DIR
 from symphony.embedded import EmbeddedState
 from symphony.errors import StartupError
 
@@ -24,6 +26,22 @@ _PASSWORD = re.compile(r"(?P<scheme>postgres(?:ql)?://[^:/@]*):[^@/]*@")
 def redact(dsn: str) -> str:
     """The DSN without its password, fit for logs and error messages."""
     return _PASSWORD.sub(r"\g<scheme>:***@", dsn)
+
+
+def read_url_file(path: Path) -> str:
+    """The DSN in `path` (first line); a file every user may read is refused
+    (0600, or 0640 with a group of the daemon's own, as the env files are)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise StartupError(f"{DATABASE_URL_FILE_ENV} {path}: {exc.strerror or exc}") from None
+    if mode & 0o007:
+        raise StartupError(f"{DATABASE_URL_FILE_ENV} {path}: every user may read it (mode "
+                           f"{mode & 0o777:04o}); chmod 0600")
+    if not text:
+        raise StartupError(f"{DATABASE_URL_FILE_ENV} {path}: the file is empty")
+    return text.splitlines()[0].strip()
 
 
 def data_dir_from(flag: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -40,9 +58,13 @@ def resolve(
 ) -> str:
     """The DSN to use, or a StartupError that says how to give one."""
     environ = os.environ if environ is None else environ
-    for candidate in (flag_url, environ.get(DATABASE_URL_ENV), config_url):
+    for candidate in (flag_url, environ.get(DATABASE_URL_ENV)):
         if candidate:
             return candidate
+    if environ.get(DATABASE_URL_FILE_ENV):
+        return read_url_file(Path(environ[DATABASE_URL_FILE_ENV]))
+    if config_url:
+        return config_url
     data_dir = data_dir_from(flag_data_dir, environ)
     state = EmbeddedState.read(data_dir)
     if state is None:

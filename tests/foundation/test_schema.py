@@ -250,9 +250,11 @@ async def test_attestation_gap_counts_known_ghosts(db: asyncpg.Connection) -> No
     await _traffic_with_known_ghosts(db)
     rows = {r["participant_id"]: dict(r) for r in await db.fetch("SELECT * FROM attestation_gap")}
     assert rows["bank-a"] == {"participant_id": "bank-a", "ingress_count": 4, "executions": 2,
-                              "handled": 1, "gap": 1, "status": "FAIL"}
+                              "handled": 1, "gap": 1, "status": "FAIL",
+                              "unattested": 0, "pending": 0, "pending_age_seconds_max": None}
     assert rows["bank-b"] == {"participant_id": "bank-b", "ingress_count": 3, "executions": 1,
-                              "handled": 1, "gap": 1, "status": "FAIL"}
+                              "handled": 1, "gap": 1, "status": "FAIL",
+                              "unattested": 0, "pending": 0, "pending_age_seconds_max": None}
     assert set(rows) == {"bank-a", "bank-b"}
 
 

@@ -52,7 +52,8 @@ async def test_audit_gap_ghosts_and_seq_gaps(db: asyncpg.Connection, database_ur
     gap = symphony_cli("audit", "gap", "--json", "--database-url", database_url)
     assert gap.returncode == 1, gap.stderr
     report = json.loads(gap.stdout)
-    assert report["total"] == {"ingress_count": 4, "executions": 2, "handled": 1, "gap": 1, "status": "FAIL"}
+    assert report["total"] == {"ingress_count": 4, "executions": 2, "handled": 1, "gap": 1, "unattested": 0,
+                               "pending": 0, "pending_age_seconds_max": None, "status": "FAIL"}
     by = {p["participant_id"]: p for p in report["participants"]}
     assert by["bank-a"]["gap"] == 1 and by["bank-b"]["status"] == "PASS"
     only_b = symphony_cli("audit", "gap", "--participant", "bank-b", "--database-url", database_url)

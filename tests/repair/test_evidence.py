@@ -55,7 +55,8 @@ def test_schema_is_2020_12_and_keeps_the_reference_structure() -> None:
                     "bcdr", "stress_test_summary", "revocation_bounds", "dlq_metrics"):
         assert section in schema["required"]
     gap = schema["properties"]["ingress_attestation"]["properties"]["attestation_gap"]
-    assert gap["required"] == ["ingress_count", "terminal_events", "gap", "status"]
+    assert gap["required"] == ["ingress_count", "terminal_events", "gap", "unattested", "pending_executions",
+                               "status"]
     security = schema["properties"]["security_enforcement"]["properties"]
     assert set(security) == {"mypy_strict", "ruff", "dependency_audit"}
     assert schema["properties"]["dlq_metrics"]["required"] == ["records_entered", "records_recovered",
@@ -106,7 +107,8 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     bundle = json.loads(out.read_text())
     jsonschema.Draft202012Validator(evidence.schema(), format_checker=jsonschema.FormatChecker()).validate(bundle)
     gap = bundle["ingress_attestation"]["attestation_gap"]
-    assert gap == {"ingress_count": 4, "terminal_events": 4, "gap": 0, "status": "PASS"}
+    assert gap == {"ingress_count": 4, "terminal_events": 4, "gap": 0, "unattested": 0, "pending_executions": 0,
+                   "status": "PASS"}
     assert bundle["ingress_attestation"]["chain_verification"]["status"] == "OK"
     assert bundle["idempotency_metrics"]["duplicate_requests"] == 1
     assert bundle["idempotency_metrics"]["idempotency_success_rate"] == 100.0

@@ -70,6 +70,7 @@ async def test_blackholed_request_is_exactly_one_ghost_over_shipped_records(
     gap = symphony_cli("audit", "gap", "--json", "--database-url", database_url)
     assert gap.returncode == 1
     assert json.loads(gap.stdout)["total"] == {"ingress_count": 2, "executions": 1, "handled": 0, "gap": 1,
+                                               "unattested": 0, "pending": 0, "pending_age_seconds_max": None,
                                                "status": "FAIL"}
 
     settings = RepairConfig(ghost_grace_seconds=0, outcome_grace_seconds=0)

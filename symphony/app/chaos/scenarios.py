@@ -263,8 +263,8 @@ def _start_standby_repair(system: System) -> subprocess.Popen[bytes]:
     """A second repair instance (ours: stopped at the end of the scenario)."""
     log = open(system.data_dir / "logs" / "chaos-repair-standby.log", "ab")  # noqa: SIM115
     env = {**CHAOS_SETTINGS, **os.environ, "SYMPHONY_REPAIR_METRICS_PORT": "0",
-           "SYMPHONY_REPAIR_INSTANCE_ID": STANDBY_ID}
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "repair", "--database-url", system.database_url],
+           "SYMPHONY_REPAIR_INSTANCE_ID": STANDBY_ID, "SYMPHONY_DATABASE_URL": system.database_url}
+    process = subprocess.Popen([sys.executable, "-m", "symphony", "repair"],
                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
     log.close()

@@ -238,8 +238,8 @@ async def db_now(url: str) -> dt.datetime:
 async def cli(system: System, *args: str) -> tuple[int, Any]:
     """Run `symphony ARGS --json` against this system: (exit code, parsed stdout)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "symphony", *args, "--json", "--database-url", system.database_url,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable, "-m", "symphony", *args, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SYMPHONY_DATABASE_URL": system.database_url})  # never in argv
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout=180)
     except asyncio.TimeoutError:
