@@ -134,18 +134,14 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
         report.fail(f"journal: seq {chain.first_bad_seq}: {chain.reason}")
     if chain.epoch is not None and not cp.origin.endswith("/" + chain.epoch.hex()):
         report.fail(f"journal: its epoch {chain.epoch.hex()} is not the checkpoint's origin {cp.origin}")
-    if chain.first_seq != 1:
-        report.fail(f"journal: starts at seq {chain.first_seq}; the records before it were released and this "
-                    "copy cannot be checked against the tree without them")
-        return report
     if chain.last_seq < cp.size:
         report.fail(f"journal: tail cut: the copy ends at seq {chain.last_seq}, the witnessed checkpoint "
                     f"covers {cp.size} records")
-    frontier = merkle.Frontier()
-    for record in Reader(directory).records(from_seq=1):
-        if frontier.size == cp.size:
-            break
-        if record.seq != frontier.size + 1:
+    frontier = _starting_frontier(directory, chain.first_seq, report)
+    if frontier is None:
+        return report
+    for record in Reader(directory).records(from_seq=frontier.size + 1):
+        if frontier.size == cp.size or record.seq != frontier.size + 1:
             break
         if record.seq == 1:
             parse_genesis(record.body)
@@ -155,6 +151,29 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
                     "altered, removed, inserted or reordered, or the stream was rewritten")
     report.facts["records_checked"] = frontier.size
     return report
+
+
+def _starting_frontier(directory: Path, first_seq: int, report: Report) -> merkle.Frontier | None:
+    """Where the tree computation starts: empty at seq 1, or, when the first
+    segments were released (FORMAT.md F15), the frontier of the copy's first
+    CHECKPOINT record (F17). That frontier is not trusted on its own: only if
+    the records after it then reproduce the witnessed root is the whole claim
+    (frontier and records) proven, because the root commits to both."""
+    from journal import Reader, RecordType, parse_checkpoint
+
+    if first_seq == 1:
+        return merkle.Frontier()
+    for record in Reader(directory).records(from_seq=first_seq):
+        if record.type == RecordType.CHECKPOINT:
+            body = parse_checkpoint(record.body)
+            if body.tree_size != record.seq - 1:
+                report.fail(f"journal: the CHECKPOINT at seq {record.seq} claims {body.tree_size} records before it")
+                return None
+            report.facts["verified_from_checkpoint_seq"] = record.seq
+            return merkle.Frontier(body.tree_size, body.frontier)
+    report.fail(f"journal: starts at seq {first_seq} (the records before it were released) and holds no "
+                "CHECKPOINT record to start the tree from")
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
