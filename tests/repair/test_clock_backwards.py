@@ -77,7 +77,7 @@ async def test_clock_refusals_open_one_incident_per_episode(
     clock_file = tmp_path / "clock-offset-ms"
     clock_file.write_text("0")
     sidecar = sidecar_factory(database_url, upstream.url, node_id=NODE, extra={
-        "test_clock_file": str(clock_file), "clock_offset_ms_max": 500})
+        "test_clock_file": str(clock_file), "test_clock_allowed": True, "clock_offset_ms_max": 500})
     forwarder = forwarder_factory(database_url, sidecar.journal_root).start()
     settings = RepairConfig(ghost_grace_seconds=3600, outcome_grace_seconds=3600,
                             heartbeat_interval_seconds=60)
