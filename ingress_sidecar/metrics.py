@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,10 @@ class WorkerStats:
             return
         snapshot = {
             "pid": os.getpid(),
+            # CLOCK_MONOTONIC is one clock for every process on the host: the
+            # supervisor feeds systemd's watchdog only while each worker's
+            # housekeeping tick (which publishes this) keeps running.
+            "published_monotonic": time.monotonic(),
             "counters": {name: [[list(labels), value] for labels, value in series.items()]
                          for name, series in self.counters.items()},
             "histograms": {name: [h.counts, h.total] for name, h in self.histograms.items()},

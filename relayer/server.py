@@ -69,12 +69,13 @@ async def main(settings: RelayerConfig, database_url: str) -> int:
     log.info("started", extra={"worker_id": worker_id, "rails": sorted(settings.rails), "listen": settings.listen,
                                "admin_port": lifecycle.bound_port(admin), "lease_seconds": settings.lease_seconds})
     lifecycle.sd_notify("READY=1")
-    watchdog = asyncio.create_task(lifecycle.watchdog_loop(lambda: relayer.healthy))
+    # The claim loop feeds systemd's watchdog (relayer.worker); pings stop while the
+    # database round trips fail or the loop is stuck.
+    relayer.watchdog.healthy = lambda: relayer.healthy
     noter = asyncio.create_task(note_stop())
     try:
         await relayer.run(shutdown.requested, drain_deadline=drain_deadline)
     finally:
-        watchdog.cancel()
         noter.cancel()
         await admin.cleanup()
         await pool.close()

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -25,6 +26,7 @@ from symphony.db import RETRYABLE_ERRORS, create_pool
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
+WATCHDOG_LOOP = "cycle"
 
 
 def default_instance_id() -> str:
@@ -122,12 +124,16 @@ async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state
 
 
 async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str,
-                    state: CycleState | None = None) -> CycleResult:
+                    state: CycleState | None = None,
+                    progress: Callable[[], None] | None = None) -> CycleResult:
     """Run every detector once. A detector that fails is logged and retried next
-    cycle; it never stops the others."""
+    cycle; it never stops the others. `progress` is called after each detector
+    (the systemd watchdog's beat: a detector stuck on a lock stops it)."""
     state = state or CycleState()
     result = CycleResult()
+    beat = progress or (lambda: None)
     for detect in detectors.ROW_DETECTORS:
+        beat()
         kind = detect.__name__
         try:
             await _run_detector(conn, settings, await detect(conn, settings), actor, result)
@@ -139,6 +145,7 @@ async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str
     except asyncpg.PostgresError as exc:
         log.error("chain verification failed: %s", exc)
         result.errors.append(f"chain: {exc}")
+    beat()
     return result
 
 
@@ -151,14 +158,17 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
     pool = await create_pool(dsn, min_size=1, max_size=2)
     leadership = Leadership(dsn, settings.leader_lock_key, instance_id)
     state = CycleState()
+    # The loop below feeds systemd's watchdog: a cycle stuck on the database stops the pings.
+    watchdog = lifecycle.Watchdog()
     log.info("repair started", extra={"instance_id": instance_id, "admin_port": lifecycle.bound_port(admin)})
     lifecycle.sd_notify("READY=1")
     try:
         while not shutdown.requested.is_set():
+            watchdog.beat(WATCHDOG_LOOP)
             if not leadership.held:
                 if not await leadership.try_acquire():
                     await _report_role(pool, instance_id, "STANDBY")
-                    await _sleep(shutdown, settings.leader_retry_seconds)
+                    await watchdog.wait(WATCHDOG_LOOP, shutdown.requested, settings.leader_retry_seconds)
                     continue
                 metrics.leader.set(1)
                 metrics.takeovers.inc()
@@ -169,8 +179,9 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
                 metrics.leader.set(0)
                 log.warning("lost leadership", extra={"instance_id": instance_id})
                 continue
-            await _leader_cycle(pool, settings, actor, instance_id, state, metrics)
-            await _sleep(shutdown, settings.cycle_seconds)
+            await _leader_cycle(pool, settings, actor, instance_id, state, metrics,
+                                lambda: watchdog.beat(WATCHDOG_LOOP))
+            await watchdog.wait(WATCHDOG_LOOP, shutdown.requested, settings.cycle_seconds)
     finally:
         await leadership.release()
         await _report_role(pool, instance_id, "STOPPED")
@@ -180,11 +191,11 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
 
 
 async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, instance_id: str,
-                        state: CycleState, metrics: Metrics) -> None:
+                        state: CycleState, metrics: Metrics, progress: Callable[[], None]) -> None:
     started = time.monotonic()
     try:
         async with pool.acquire() as conn:
-            result = await run_cycle(conn, settings, actor, state)
+            result = await run_cycle(conn, settings, actor, state, progress)
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await store.set_instance_status(conn, instance_id, "LEADER", cycle_at=dt.datetime.now(dt.timezone.utc),
                                             cycle_ms=elapsed_ms, error="; ".join(result.errors) or None)
@@ -219,10 +230,3 @@ async def _report_role(pool: asyncpg.Pool, instance_id: str, role: str) -> None:
             await store.set_instance_status(conn, instance_id, role)
     except RETRYABLE_ERRORS as exc:
         log.warning("could not record role %s: %s", role, exc or type(exc).__name__)
-
-
-async def _sleep(shutdown: lifecycle.Shutdown, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(shutdown.requested.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

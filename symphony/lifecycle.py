@@ -89,9 +89,82 @@ def watchdog_interval_seconds() -> float | None:
     return int(usec) / 2_000_000
 
 
+class Watchdog:
+    """systemd's watchdog, fed by the loops that do the work.
+
+    Each work loop calls `beat(name)` once per iteration, and waits between
+    iterations with `wait(name, event, seconds)`, which beats at least every
+    `beat_interval_seconds`. WATCHDOG=1 is sent from `beat` itself, and only
+    while every loop that has beaten has done so within `stall_seconds` and
+    `healthy()` holds. A loop stuck on a dependency (a lock, a hung
+    connection, a blocked disk) stops beating, the pings stop, and systemd
+    restarts the daemon after WatchdogSec. A separate timer task would keep
+    pinging while the work is stuck: that is exactly what this avoids.
+
+    Without WATCHDOG_USEC (not under systemd, or no WatchdogSec=) nothing is
+    sent; beats still record progress and `stalled()` still reports.
+    """
+
+    def __init__(self, healthy: Callable[[], bool] | None = None,
+                 *, environ: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        env = os.environ if environ is None else environ
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        asked = usec.isdigit() and int(usec) > 0 and (not pid.isdigit() or int(pid) == os.getpid())
+        # WatchdogSec as seconds; 30 s (the units' value) only shapes the pacing when not asked.
+        self.timeout_seconds: float | None = int(usec) / 1_000_000 if asked else None
+        pacing = self.timeout_seconds if self.timeout_seconds is not None else 30.0
+        self.stall_seconds = pacing / 2
+        self.beat_interval_seconds = pacing / 4
+        self.healthy = healthy or (lambda: True)
+        self.clock = clock
+        self.pings = 0
+        self._beats: dict[str, float] = {}
+        self._last_ping = float("-inf")
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout_seconds is not None
+
+    def beat(self, loop: str) -> None:
+        """`loop` made progress now; ping systemd if every loop is fresh."""
+        now = self.clock()
+        self._beats[loop] = now
+        if self.timeout_seconds is None or now - self._last_ping < self.beat_interval_seconds / 2:
+            return
+        if self.stalled(now) or not self.healthy():
+            return
+        if sd_notify("WATCHDOG=1"):
+            self._last_ping = now
+            self.pings += 1
+
+    def forget(self, loop: str) -> None:
+        """`loop` ended on purpose (a halted stream, a stopped worker): stop waiting for it."""
+        self._beats.pop(loop, None)
+
+    def stalled(self, now: float | None = None) -> list[str]:
+        """The loops that have not beaten within stall_seconds."""
+        now = self.clock() if now is None else now
+        return sorted(name for name, at in self._beats.items() if now - at > self.stall_seconds)
+
+    async def wait(self, loop: str, event: asyncio.Event, seconds: float) -> bool:
+        """Wait up to `seconds` for `event`, beating for `loop` meanwhile; True if it was set."""
+        deadline = self.clock() + seconds
+        while True:
+            self.beat(loop)
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return event.is_set()
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, self.beat_interval_seconds))
+            except asyncio.TimeoutError:
+                continue
+            return True
+
+
 async def watchdog_loop(healthy: Callable[[], bool]) -> None:
-    """Ping systemd's watchdog while `healthy()`; stop pinging when it is not,
-    so systemd restarts a daemon that is alive but stuck."""
+    """Ping systemd's watchdog while `healthy()`. Prefer `Watchdog`, fed by the
+    work loop: this timer keeps pinging while the work itself is stuck."""
     interval = watchdog_interval_seconds()
     if interval is None:
         return
