@@ -44,7 +44,7 @@ HISTOGRAMS = {
                                    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)),
 }
 GAUGES = {
-    "clock_offset_ms": "How far the HLC runs ahead of the wall clock",
+    "clock_offset_seconds": "How far the HLC runs ahead of the wall clock, in seconds",
     "clock_alarm": "1 while the wall clock is behind the HLC by more than the max offset",
     "policy_staleness_seconds": "Seconds since the participant policy cache was last refreshed (-1: never)",
     "worker_ready": "1 when the worker's journal is writable and its policy cache fresh",

@@ -261,7 +261,7 @@ class Worker:
         staleness = self.policy.staleness_seconds()
         gauges["policy_staleness_seconds"] = staleness if staleness != float("inf") else -1.0
         offset = handler.clock.offset_ms()
-        gauges["clock_offset_ms"] = float(offset)
+        gauges["clock_offset_seconds"] = offset / 1000.0
         if offset <= handler.clock.offset_ms_max:
             gauges["clock_alarm"] = 0.0
         gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0

@@ -35,6 +35,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     chain_full_verify_seconds: float = 3600.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    oncall_metrics_seconds: float = 15.0
     shutdown_timeout_seconds: float = 10.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8470
@@ -63,6 +64,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         _check_positive(self, "scan_window_hours", 0.01, 24 * 400)
         _check_positive(self, "chain_full_verify_seconds", 1, 86_400 * 7)
         _check_positive(self, "shutdown_timeout_seconds", 0.1, 600)
+        _check_positive(self, "oncall_metrics_seconds", 1, 3600)
         if not 1 <= self.silent_heartbeats <= 1000:
             raise ValueError("silent_heartbeats must be in [1, 1000]")
         if not 1 <= self.findings_max <= 1_000_000:

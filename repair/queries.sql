@@ -444,3 +444,28 @@ SELECT (SELECT count(*) FROM (SELECT outbox_id FROM outbox_events WHERE new_stat
        (SELECT count(DISTINCT outbox_id) FROM outbox_events WHERE old_status = 'SUCCESS') AS left_success,
        (SELECT count(*) FROM payment_intents p
         WHERE NOT EXISTS (SELECT 1 FROM payment_outbox x WHERE x.intent_id = p.intent_id)) AS intents_without_outbox;
+
+-- name: oncall_outbox
+-- On-call gauges: outbox rows per non-SUCCESS status and the age in seconds of
+-- the oldest row of each (PENDING, IN_FLIGHT and RECOVERING are the working
+-- set; FAILED are the dead letters). SUCCESS is not counted: it only grows.
+SELECT status::text AS status, count(*) AS n,
+       extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_seconds
+FROM payment_outbox
+WHERE status IN ('PENDING', 'IN_FLIGHT', 'RECOVERING', 'FAILED')
+GROUP BY status;
+
+-- name: oncall_incidents
+-- On-call gauges: open incidents by kind and severity.
+SELECT kind, severity, count(*) AS n
+FROM repair_incidents
+WHERE resolved_at IS NULL
+GROUP BY kind, severity;
+
+-- name: oncall_gap
+-- On-call gauges: the attestation gap per participant as repair accounts for it:
+-- open GHOST incidents (a ghost counts in the gap until it is resolved).
+SELECT coalesce(participant_id, '(unauthenticated)') AS participant_id, count(*) AS n
+FROM repair_incidents
+WHERE resolved_at IS NULL AND kind = 'GHOST'
+GROUP BY 1;

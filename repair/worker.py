@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from repair import detectors, store, verify
+from repair import detectors, oncall, store, verify
 from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import lifecycle
@@ -62,6 +62,7 @@ class Metrics:
         self.leader = Gauge("symphony_repair_leader", "1 while this instance is the leader", registry=self.registry)
         self.takeovers = Counter("symphony_repair_leader_acquired", "Times this instance became leader",
                                  registry=self.registry)
+        self.oncall = oncall.OnCallGauges(self.registry)
 
 
 async def _run_detector(conn: asyncpg.Connection, settings: RepairConfig, found: detectors.Findings,
@@ -177,6 +178,7 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
                 log.info("became leader", extra={"instance_id": instance_id})
             elif not await leadership.still_leader():
                 metrics.leader.set(0)
+                metrics.oncall.clear()
                 log.warning("lost leadership", extra={"instance_id": instance_id})
                 continue
             await _leader_cycle(pool, settings, actor, instance_id, state, metrics,
@@ -199,6 +201,13 @@ async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, 
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await store.set_instance_status(conn, instance_id, "LEADER", cycle_at=dt.datetime.now(dt.timezone.utc),
                                             cycle_ms=elapsed_ms, error="; ".join(result.errors) or None)
+            if metrics.oncall.due(settings.oncall_metrics_seconds):
+                try:
+                    await metrics.oncall.refresh(conn)
+                except asyncpg.PostgresError as exc:
+                    # Stale gauges show in _oncall_refreshed_timestamp_seconds; retried next cycle.
+                    log.error("on-call gauges not refreshed: %s", exc)
+                    metrics.errors.labels("oncall").inc()
     except RETRYABLE_ERRORS as exc:
         # The database went away mid-cycle: the next cycle retries (the pool reconnects).
         log.error("repair cycle failed: %s", exc or type(exc).__name__)

@@ -20,7 +20,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from symphony import __version__
 
 # -- logging -------------------------------------------------------------------
 
@@ -51,8 +60,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_daemon_name = "symphony"
+
+
 def configure_logging(daemon: str, level: str = "info") -> logging.Logger:
     """JSON logs on stderr for `daemon`; returns its logger."""
+    global _daemon_name
+    _daemon_name = daemon
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(daemon))
     root = logging.getLogger()
@@ -201,6 +215,22 @@ class Shutdown:
 
 # -- admin endpoints ---------------------------------------------------------------
 
+
+def add_standard_metrics(registry: CollectorRegistry, daemon: str | None = None) -> None:
+    """What every daemon's /metrics carries besides its own: `symphony_build_info`
+    (value 1, labels version, daemon, python), `process_*` (CPU seconds, resident
+    memory, open and maximum file descriptors, start time) and `python_info`.
+    Idempotent per registry."""
+    if getattr(registry, "_symphony_standard_metrics", False):
+        return
+    build = Gauge("symphony_build_info", "Symphony build running this process (value 1)",
+                  ["version", "daemon", "python"], registry=registry)
+    build.labels(__version__, daemon or _daemon_name, ".".join(map(str, sys.version_info[:3]))).set(1)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    registry._symphony_standard_metrics = True  # type: ignore[attr-defined]
+
+
 HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
@@ -213,6 +243,7 @@ async def start_admin_server(
 ) -> web.AppRunner:
     """Serve /healthz (alive), /readyz (every readiness check passes) and /metrics."""
     checks = readiness or {}
+    add_standard_metrics(registry)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
