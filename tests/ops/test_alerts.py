@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ import yaml
 
 from ingress_sidecar import metrics as sidecar_metrics
 from tests.ops.conftest import ENSURE_SCRIPT
-from tests.ops.ops_files import REPO_ROOT
+from tests.ops.ops_files import REPO_ROOT, resources_of
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
 DASHBOARD = REPO_ROOT / "ops" / "grafana" / "symphony-oncall.json"
@@ -102,3 +103,26 @@ def test_dashboard_is_importable_grafana_json() -> None:
     assert len(ids) == len(set(ids)) and len(ids) >= 10
     for panel in dashboard["panels"]:
         assert panel["targets"], panel["title"]
+
+
+def test_prometheusrule_is_generated_from_the_rule_file() -> None:
+    """k8s/monitoring/prometheusrule.yaml carries exactly ops/prometheus/alerts.yml's groups."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "gen_prometheusrule.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_podmonitor_scrapes_every_admin_port_and_pods_are_annotated() -> None:
+    """Every admin port of k8s/ is scraped by the PodMonitor, and each pod template
+    carries prometheus.io/scrape annotations naming one of its admin ports."""
+    monitor = yaml.safe_load((REPO_ROOT / "k8s" / "monitoring" / "podmonitor.yaml").read_text())
+    scraped = {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]}
+    for workload in resources_of("DaemonSet") + resources_of("Deployment"):
+        template = workload["spec"]["template"]
+        ports = {port["name"]: port["containerPort"] for c in template["spec"]["containers"]
+                 for port in c.get("ports", []) if "adm" in port["name"]}
+        assert ports, workload["metadata"]["name"]
+        assert set(ports) <= scraped, (workload["metadata"]["name"], ports)
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert int(annotations["prometheus.io/port"]) in ports.values()
