@@ -68,7 +68,10 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     journal_segment_bytes: int = 0
     journal_bytes_max: int = 0
     journal_flush_interval_us: int = 1000
-    mirror_enabled: bool = False
+    mirror_enabled: bool = True
+    mirror_dir: str = ""
+    mirror_acknowledgements_file: str = ""
+    mirror_keep_acknowledged_hours: float = 24.0
     mirror_file_bytes_max: int = 64 * 1024 * 1024
     mirror_queue_records_max: int = 65_536
     upstream_url: str = "http://127.0.0.1:8000"
@@ -133,7 +136,9 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("mirror_file_bytes_max must be >= 4096")
         if not 1 <= self.mirror_queue_records_max <= 10_000_000:
             raise ValueError("mirror_queue_records_max must be in [1, 10000000]")
-        if self.mirror_enabled and self.node_id == "mirror":
+        if not 0 <= self.mirror_keep_acknowledged_hours <= 24 * 400:
+            raise ValueError("mirror_keep_acknowledged_hours must be in [0, 9600]")
+        if self.mirror_enabled and self.node_id == "mirror" and not self.mirror_dir:
             raise ValueError("node_id 'mirror' is the mirror's directory under journal_dir; choose another node_id")
         if self.journal_bytes_max < 0:
             raise ValueError("journal_bytes_max must be >= 0 (0 = no cap)")
@@ -149,6 +154,13 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
 
     def journal_root(self) -> Path:
         return Path(self.journal_dir) if self.journal_dir else self.data_path() / "journal"
+
+    def mirror_path(self) -> Path:
+        """Where the mirror files go: mirror_dir, else <journal_dir>/mirror."""
+        return Path(self.mirror_dir) if self.mirror_dir else self.journal_root() / "mirror"
+
+    def mirror_acknowledgements_path(self) -> Path | None:
+        return Path(self.mirror_acknowledgements_file) if self.mirror_acknowledgements_file else None
 
     def jwks_path(self) -> Path:
         return Path(self.jwks_file) if self.jwks_file else self.data_path() / "keys" / "jwks.json"

@@ -33,6 +33,7 @@ COUNTERS = {
     "mirror_recovered": ("Mirror records read back from the journal (queue drops, catch-up at start)", ()),
     "mirror_unrecoverable": ("Records missing from the mirror: no longer in the journal", ()),
     "mirror_errors": ("Failed mirror writes (retried from the journal)", ()),
+    "mirror_pruned": ("Mirror files deleted after the shipper acknowledged them in full", ()),
 }
 HISTOGRAMS = {
     "attest_to_durable_seconds": ("From INGRESS append to durable at the configured level",
@@ -51,6 +52,8 @@ GAUGES = {
     "in_flight": "Requests being handled",
     "open_ingress": "INGRESS records whose OUTCOME is not written yet",
     "mirror_queue": "Records waiting for the NDJSON mirror writer",
+    "mirror_files": "Mirror files of this stream kept on local disk",
+    "mirror_unacknowledged_bytes": "Mirror bytes of this stream not yet acknowledged by the shipper",
 }
 
 

@@ -240,6 +240,27 @@ def test_daemonset_journal_on_a_host_path_given_to_the_daemons() -> None:
     assert vector_mounts["journal"]["readOnly"] is True
 
 
+def test_the_write_once_copy_is_on_with_its_own_volume() -> None:
+    """Goal: the mirror is on as shipped, on its own host path (not the journal's), owned by
+    the daemons' user, read-only for Vector, and the sidecar can read Vector's checkpoints."""
+    daemonset = resource("DaemonSet", "symphony-node")
+    volumes = {v["name"]: v for v in pod_spec(daemonset)["volumes"]}
+    settings = daemon_config_toml("sidecar")
+    assert settings["mirror_enabled"] is True
+    mirror_dir = settings["mirror_dir"]
+    assert not mirror_dir.startswith(JOURNAL_PATH + "/")
+    assert volumes["mirror"]["hostPath"]["path"] == mirror_dir
+    assert volumes["mirror"]["hostPath"]["path"] != volumes["journal"]["hostPath"]["path"]
+    assert f"{DAEMON_UID}:{DAEMON_UID}" in " ".join(container(daemonset, "journal-owner")["command"])
+    assert mirror_dir in " ".join(container(daemonset, "journal-owner")["command"])
+    sidecar = {m["name"]: m for m in container(daemonset, "sidecar")["volumeMounts"]}
+    assert sidecar["mirror"]["mountPath"] == mirror_dir and not sidecar["mirror"].get("readOnly", False)
+    assert settings["mirror_acknowledgements_file"].startswith(sidecar["vector-data"]["mountPath"] + "/")
+    assert sidecar["vector-data"]["readOnly"] is True
+    vector = {m["name"]: m for m in container(daemonset, "vector")["volumeMounts"]}
+    assert vector["mirror"]["mountPath"] == mirror_dir and vector["mirror"]["readOnly"] is True
+
+
 def test_node_id_comes_from_the_node_name() -> None:
     """Goal: the sidecar and the forwarder name the same per-node streams."""
     daemonset = resource("DaemonSet", "symphony-node")
