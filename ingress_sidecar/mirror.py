@@ -1,7 +1,7 @@
 """The NDJSON attestation mirror of one worker's stream, written off the hot path.
 
 Format and file names: symphony/attestation_mirror.py. Files go to
-`<journal_dir>/mirror/` (the path Vector reads, k8s/configmap-vector.yaml),
+`<journal_dir>/mirror/` (the path Vector reads, k8s/config/vector.yaml),
 directory mode 2750 and files 0640, so the pod's group (gid 10001) can read
 them and nobody else; the sidecar never rewrites a file, and deletes one only
 once the shipper has acknowledged all of it (`prune`, below).

@@ -2,7 +2,7 @@
 
 The sidecar can write every record it appends to its journal a second time,
 as one JSON object per line, into `<journal_dir>/mirror/`; Vector ships those
-files to write-once object storage (k8s/configmap-vector.yaml), a copy in a
+files to write-once object storage (k8s/config/vector.yaml), a copy in a
 separate failure domain from PostgreSQL. `symphony audit cross-check` reads
 the shipped copy back and compares it with `ingress_attestations`.
 
@@ -144,7 +144,7 @@ def parse_line(text: bytes) -> ParsedLine:
 # for the mirror's file source (`<vector data_dir>/<source id>/checkpoints.json`,
 # `{"version": "1", "checkpoints": [{"fingerprint": {"dev_inode": [dev, ino]},
 # "position": bytes, ...}]}`): with end-to-end acknowledgements enabled on the
-# sink (k8s/configmap-vector.yaml, ops/vector/vector.yaml), Vector advances a
+# sink (k8s/config/vector.yaml, ops/vector/vector.yaml), Vector advances a
 # file's position only after the object store has accepted the lines before it.
 # A file is acknowledged when its position has reached the file's size; it may
 # be pruned once it is also sealed (not the newest file of its stream, which the

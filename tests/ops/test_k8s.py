@@ -123,6 +123,8 @@ def test_kustomization_applies_every_manifest() -> None:
     """Goal: no manifest in k8s/ is forgotten by `kubectl apply -k k8s/`."""
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization()["resources"]) == on_disk
+    generated = {f for g in kustomization()["configMapGenerator"] for e in g["files"] for f in [e.rpartition("=")[2]]}
+    assert generated == {f"config/{p.name}" for p in (K8S_DIR / "config").iterdir()}
     assert kustomization()["namespace"] == NAMESPACE
 
 
