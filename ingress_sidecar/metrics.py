@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,10 +109,26 @@ class WorkerStats:
                          for name, series in self.counters.items()},
             "histograms": {name: [h.counts, h.total] for name, h in self.histograms.items()},
             "gauges": self.gauges,
+            "process": process_figures(),
         }
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(snapshot))
         temporary.replace(self.path)
+
+
+def process_figures() -> dict[str, float]:
+    """This worker's CPU seconds, resident memory and open file descriptors: the
+    supervisor's process_* metrics describe the supervisor only, and the
+    workers are where the load is. Cheap (/proc reads, once per tick)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {"cpu_seconds": usage.ru_utime + usage.ru_stime}
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        figures["resident_memory_bytes"] = float(pages * os.sysconf("SC_PAGE_SIZE"))
+        figures["open_fds"] = float(len(os.listdir("/proc/self/fd")))
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: CPU only
+    return figures
 
 
 def read_snapshots(directory: Path) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -155,7 +172,27 @@ class SidecarCollector:
             for stream, snapshot in snapshots.items():
                 gauge.add_metric([stream], snapshot["gauges"].get(name, 0.0))
             yield gauge
+        yield from self._worker_processes(snapshots)
         yield from self._journal_files()
+
+    def _worker_processes(self, snapshots: dict[str, dict]) -> Iterator[Metric]:  # type: ignore[type-arg]
+        cpu = CounterMetricFamily(PREFIX + "worker_cpu_seconds", "CPU seconds of each worker process",
+                                  labels=["stream"])
+        memory = GaugeMetricFamily(PREFIX + "worker_resident_memory_bytes",
+                                   "Resident memory of each worker process", labels=["stream"])
+        descriptors = GaugeMetricFamily(PREFIX + "worker_open_fds", "Open file descriptors of each worker process",
+                                        labels=["stream"])
+        for stream, snapshot in snapshots.items():
+            figures = snapshot.get("process", {})
+            if "cpu_seconds" in figures:
+                cpu.add_metric([stream], figures["cpu_seconds"])
+            if "resident_memory_bytes" in figures:
+                memory.add_metric([stream], figures["resident_memory_bytes"])
+            if "open_fds" in figures:
+                descriptors.add_metric([stream], figures["open_fds"])
+        yield cpu
+        yield memory
+        yield descriptors
 
     def _journal_files(self) -> Iterator[Metric]:
         size = GaugeMetricFamily(PREFIX + "journal_bytes", "Bytes of journal files per stream", labels=["stream"])

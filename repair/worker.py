@@ -23,6 +23,7 @@ from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import lifecycle
 from symphony.db import RETRYABLE_ERRORS, create_pool
+from symphony.errors import StartupError
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
@@ -155,12 +156,33 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
     instance_id = settings.instance_id or default_instance_id()
     actor = f"repair:{instance_id}"
     metrics = Metrics()
-    admin = await lifecycle.start_admin_server(settings.metrics_host, settings.metrics_port, metrics.registry)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     leadership = Leadership(dsn, settings.leader_lock_key, instance_id)
     state = CycleState()
     # The loop below feeds systemd's watchdog: a cycle stuck on the database stops the pings.
     watchdog = lifecycle.Watchdog()
+
+    async def database_ready() -> tuple[bool, str]:
+        try:
+            async with pool.acquire(timeout=store.TIMEOUT_SECONDS) as conn:
+                await conn.fetchval("SELECT 1", timeout=store.TIMEOUT_SECONDS)
+        except RETRYABLE_ERRORS as exc:
+            return False, f"database unreachable: {type(exc).__name__}: {exc}"
+        return True, "ok"
+
+    async def loop_ready() -> tuple[bool, str]:
+        stalled = watchdog.stalled()
+        if stalled:
+            return False, f"the reconciliation loop has made no progress for over {watchdog.stall_seconds:g} s"
+        return True, "leader" if leadership.held else "standby"
+
+    try:
+        admin = await lifecycle.start_admin_server(settings.metrics_host, settings.metrics_port, metrics.registry,
+                                                   readiness={"database": database_ready, "loop": loop_ready})
+    except OSError as exc:
+        await pool.close()
+        raise StartupError(f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for /metrics: "
+                           f"{exc.strerror or exc}") from None
     log.info("repair started", extra={"instance_id": instance_id, "admin_port": lifecycle.bound_port(admin)})
     lifecycle.sd_notify("READY=1")
     try:

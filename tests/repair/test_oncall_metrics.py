@@ -7,7 +7,7 @@ symphony_build_info and process_*; a standby exports none of them. Method:
 rows and incidents written in a real migrated database (incidents through
 open_incident_v1); OnCallGauges.refresh run against it and read back from its
 registry; then a real `symphony repair` process scraped over HTTP until the
-outbox depth appears.
+outbox depth appears, and its /readyz read (database and loop checked).
 """
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ async def test_the_repair_daemon_exports_them_with_build_info(tmp_path: Path, da
             time.sleep(0.1)
         assert 'symphony_build_info{daemon="repair"' in text
         assert "process_resident_memory_bytes" in text and "process_open_fds" in text
+        # /readyz checks something now: the database and the loop's progress.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            ready = json.loads(answer.read())
+        assert ready["ready"] is True, ready
+        assert ready["checks"]["database"]["ok"] is True
+        assert ready["checks"]["loop"] == {"ok": True, "detail": "leader"}
     finally:
         process.terminate()
         process.wait(timeout=30)
