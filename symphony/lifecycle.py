@@ -162,11 +162,12 @@ class Watchdog:
         return sorted(name for name, at in self._beats.items() if now - at > self.stall_seconds)
 
     async def wait(self, loop: str, event: asyncio.Event, seconds: float) -> bool:
-        """Wait up to `seconds` for `event`, beating for `loop` meanwhile; True if it was set."""
-        deadline = self.clock() + seconds
+        """Wait up to `seconds` for `event`, beating for `loop` meanwhile; True if it was set.
+        Real time bounds the wait (`clock` may be a test's fake clock)."""
+        deadline = time.monotonic() + seconds
         while True:
             self.beat(loop)
-            remaining = deadline - self.clock()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return event.is_set()
             try:
