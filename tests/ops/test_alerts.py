@@ -54,6 +54,17 @@ def test_promtool_checks_and_unit_tests_the_rules(promtool: str) -> None:
     assert "SUCCESS" in result.stdout
 
 
+def test_systemd_scrape_config_is_valid_and_labels_every_daemon(promtool: str) -> None:
+    """ops/prometheus/prometheus.yml passes `promtool check config` and gives each daemon the
+    `daemon` label the rules use."""
+    result = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=PROMETHEUS_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    labelled = {group["labels"]["daemon"] for job in config["scrape_configs"] for group in job["static_configs"]}
+    assert labelled == {"sidecar", "forwarder", "relayer", "repair"}
+
+
 def test_every_alert_has_a_unit_test() -> None:
     """Each alert in alerts.yml is evaluated by at least one promtool test case."""
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
