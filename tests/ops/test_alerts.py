@@ -83,6 +83,8 @@ def _exported() -> set[str]:
             names.update(METRIC.findall(path.read_text()))
     tables = (*sidecar_metrics.COUNTERS, *sidecar_metrics.GAUGES, *sidecar_metrics.HISTOGRAMS)
     names.update(sidecar_metrics.PREFIX + name for name in tables)
+    source = (REPO_ROOT / "ingress_sidecar" / "metrics.py").read_text()
+    names.update(sidecar_metrics.PREFIX + name for name in re.findall(r'PREFIX \+ "([a-z0-9_]+)"', source))
     samples = set(names)
     for name in names:
         samples.update({f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"})
