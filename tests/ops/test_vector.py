@@ -150,7 +150,15 @@ def test_systemd_hosts_ship_the_same_copy() -> None:
     for key in ("buffer", "encoding", "framing", "compression", "inputs"):
         assert host["sinks"][WORM_SINK][key] == pod["sinks"][WORM_SINK][key], key
     assert host["data_dir"] == pod["data_dir"] == "/var/lib/vector"
+    from tests.ops.ops_files import unit
+
+    sidecar = unit("symphony-sidecar.service")
+    environment = dict(item.split("=", 1) for item in sidecar.words("Service", "Environment"))
+    mirror_dir = environment["SYMPHONY_SIDECAR_MIRROR_DIR"]
+    assert host["sources"]["attestation_mirror"]["include"] == [f"{mirror_dir}/*.ndjson"]
+    assert environment["SYMPHONY_SIDECAR_MIRROR_ACKNOWLEDGEMENTS_FILE"] == \
+        f"{host['data_dir']}/attestation_mirror/checkpoints.json"
+    assert mirror_dir.removeprefix("/var/lib/") in sidecar.words("Service", "StateDirectory")
+    assert mirror_dir in sidecar.words("Unit", "RequiresMountsFor")
     operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
-    assert 'mirror_dir = "/var/lib/symphony/mirror"' in operations
-    assert '"/var/lib/vector/attestation_mirror/checkpoints.json"' in operations
     assert "symphony audit cross-check --mirror" in operations
