@@ -93,16 +93,14 @@ def docstring_entries(struct: type) -> dict[str, str]:
         if not doc:
             continue
         current: list[str] | None = None
+        last_keys: list[str] = []
         for line in doc.splitlines():
             match = _DOC_ENTRY.match(line.strip()) if not line.startswith((" ", "\t")) else None
             if match:
                 current = [match["text"].strip()]
-                for key in re.split(r",\s*", match["keys"]):
-                    found[key] = ""
-                keys = re.split(r",\s*", match["keys"])
-                for key in keys:
+                last_keys = re.split(r",\s*", match["keys"])
+                for key in last_keys:
                     found[key] = current[0]
-                last_keys = keys
             elif current is not None and line.startswith((" ", "\t")) and line.strip():
                 current.append(line.strip())
                 for key in last_keys:
@@ -235,7 +233,7 @@ def render() -> str:
             out += [f"### `[{table}]` tables", "",
                     (inspect.getdoc(nested) or "").split("\n\n", 1)[0].strip(), "",
                     "Set in the file (or as JSON in the table's environment variable); one table each.", ""]
-            out += [line.replace("#### ", "#### ") for line in render_struct(nested, None, example, table)]
+            out += render_struct(nested, None, example, table)
     return "\n".join(out).rstrip() + "\n"
 
 
