@@ -105,6 +105,8 @@ def test_production_overlay(kubectl: str) -> None:
                 mounts = {m["name"]: m["mountPath"] for m in item.get("volumeMounts", [])}
                 assert mounts.get("database-ca") == "/etc/symphony-database-ca", (item["name"], mounts)
         if any(v.get("secret", {}).get("secretName") == "symphony-database-ca" for v in spec.get("volumes", [])):
+            # Mode 0440 files: readable by the daemons' group only through fsGroup.
+            assert spec["securityContext"].get("fsGroup") == 10001, workload["metadata"]["name"]
             continue
         raise AssertionError(f"{workload['metadata']['name']} lacks the database-ca volume")
     config = next(d for d in _by_kind(documents, "ConfigMap") if d["metadata"]["name"].startswith("symphony-config-"))
