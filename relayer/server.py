@@ -88,9 +88,9 @@ async def main(settings: RelayerConfig, database_url: str) -> int:
     log.info("started", extra={"worker_id": worker_id, "rails": sorted(settings.rails), "listen": settings.listen,
                                "admin_port": lifecycle.bound_port(admin), "lease_seconds": settings.lease_seconds})
     lifecycle.sd_notify("READY=1")
-    # The claim loop feeds systemd's watchdog (relayer.worker); pings stop while the
-    # database round trips fail or the loop is stuck.
-    relayer.watchdog.healthy = lambda: relayer.healthy
+    # The claim loop feeds systemd's watchdog (relayer.worker): pings stop when the
+    # loop is stuck. A database that refuses or is down is not a stuck loop (the
+    # loop goes on, retrying): /readyz reports it, and a restart would not help.
     noter = asyncio.create_task(note_stop())
     try:
         await relayer.run(shutdown.requested, drain_deadline=drain_deadline)
