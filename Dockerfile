@@ -6,24 +6,33 @@
 # store credentials come from Kubernetes Secrets at run time.
 #
 #   docker build -t symphony:0.1.0 .
+#
+# Reproducible: the base image is pinned by digest (both stages), and pip
+# installs exactly the versions in constraints.txt (PIP_CONSTRAINT applies to
+# the build backend too). The `embedded` extra (PostgreSQL binaries for the
+# quick start and the tests) is not installed: production connects to a real
+# PostgreSQL. To move to a newer base, take the digest of the python:3.11-slim
+# index from `docker buildx imagetools inspect python:3.11-slim` and replace
+# it in both FROM lines.
 
 # -- build: compilers for the journal's C core (cffi API mode, built at install)
-FROM python:3.11-slim AS build
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CONSTRAINT=/src/constraints.txt
 RUN python -m venv /opt/symphony/venv
 WORKDIR /src
 # .dockerignore keeps the context to the sources pip needs (no .git, no venv,
 # no tests); pyproject.toml decides which packages are installed.
 COPY . .
 # A regular (non-editable) install: the venv is self-contained and copied whole.
+# No extras: not `embedded`, not `test`.
 RUN /opt/symphony/venv/bin/pip install . \
  && /opt/symphony/venv/bin/symphony --version
 
 # -- runtime: no compiler, no source tree, no root
-FROM python:3.11-slim
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 RUN groupadd --system --gid 10001 symphony \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /var/lib/symphony --shell /usr/sbin/nologin symphony

@@ -51,6 +51,9 @@ class Forwarder:
         self.skipped_entries: set[str] = set()
         self.last_partition_check = 0.0
         self.crashed: BaseException | None = None
+        # systemd's watchdog, fed by the maintenance loop and by every stream's
+        # shipper: one of them stuck (a lock, a hung connection) stops the pings.
+        self.watchdog = lifecycle.Watchdog(self.healthy)
 
     # -- discovery --------------------------------------------------------------
 
@@ -84,7 +87,7 @@ class Forwarder:
                 continue
             state = self.states.setdefault(stream_id, StreamState(stream_id))
             shipper = StreamShipper(stream_id, self.source_factory(stream_id, path), self.store,
-                                    self.settings, state, self.stopping)
+                                    self.settings, state, self.stopping, self.watchdog)
             checkpoint = self.checkpoints.get(stream_id)
             self.tasks[stream_id] = asyncio.create_task(shipper.run(checkpoint), name=f"stream-{stream_id}")
             self.tasks[stream_id].add_done_callback(self._shipper_done)
@@ -115,6 +118,7 @@ class Forwarder:
     async def maintain(self) -> None:
         """Discovery and partitions on their own timers until stopping."""
         while not self.stopping.is_set():
+            self.watchdog.beat("maintenance")
             self.start_new_streams()
             if time.monotonic() - self.last_partition_check >= self.settings.partition_interval_seconds:
                 try:
@@ -122,10 +126,7 @@ class Forwarder:
                 except TRANSIENT_ERRORS as exc:
                     # Inserts also create a missing partition on demand; try again next tick.
                     log.warning("partition maintenance failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.settings.discovery_interval_seconds)
-            except asyncio.TimeoutError:
-                continue
+            await self.watchdog.wait("maintenance", self.stopping, self.settings.discovery_interval_seconds)
 
     async def drain(self) -> None:
         """Let every shipper finish its batch in flight, then cancel what remains."""
@@ -247,7 +248,6 @@ async def _start_admin(settings: ForwarderConfig, registry: CollectorRegistry, s
 async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_port: int) -> int:
     settings = forwarder.settings
     maintenance = asyncio.create_task(forwarder.maintain(), name="maintenance")
-    watchdog = asyncio.create_task(lifecycle.watchdog_loop(forwarder.healthy), name="watchdog")
     lifecycle.sd_notify("READY=1")
     log.info("forwarder ready", extra={"node_id": settings.node_id, "admin_port": admin_port,
                                        "journal_dir": str(settings.node_journal_dir()),
@@ -257,8 +257,8 @@ async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_p
     await asyncio.wait([stop_waiter, crash_waiter], return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping: finishing batches in flight")
     await forwarder.drain()
-    for task in (maintenance, watchdog, stop_waiter, crash_waiter):
+    for task in (maintenance, stop_waiter, crash_waiter):
         task.cancel()
-    await asyncio.gather(maintenance, watchdog, stop_waiter, crash_waiter, return_exceptions=True)
+    await asyncio.gather(maintenance, stop_waiter, crash_waiter, return_exceptions=True)
     log.info("forwarder stopped")
     return 4 if forwarder.crashed is not None else 0

@@ -31,6 +31,7 @@ from forwarder.config import ForwarderConfig
 from forwarder.rows import Break, RecordLike, UndecodableRecord
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Halted, RefusedBatch, Shipped, Stale, Store
 from symphony.backoff import Backoff
+from symphony.lifecycle import Watchdog
 
 log = logging.getLogger("forwarder.stream")
 WATCH_SECONDS = 0.25  # how often the journal's epoch and head are compared with the checkpoint
@@ -135,8 +136,11 @@ class StreamState:
 
 class StreamShipper:
     def __init__(self, stream_id: int, source: Source, store: Store, settings: ForwarderConfig,
-                 state: StreamState, stopping: asyncio.Event) -> None:
+                 state: StreamState, stopping: asyncio.Event, watchdog: Watchdog | None = None) -> None:
         self.stream_id = stream_id
+        # This loop feeds systemd's watchdog: a batch stuck on the database stops the pings.
+        self.watchdog = watchdog or Watchdog()
+        self.watchdog_loop = f"stream-{stream_id}"
         self.source = source
         self.store = store
         self.settings = settings
@@ -158,6 +162,7 @@ class StreamShipper:
             if not await self._resume(checkpoint):
                 return
             while not self.stopping.is_set():
+                self.watchdog.beat(self.watchdog_loop)
                 if self._resume_pending:
                     checkpoint, self._resume_from, self._resume_pending = self._resume_from, None, False
                     if self._stale_in_a_row > 2 and await self._sleep(self.backoff.next_delay()):
@@ -170,6 +175,7 @@ class StreamShipper:
                 if not await self._ship(batch):
                     return
         finally:
+            self.watchdog.forget(self.watchdog_loop)  # halted or stopped on purpose
             self.source.close()
 
     # -- resume ---------------------------------------------------------------
@@ -457,8 +463,4 @@ class StreamShipper:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, or wake early on a stop request; True when stopping."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await self.watchdog.wait(self.watchdog_loop, self.stopping, seconds)

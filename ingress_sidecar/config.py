@@ -69,7 +69,10 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
     journal_segment_bytes: int = 0
     journal_bytes_max: int = 0
     journal_flush_interval_us: int = 1000
-    mirror_enabled: bool = False
+    mirror_enabled: bool = True
+    mirror_dir: str = ""
+    mirror_acknowledgements_file: str = ""
+    mirror_keep_acknowledged_hours: float = 24.0
     mirror_file_bytes_max: int = 64 * 1024 * 1024
     mirror_queue_records_max: int = 65_536
     upstream_url: str = "http://127.0.0.1:8000"
@@ -151,7 +154,8 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
         config.check_range(self, "journal_flush_interval_us", 0, 100_000)
         config.check_range(self, "mirror_file_bytes_max", 4096)
         config.check_range(self, "mirror_queue_records_max", 1, 10_000_000)
-        if self.mirror_enabled and self.node_id == "mirror":
+        config.check_range(self, "mirror_keep_acknowledged_hours", 0, 24 * 400)
+        if self.mirror_enabled and self.node_id == "mirror" and not self.mirror_dir:
             raise ValueError("node_id 'mirror' is the mirror's directory under journal_dir; choose another node_id")
         config.check_range(self, "journal_bytes_max", 0, note=" (0 = no cap)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -168,6 +172,13 @@ class SidecarConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=Tru
 
     def journal_root(self) -> Path:
         return Path(self.journal_dir) if self.journal_dir else self.data_path() / "journal"
+
+    def mirror_path(self) -> Path:
+        """Where the mirror files go: mirror_dir, else <journal_dir>/mirror."""
+        return Path(self.mirror_dir) if self.mirror_dir else self.journal_root() / "mirror"
+
+    def mirror_acknowledgements_path(self) -> Path | None:
+        return Path(self.mirror_acknowledgements_file) if self.mirror_acknowledgements_file else None
 
     def jwks_path(self) -> Path:
         return Path(self.jwks_file) if self.jwks_file else self.data_path() / "keys" / "jwks.json"

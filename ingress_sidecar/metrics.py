@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +38,7 @@ COUNTERS = {
     "mirror_recovered": ("Mirror records read back from the journal (queue drops, catch-up at start)", ()),
     "mirror_unrecoverable": ("Records missing from the mirror: no longer in the journal", ()),
     "mirror_errors": ("Failed mirror writes (retried from the journal)", ()),
+    "mirror_pruned": ("Mirror files deleted after the shipper acknowledged them in full", ()),
 }
 HISTOGRAMS = {
     "attest_to_durable_seconds": ("From INGRESS append to durable at the configured level",
@@ -47,7 +50,7 @@ HISTOGRAMS = {
                                    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)),
 }
 GAUGES = {
-    "clock_offset_ms": "How far the HLC runs ahead of the wall clock",
+    "clock_offset_seconds": "How far the HLC runs ahead of the wall clock, in seconds",
     "clock_alarm": "1 while the wall clock is behind the HLC by more than the max offset",
     "policy_staleness_seconds": "Seconds since the participant policy cache was last refreshed (-1: never)",
     "worker_ready": "1 when the worker's journal is writable and its policy cache fresh",
@@ -57,6 +60,8 @@ GAUGES = {
     "open_ingress": "INGRESS records whose OUTCOME is not written yet",
     "mirror_queue": "Records waiting for the NDJSON mirror writer",
     "checkpoint_tree_size": "Records covered by the newest checkpoint this worker cut",
+    "mirror_files": "Mirror files of this stream kept on local disk",
+    "mirror_unacknowledged_bytes": "Mirror bytes of this stream not yet acknowledged by the shipper",
 }
 
 
@@ -103,14 +108,34 @@ class WorkerStats:
             return
         snapshot = {
             "pid": os.getpid(),
+            # CLOCK_MONOTONIC is one clock for every process on the host: the
+            # supervisor feeds systemd's watchdog only while each worker's
+            # housekeeping tick (which publishes this) keeps running.
+            "published_monotonic": time.monotonic(),
             "counters": {name: [[list(labels), value] for labels, value in series.items()]
                          for name, series in self.counters.items()},
             "histograms": {name: [h.counts, h.total] for name, h in self.histograms.items()},
             "gauges": self.gauges,
+            "process": process_figures(),
         }
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(snapshot))
         temporary.replace(self.path)
+
+
+def process_figures() -> dict[str, float]:
+    """This worker's CPU seconds, resident memory and open file descriptors: the
+    supervisor's process_* metrics describe the supervisor only, and the
+    workers are where the load is. Cheap (/proc reads, once per tick)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {"cpu_seconds": usage.ru_utime + usage.ru_stime}
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        figures["resident_memory_bytes"] = float(pages * os.sysconf("SC_PAGE_SIZE"))
+        figures["open_fds"] = float(len(os.listdir("/proc/self/fd")))
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: CPU only
+    return figures
 
 
 def read_snapshots(directory: Path) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -154,7 +179,27 @@ class SidecarCollector:
             for stream, snapshot in snapshots.items():
                 gauge.add_metric([stream], snapshot["gauges"].get(name, 0.0))
             yield gauge
+        yield from self._worker_processes(snapshots)
         yield from self._journal_files()
+
+    def _worker_processes(self, snapshots: dict[str, dict]) -> Iterator[Metric]:  # type: ignore[type-arg]
+        cpu = CounterMetricFamily(PREFIX + "worker_cpu_seconds", "CPU seconds of each worker process",
+                                  labels=["stream"])
+        memory = GaugeMetricFamily(PREFIX + "worker_resident_memory_bytes",
+                                   "Resident memory of each worker process", labels=["stream"])
+        descriptors = GaugeMetricFamily(PREFIX + "worker_open_fds", "Open file descriptors of each worker process",
+                                        labels=["stream"])
+        for stream, snapshot in snapshots.items():
+            figures = snapshot.get("process", {})
+            if "cpu_seconds" in figures:
+                cpu.add_metric([stream], figures["cpu_seconds"])
+            if "resident_memory_bytes" in figures:
+                memory.add_metric([stream], figures["resident_memory_bytes"])
+            if "open_fds" in figures:
+                descriptors.add_metric([stream], figures["open_fds"])
+        yield cpu
+        yield memory
+        yield descriptors
 
     def _journal_files(self) -> Iterator[Metric]:
         size = GaugeMetricFamily(PREFIX + "journal_bytes", "Bytes of journal files per stream", labels=["stream"])

@@ -1,9 +1,10 @@
 """The NDJSON attestation mirror of one worker's stream, written off the hot path.
 
 Format and file names: symphony/attestation_mirror.py. Files go to
-`<journal_dir>/mirror/` (the path Vector reads, k8s/configmap-vector.yaml),
+`<journal_dir>/mirror/` (the path Vector reads, k8s/config/vector.yaml),
 directory mode 2750 and files 0640, so the pod's group (gid 10001) can read
-them and nobody else; the sidecar never deletes or rewrites a file.
+them and nobody else; the sidecar never rewrites a file, and deletes one only
+once the shipper has acknowledged all of it (`prune`, below).
 
 The request path only appends (seq, type, attestation id, body, chain hash)
 to a bounded deque (`observe`, an Attestor observer): no encoding, no I/O. A
@@ -45,6 +46,7 @@ BATCH_RECORDS_MAX = 4096  # per write(2); also the journal read-back chunk
 TAIL_BYTES_MAX = 1 << 20  # how far back start-up looks for the last complete line
 LOG_INTERVAL_SECONDS = 10.0
 WAKE_SECONDS = 0.5
+PRUNE_INTERVAL_SECONDS = 30.0
 
 Pending = tuple[int, int, int, bytes, bytes]  # seq, record type, attestation id, body, chain hash
 
@@ -87,8 +89,10 @@ class Mirror:
     """The mirror writer of one stream (one per worker)."""
 
     def __init__(self, directory: Path, *, node_id: str, stream_id: int, stream_dir: Path,
-                 file_bytes_max: int, queue_records_max: int, stats: metrics.WorkerStats) -> None:
+                 file_bytes_max: int, queue_records_max: int, stats: metrics.WorkerStats,
+                 acknowledgements_file: Path | None = None, keep_acknowledged_seconds: float = 0.0) -> None:
         assert file_bytes_max > 0 and queue_records_max > 0
+        assert keep_acknowledged_seconds >= 0
         self.directory = directory
         self.node_id = node_id
         self.stream_id = stream_id
@@ -103,6 +107,13 @@ class Mirror:
         self._next_seq = 1  # the seq the mirror expects to write next
         self._dropped_unlogged = 0
         self._last_drop_log = 0.0
+        # Local retention: files of this stream are pruned once the shipper has
+        # acknowledged them (see symphony.attestation_mirror, "acknowledgements").
+        self.acknowledgements_file = acknowledgements_file
+        self.keep_acknowledged_seconds = keep_acknowledged_seconds
+        self._current_name = ""
+        self._last_prune = float("-inf")
+        self._ack_error_logged = ""
 
     # ------------------------------------------------------- the request path
 
@@ -144,6 +155,9 @@ class Mirror:
             if self._next_seq <= self._catch_up_to:
                 await loop.run_in_executor(None, self._write_batch, [], self._catch_up_to)
             while True:  # ends when stop is set and the queue is empty
+                if time.monotonic() - self._last_prune >= PRUNE_INTERVAL_SECONDS:
+                    self._last_prune = time.monotonic()
+                    await loop.run_in_executor(None, self.prune)
                 if not self._pending:
                     if stop.is_set():
                         break
@@ -260,6 +274,7 @@ class Mirror:
         else:
             raise OSError(17, f"no free mirror file name for seq {first_seq}")
         fd = os.open(path, flags, FILE_MODE)
+        self._current_name = path.name
         try:
             os.fchmod(fd, FILE_MODE)  # whatever the umask
         except OSError:
@@ -279,3 +294,61 @@ class Mirror:
 
     def queued(self) -> int:
         return len(self._pending)
+
+    # ------------------------------------------------------------ retention
+
+    def stream_files(self) -> list[fmt.MirrorFile]:
+        """This stream's mirror files, with what retention needs to know."""
+        found = []
+        for path in self.directory.glob(f"{self.node_id}-{self.stream_id}-*{fmt.FILE_SUFFIX}"):
+            match = fmt.FILE_NAME.match(path.name)
+            if not match or match["node"] != self.node_id or int(match["stream"]) != self.stream_id:
+                continue
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append(fmt.MirrorFile(path.name, self.node_id, self.stream_id, int(match["first"]),
+                                        int(match["generation"] or 0), info.st_dev, info.st_ino, info.st_size,
+                                        info.st_mtime))
+        return found
+
+    def prune(self) -> int:
+        """Runs in a thread: delete this stream's files the shipper has acknowledged
+        (and that are sealed and past the keep time); returns how many. Without an
+        acknowledgements file nothing is ever deleted."""
+        files = self.stream_files()
+        self.stats.gauges["mirror_files"] = float(len(files))
+        if self.acknowledgements_file is None:
+            self.stats.gauges["mirror_unacknowledged_bytes"] = float(sum(f.size for f in files))
+            return 0
+        try:
+            acknowledged = fmt.read_acknowledgements(self.acknowledgements_file.read_bytes())
+        except FileNotFoundError:
+            acknowledged = {}  # the shipper has not written its first checkpoint yet
+        except (OSError, fmt.MirrorLineError) as exc:
+            if str(exc) != self._ack_error_logged:
+                self._ack_error_logged = str(exc)
+                log.error("mirror acknowledgements unreadable; nothing pruned",
+                          extra={"path": str(self.acknowledgements_file), "error": str(exc),
+                                 "stream_id": self.stream_id})
+            acknowledged = {}
+        self.stats.gauges["mirror_unacknowledged_bytes"] = float(sum(
+            max(0, f.size - acknowledged.get((f.device, f.inode), 0)) for f in files))
+        candidates = fmt.prunable(files, acknowledged, keep_seconds=self.keep_acknowledged_seconds, now=time.time())
+        pruned = 0
+        for item in candidates:
+            if item.name == self._current_name:
+                continue  # never the file this writer has open
+            try:
+                (self.directory / item.name).unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("mirror file not pruned", extra={"file": item.name, "error": str(exc)})
+                continue
+            pruned += 1
+            self.stats.count("mirror_pruned")
+            log.info("mirror file pruned: acknowledged by the shipper", extra={"file": item.name,
+                                                                               "bytes": item.size})
+        return pruned

@@ -31,7 +31,7 @@ from ingress_sidecar.guard import FD_RESERVE, ConnectionGuard, GuardedServer, en
 from ingress_sidecar.handler import RequestHandler
 from ingress_sidecar.hlc import WORKER_MAX, HybridClock, file_offset_clock, system_clock_ms
 from ingress_sidecar.identity import CertificateVerifier, JwksKeys, JwtVerifier
-from ingress_sidecar.mirror import Mirror, mirror_directory
+from ingress_sidecar.mirror import Mirror
 from ingress_sidecar.policy import PolicyCache
 from ingress_sidecar.ratelimit import DropCounter, SourceLimiter
 from ingress_sidecar.routes import RouteTable
@@ -232,9 +232,11 @@ class Worker:
 
     def _mirror(self, attestor: Attestor) -> Mirror:
         s = self.settings
-        self.mirror = Mirror(mirror_directory(s.journal_root()), node_id=s.node_id, stream_id=self.stream_id,
+        self.mirror = Mirror(s.mirror_path(), node_id=s.node_id, stream_id=self.stream_id,
                              stream_dir=attestor.writer.path, file_bytes_max=s.mirror_file_bytes_max,
-                             queue_records_max=s.mirror_queue_records_max, stats=self.stats)
+                             queue_records_max=s.mirror_queue_records_max, stats=self.stats,
+                             acknowledgements_file=s.mirror_acknowledgements_path(),
+                             keep_acknowledged_seconds=s.mirror_keep_acknowledged_hours * 3600)
         try:
             self.mirror.open(head_seq=attestor.writer.next_seq - 1)
         except OSError as exc:
@@ -360,7 +362,7 @@ class Worker:
         staleness = self.policy.staleness_seconds()
         gauges["policy_staleness_seconds"] = staleness if staleness != float("inf") else -1.0
         offset = handler.clock.offset_ms()
-        gauges["clock_offset_ms"] = float(offset)
+        gauges["clock_offset_seconds"] = offset / 1000.0
         if offset <= handler.clock.offset_ms_max:
             gauges["clock_alarm"] = 0.0
         gauges["worker_ready"] = 1.0 if attestor.writable and self.policy.is_fresh() else 0.0

@@ -11,7 +11,9 @@ supervisor:
   and never a moment without its owner;
 - serves /healthz, /readyz and /metrics on the admin port; metrics are the
   workers' values merged (prometheus multiprocess mode) plus journal file sizes;
-- tells systemd READY=1 once every worker listens, and pings the watchdog;
+- tells systemd READY=1 once every worker listens, and pings the watchdog
+  while every worker's housekeeping tick keeps publishing (a stuck worker
+  stops the pings);
 - restarts a worker that dies (kill -9, crash) on the same stream, whose
   journal then recovers: what the dead worker acknowledged is in the journal,
   and requests it held show as INGRESS without OUTCOME (ghosts to classify);
@@ -70,6 +72,7 @@ class Supervisor:
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="symphony-sidecar-metrics-"))
         self.stopping = False
         self.listener: socket.socket | None = None
+        self.watchdog = lifecycle.Watchdog(self._workers_progressing)
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -147,10 +150,7 @@ class Supervisor:
             log.info("sidecar ready", extra={"port": self.port, "admin_port": lifecycle.bound_port(admin),
                                              "workers": len(self.workers), "node_id": self.settings.node_id})
             lifecycle.sd_notify(f"READY=1\nSTATUS=listening on {self.settings.listen_host}:{self.port}")
-            watchdog = asyncio.create_task(lifecycle.watchdog_loop(self._all_alive))
-            code = await self._supervise(shutdown)
-            watchdog.cancel()
-            return code
+            return await self._supervise(shutdown)
         finally:
             self.stopping = True
             code = await self._stop_workers()
@@ -170,6 +170,25 @@ class Supervisor:
             self.settings.admin_host, self.settings.admin_port, registry,  # type: ignore[arg-type]
             readiness={"workers": self._check_workers, "upstream": self._check_upstreams},
         )
+
+    def _workers_progressing(self) -> bool:
+        """Every worker alive and its housekeeping tick (journal HEARTBEAT, gauges)
+        run recently: a worker whose event loop is stuck stops the watchdog's pings."""
+        if not self._all_alive():
+            return False
+        from ingress_sidecar import metrics
+
+        bound = max(self.watchdog.stall_seconds, 2 * self.settings.heartbeat_interval_seconds)
+        now = time.monotonic()
+        snapshots = metrics.read_snapshots(self.metrics_dir)
+        for worker in self.workers:
+            snapshot = snapshots.get(str(worker.stream_id))
+            assert worker.process is not None
+            if snapshot is None or snapshot.get("pid") != worker.process.pid:
+                return False
+            if now - float(snapshot.get("published_monotonic", float("-inf"))) > bound:
+                return False
+        return True
 
     def _all_alive(self) -> bool:
         return all(w.process is not None and w.process.poll() is None for w in self.workers)
@@ -204,6 +223,7 @@ class Supervisor:
 
     async def _supervise(self, shutdown: lifecycle.Shutdown) -> int:
         while not shutdown.requested.is_set():
+            self.watchdog.beat("supervise")
             try:
                 await asyncio.wait_for(shutdown.requested.wait(), timeout=0.2)
                 break

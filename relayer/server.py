@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import time
+from urllib.parse import urlsplit
 
 from relayer import adapters
 from relayer.config import RelayerConfig
@@ -22,6 +23,20 @@ from symphony.db import create_pool
 from symphony.errors import StartupError
 
 log = logging.getLogger("relayer")
+
+
+EXAMPLE_DOMAINS = (".example", ".invalid", ".test", "example.com", "example.org", "example.net")
+
+
+def example_rails(settings: RelayerConfig) -> list[str]:
+    """Rails whose URL is a placeholder (a reserved example domain, RFC 2606)."""
+    found = []
+    for name, rail in sorted(settings.rails.items()):
+        host = (urlsplit(rail.url).hostname or "").lower().rstrip(".")
+        if any(host == domain.lstrip(".") or host.endswith(domain if domain.startswith(".") else "." + domain)
+               for domain in EXAMPLE_DOMAINS):
+            found.append(name)
+    return found
 
 
 def default_worker_id() -> str:
@@ -66,15 +81,20 @@ async def main(settings: RelayerConfig, database_url: str) -> int:
         stop_requested_at.append(time.monotonic())
         log.info("stop requested; draining")
 
+    for name in example_rails(settings):
+        log.warning("rail %s points at an example address (%s): every payment to it will fail; set "
+                    "[rails.%s] url in the relayer's configuration to the operator's endpoint",
+                    name, settings.rails[name].url, name, extra={"rail": name})
     log.info("started", extra={"worker_id": worker_id, "rails": sorted(settings.rails), "listen": settings.listen,
                                "admin_port": lifecycle.bound_port(admin), "lease_seconds": settings.lease_seconds})
     lifecycle.sd_notify("READY=1")
-    watchdog = asyncio.create_task(lifecycle.watchdog_loop(lambda: relayer.healthy))
+    # The claim loop feeds systemd's watchdog (relayer.worker): pings stop when the
+    # loop is stuck. A database that refuses or is down is not a stuck loop (the
+    # loop goes on, retrying): /readyz reports it, and a restart would not help.
     noter = asyncio.create_task(note_stop())
     try:
         await relayer.run(shutdown.requested, drain_deadline=drain_deadline)
     finally:
-        watchdog.cancel()
         noter.cancel()
         await admin.cleanup()
         await pool.close()

@@ -41,7 +41,9 @@ from relayer.store import BreakerReport, ClaimedRow, Completion, OutboxStore
 from symphony.backoff import full_jitter_seconds
 from symphony.db import RETRYABLE_ERRORS, connect
 from symphony.errors import SymphonyError
+from symphony.lifecycle import Watchdog
 
+WATCHDOG_LOOP = "claim"
 log = logging.getLogger("relayer")
 
 # Errors of one database round trip that the loop survives (it retries on the
@@ -96,6 +98,8 @@ class Relayer:
     database_url: str = ""
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
+    # Fed by the claim loop (run): a claim stuck on the database stops systemd's pings.
+    watchdog: Watchdog = field(default_factory=Watchdog)
 
     def __post_init__(self) -> None:
         self.rails = {
@@ -128,6 +132,7 @@ class Relayer:
         flusher = asyncio.create_task(self._flush_loop(), name="relayer-flusher")
         try:
             while not stop.is_set():
+                self.watchdog.beat(WATCHDOG_LOOP)
                 await self._ensure_listening()
                 claimed_full = await self._cycle()
                 if claimed_full:
@@ -140,9 +145,15 @@ class Relayer:
     async def _sleep(self, stop: asyncio.Event) -> None:
         self.wake.clear()
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        deadline = time.monotonic() + self.settings.poll_interval_seconds
         try:
-            await asyncio.wait(waiters, timeout=self.settings.poll_interval_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            # In slices, so an idle loop keeps feeding the watchdog.
+            while (remaining := deadline - time.monotonic()) > 0:
+                done, _ = await asyncio.wait(waiters, timeout=min(remaining, self.watchdog.beat_interval_seconds),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done:
+                    break
+                self.watchdog.beat(WATCHDOG_LOOP)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -36,6 +36,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     chain_full_verify_seconds: float = 3600.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    oncall_metrics_seconds: float = 15.0
     shutdown_timeout_seconds: float = 10.0
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8470
@@ -72,6 +73,7 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         config.check_range(self, "scan_window_hours", 0.01, 24 * 400)
         config.check_range(self, "chain_full_verify_seconds", 1, 86_400 * 7)
         config.check_range(self, "shutdown_timeout_seconds", 0.1, 600)
+        config.check_range(self, "oncall_metrics_seconds", 1, 3600)
         config.check_range(self, "silent_heartbeats", 1, 1000)
         config.check_range(self, "findings_max", 1, 1_000_000)
         config.check_range(self, "chain_batch_rows", 1, 1_000_000)

@@ -424,7 +424,7 @@ def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResult
                               "signature_policy": "signed commits recommended; recorded, not enforced"},
         "policy_provenance": {"policy_repository": git["repository"], "policy_commit_hash": git["commit"],
                               "policy_lock_file": "pyproject.toml", "policy_version_verified": not git["dirty"],
-                              "policy_scope": ["DESIGN.md invariants 1-10", "docs/architecture.md contracts"]},
+                              "policy_scope": ["docs/testing.md invariants 1-10", "docs/architecture.md contracts"]},
         "ai_usage": {"ai_assisted": git["ai_declared"] or "Undeclared",
                      "declaration_source": "COMMIT_TRAILER" if git["ai_declared"] else "CI_DEFAULT",
                      "enforcement_status": "pass" if git["ai_declared"] else "warning", "enforcement_active": False,

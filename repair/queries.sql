@@ -587,3 +587,28 @@ FROM ingress_attestations
 WHERE node_id = $1 AND stream_id = $2 AND (epoch = $3 OR ($4 AND epoch IS NULL)) AND stream_seq > $5
 ORDER BY stream_seq, recorded_at
 LIMIT $6;
+
+-- name: oncall_outbox
+-- On-call gauges: outbox rows per non-SUCCESS status and the age in seconds of
+-- the oldest row of each (PENDING, IN_FLIGHT and RECOVERING are the working
+-- set; FAILED are the dead letters). SUCCESS is not counted: it only grows.
+SELECT status::text AS status, count(*) AS n,
+       extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_seconds
+FROM payment_outbox
+WHERE status IN ('PENDING', 'IN_FLIGHT', 'RECOVERING', 'FAILED')
+GROUP BY status;
+
+-- name: oncall_incidents
+-- On-call gauges: open incidents by kind and severity.
+SELECT kind, severity, count(*) AS n
+FROM repair_incidents
+WHERE resolved_at IS NULL
+GROUP BY kind, severity;
+
+-- name: oncall_gap
+-- On-call gauges: the attestation gap per participant as repair accounts for it:
+-- open GHOST incidents (a ghost counts in the gap until it is resolved).
+SELECT coalesce(participant_id, '(unauthenticated)') AS participant_id, count(*) AS n
+FROM repair_incidents
+WHERE resolved_at IS NULL AND kind = 'GHOST'
+GROUP BY 1;

@@ -13,20 +13,23 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from repair import detectors, store, verify
+from repair import detectors, oncall, store, verify
 from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import archive_signature, lifecycle
 from symphony.db import RETRYABLE_ERRORS, create_pool
+from symphony.errors import StartupError
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
+WATCHDOG_LOOP = "cycle"
 
 
 def default_instance_id() -> str:
@@ -62,6 +65,7 @@ class Metrics:
         self.leader = Gauge("symphony_repair_leader", "1 while this instance is the leader", registry=self.registry)
         self.takeovers = Counter("symphony_repair_leader_acquired", "Times this instance became leader",
                                  registry=self.registry)
+        self.oncall = oncall.OnCallGauges(self.registry)
 
 
 async def _run_detector(conn: asyncpg.Connection, settings: RepairConfig, found: detectors.Findings,
@@ -133,12 +137,16 @@ async def chain_findings(conn: asyncpg.Connection, settings: RepairConfig, state
 
 
 async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str,
-                    state: CycleState | None = None) -> CycleResult:
+                    state: CycleState | None = None,
+                    progress: Callable[[], None] | None = None) -> CycleResult:
     """Run every detector once. A detector that fails is logged and retried next
-    cycle; it never stops the others."""
+    cycle; it never stops the others. `progress` is called after each detector
+    (the systemd watchdog's beat: a detector stuck on a lock stops it)."""
     state = state or CycleState()
     result = CycleResult()
+    beat = progress or (lambda: None)
     for detect in detectors.ROW_DETECTORS:
+        beat()
         kind = detect.__name__
         try:
             await _run_detector(conn, settings, await detect(conn, settings), actor, result)
@@ -150,6 +158,7 @@ async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str
     except asyncpg.PostgresError as exc:
         log.error("chain verification failed: %s", exc)
         result.errors.append(f"chain: {exc}")
+    beat()
     return result
 
 
@@ -158,18 +167,42 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
     instance_id = settings.instance_id or default_instance_id()
     actor = f"repair:{instance_id}"
     metrics = Metrics()
-    admin = await lifecycle.start_admin_server(settings.metrics_host, settings.metrics_port, metrics.registry)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     leadership = Leadership(dsn, settings.leader_lock_key, instance_id)
     state = CycleState()
+    # The loop below feeds systemd's watchdog: a cycle stuck on the database stops the pings.
+    watchdog = lifecycle.Watchdog()
+
+    async def database_ready() -> tuple[bool, str]:
+        try:
+            async with pool.acquire(timeout=store.TIMEOUT_SECONDS) as conn:
+                await conn.fetchval("SELECT 1", timeout=store.TIMEOUT_SECONDS)
+        except RETRYABLE_ERRORS as exc:
+            return False, f"database unreachable: {type(exc).__name__}: {exc}"
+        return True, "ok"
+
+    async def loop_ready() -> tuple[bool, str]:
+        stalled = watchdog.stalled()
+        if stalled:
+            return False, f"the reconciliation loop has made no progress for over {watchdog.stall_seconds:g} s"
+        return True, "leader" if leadership.held else "standby"
+
+    try:
+        admin = await lifecycle.start_admin_server(settings.metrics_host, settings.metrics_port, metrics.registry,
+                                                   readiness={"database": database_ready, "loop": loop_ready})
+    except OSError as exc:
+        await pool.close()
+        raise StartupError(f"cannot listen on {settings.metrics_host}:{settings.metrics_port} for /metrics: "
+                           f"{exc.strerror or exc}") from None
     log.info("repair started", extra={"instance_id": instance_id, "admin_port": lifecycle.bound_port(admin)})
     lifecycle.sd_notify("READY=1")
     try:
         while not shutdown.requested.is_set():
+            watchdog.beat(WATCHDOG_LOOP)
             if not leadership.held:
                 if not await leadership.try_acquire():
                     await _report_role(pool, instance_id, "STANDBY")
-                    await _sleep(shutdown, settings.leader_retry_seconds)
+                    await watchdog.wait(WATCHDOG_LOOP, shutdown.requested, settings.leader_retry_seconds)
                     continue
                 metrics.leader.set(1)
                 metrics.takeovers.inc()
@@ -178,10 +211,12 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
                 log.info("became leader", extra={"instance_id": instance_id})
             elif not await leadership.still_leader():
                 metrics.leader.set(0)
+                metrics.oncall.clear()
                 log.warning("lost leadership", extra={"instance_id": instance_id})
                 continue
-            await _leader_cycle(pool, settings, actor, instance_id, state, metrics)
-            await _sleep(shutdown, settings.cycle_seconds)
+            await _leader_cycle(pool, settings, actor, instance_id, state, metrics,
+                                lambda: watchdog.beat(WATCHDOG_LOOP))
+            await watchdog.wait(WATCHDOG_LOOP, shutdown.requested, settings.cycle_seconds)
     finally:
         await leadership.release()
         await _report_role(pool, instance_id, "STOPPED")
@@ -191,14 +226,21 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
 
 
 async def _leader_cycle(pool: asyncpg.Pool, settings: RepairConfig, actor: str, instance_id: str,
-                        state: CycleState, metrics: Metrics) -> None:
+                        state: CycleState, metrics: Metrics, progress: Callable[[], None]) -> None:
     started = time.monotonic()
     try:
         async with pool.acquire() as conn:
-            result = await run_cycle(conn, settings, actor, state)
+            result = await run_cycle(conn, settings, actor, state, progress)
             elapsed_ms = int((time.monotonic() - started) * 1000)
             await store.set_instance_status(conn, instance_id, "LEADER", cycle_at=dt.datetime.now(dt.timezone.utc),
                                             cycle_ms=elapsed_ms, error="; ".join(result.errors) or None)
+            if metrics.oncall.due(settings.oncall_metrics_seconds):
+                try:
+                    await metrics.oncall.refresh(conn)
+                except asyncpg.PostgresError as exc:
+                    # Stale gauges show in _oncall_refreshed_timestamp_seconds; retried next cycle.
+                    log.error("on-call gauges not refreshed: %s", exc)
+                    metrics.errors.labels("oncall").inc()
     except RETRYABLE_ERRORS as exc:
         # The database went away mid-cycle: the next cycle retries (the pool reconnects).
         log.error("repair cycle failed: %s", exc or type(exc).__name__)
@@ -230,10 +272,3 @@ async def _report_role(pool: asyncpg.Pool, instance_id: str, role: str) -> None:
             await store.set_instance_status(conn, instance_id, role)
     except RETRYABLE_ERRORS as exc:
         log.warning("could not record role %s: %s", role, exc or type(exc).__name__)
-
-
-async def _sleep(shutdown: lifecycle.Shutdown, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(shutdown.requested.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        pass

@@ -2,7 +2,7 @@
 
 The sidecar can write every record it appends to its journal a second time,
 as one JSON object per line, into `<journal_dir>/mirror/`; Vector ships those
-files to write-once object storage (k8s/configmap-vector.yaml), a copy in a
+files to write-once object storage (k8s/config/vector.yaml), a copy in a
 separate failure domain from PostgreSQL. `symphony audit cross-check` reads
 the shipped copy back and compares it with `ingress_attestations`.
 
@@ -135,3 +135,78 @@ def parse_line(text: bytes) -> ParsedLine:
         raise MirrorLineError("canonical header disagrees with the line's seq, type, attestation id or length")
     return ParsedLine(raw.node, raw.stream, raw.seq, record_type, raw.attestation_id, chain, raw.canonical)
 
+
+
+# -- acknowledgements and local retention ------------------------------------------
+#
+# The sidecar keeps a mirror file until the shipper has acknowledged all of it,
+# and prunes it only then. The acknowledgement is Vector's own checkpoint file
+# for the mirror's file source (`<vector data_dir>/<source id>/checkpoints.json`,
+# `{"version": "1", "checkpoints": [{"fingerprint": {"dev_inode": [dev, ino]},
+# "position": bytes, ...}]}`): with end-to-end acknowledgements enabled on the
+# sink (k8s/config/vector.yaml, ops/vector/vector.yaml), Vector advances a
+# file's position only after the object store has accepted the lines before it.
+# A file is acknowledged when its position has reached the file's size; it may
+# be pruned once it is also sealed (not the newest file of its stream, which the
+# sidecar may still append to) and older than the local keep time. A file whose
+# fingerprint is not in the checkpoints (another fingerprint strategy, a
+# different source) is never acknowledged, so never pruned.
+
+AckKey = tuple[int, int]  # st_dev, st_ino
+
+
+class MirrorFile(msgspec.Struct, frozen=True):
+    """What retention needs to know of one mirror file."""
+
+    name: str
+    node: str
+    stream: int
+    first_seq: int
+    generation: int
+    device: int
+    inode: int
+    size: int
+    modified: float  # st_mtime, seconds since the epoch
+
+
+def read_acknowledgements(text: bytes) -> dict[AckKey, int]:
+    """(dev, inode) -> acknowledged byte position, from Vector's checkpoints.json.
+
+    Unknown fingerprint kinds are ignored; anything that is not the documented
+    shape raises MirrorLineError (the caller then prunes nothing)."""
+    try:
+        document = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise MirrorLineError(f"checkpoints file is not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("version") != "1" or not isinstance(
+            document.get("checkpoints"), list):
+        raise MirrorLineError("checkpoints file: expected {'version': '1', 'checkpoints': [...]}")
+    found: dict[AckKey, int] = {}
+    for entry in document["checkpoints"]:
+        fingerprint = entry.get("fingerprint") if isinstance(entry, dict) else None
+        position = entry.get("position") if isinstance(entry, dict) else None
+        if not isinstance(fingerprint, dict) or not isinstance(position, int):
+            raise MirrorLineError(f"checkpoints file: malformed entry {entry!r}")
+        pair = fingerprint.get("dev_inode")
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, int) for n in pair):
+            found[(pair[0], pair[1])] = max(position, found.get((pair[0], pair[1]), 0))
+    return found
+
+
+def prunable(files: list[MirrorFile], acknowledged: dict[AckKey, int], *, keep_seconds: float,
+             now: float) -> list[MirrorFile]:
+    """The files that may be deleted: acknowledged in full, sealed, older than keep_seconds."""
+    newest: dict[tuple[str, int], tuple[int, int]] = {}
+    for item in files:
+        key = (item.node, item.stream)
+        newest[key] = max(newest.get(key, (0, 0)), (item.first_seq, item.generation))
+    chosen = []
+    for item in files:
+        if (item.first_seq, item.generation) == newest[(item.node, item.stream)]:
+            continue  # the stream's current file: the sidecar may still append to it
+        if acknowledged.get((item.device, item.inode), -1) < item.size:
+            continue  # not (fully) in the write-once store yet
+        if now - item.modified < keep_seconds:
+            continue
+        chosen.append(item)
+    return chosen

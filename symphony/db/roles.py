@@ -1,4 +1,4 @@
-"""Database roles of the daemons (DESIGN.md invariant 13).
+"""Database roles of the daemons (invariant 13, docs/testing.md).
 
 Migration 0042 creates one NOLOGIN group role per daemon with only the grants
 it needs (`GROUPS`). A daemon connects as a LOGIN role that is a member of its

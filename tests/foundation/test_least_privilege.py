@@ -1,4 +1,4 @@
-"""Least privilege and append-only for real (DESIGN.md invariant 13).
+"""Least privilege and append-only for real (invariant 13, docs/testing.md).
 
 Method: on a fresh migrated database, connect as a login role in each daemon's
 group role (migration 0042), as `symphony up` does, and try first what the

@@ -120,14 +120,33 @@ def kustomization() -> dict[str, Any]:
 
 
 def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
-    """(file name, resource) for every resource the kustomization applies."""
+    """(file name, resource) for every resource the kustomization applies, the
+    ConfigMaps of its configMapGenerator included (as kustomize builds them,
+    without the content hash kustomize appends to their names)."""
     found = []
     for name in kustomization()["resources"]:
         for document in yaml.safe_load_all((K8S_DIR / name).read_text()):
             if document is not None:
                 found.append((name, document))
+    found.extend(generated_config_maps(K8S_DIR))
     assert found, "the kustomization applies nothing"
     return found
+
+
+def generated_config_maps(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The ConfigMaps a kustomization's configMapGenerator builds (files only)."""
+    settings = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    built = []
+    for generator in settings.get("configMapGenerator", []):
+        data = {}
+        for entry in generator.get("files", []):
+            key, _, path = entry.rpartition("=")
+            data[key or Path(path).name] = (directory / path).read_text()
+        metadata: dict[str, Any] = {"name": generator["name"], "namespace": settings.get("namespace")}
+        metadata["labels"] = dict(generator.get("options", {}).get("labels", {}))
+        built.append((f"configMapGenerator:{generator['name']}",
+                      {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}))
+    return built
 
 
 def resource(kind: str, name: str) -> dict[str, Any]:

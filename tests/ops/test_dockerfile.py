@@ -1,7 +1,8 @@
 """The Dockerfile: the image the manifests run.
 
 Method: read the Dockerfile (no container engine runs in CI here) and check the
-properties the manifests and the security review rely on: python:3.11-slim,
+properties the manifests and the security review rely on: python:3.11-slim
+pinned by digest, the constraints file used for every install, no extras,
 compilers only in the build stage, the venv at the path the systemd units use,
 a numeric non-root user equal to the manifests' uid, and nothing secret.
 """
@@ -23,8 +24,9 @@ def _stages() -> list[str]:
 def test_two_stages_on_python_311_slim() -> None:
     """Goal: the compiler stays in the build stage; the runtime is slim."""
     build, runtime = _stages()
-    assert build.startswith("FROM python:3.11-slim AS build")
-    assert runtime.startswith("FROM python:3.11-slim\n")
+    digest = re.match(r"FROM python:3\.11-slim@(sha256:[0-9a-f]{64}) AS build\n", build)
+    assert digest, "the build stage's base is pinned by digest"
+    assert runtime.startswith(f"FROM python:3.11-slim@{digest[1]}\n"), "both stages on the same pinned base"
     assert "build-essential" in build
     assert "build-essential" not in runtime and "apt-get install" not in runtime
     assert "COPY --from=build /opt/symphony/venv /opt/symphony/venv" in runtime
@@ -46,3 +48,14 @@ def test_no_secrets_baked_in() -> None:
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     for path in (".git", ".venv", ".symphony", "tests"):
         assert path in ignored
+
+
+def test_pinned_installs_without_the_embedded_database() -> None:
+    """Goal: the image installs exactly constraints.txt (build backend included) and no
+    extra: neither the embedded PostgreSQL nor the test tools reach production."""
+    build = _stages()[0]
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in build
+    installs = re.findall(r"pip install ([^\n\\]+)", build)
+    assert installs == [". "] or installs == ["."], installs
+    assert "[" not in "".join(installs), "no extras in the image"
+    assert "constraints.txt" not in (REPO_ROOT / ".dockerignore").read_text().split()

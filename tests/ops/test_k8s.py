@@ -127,6 +127,8 @@ def test_kustomization_applies_every_manifest() -> None:
     """Goal: no manifest in k8s/ is forgotten by `kubectl apply -k k8s/`."""
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization()["resources"]) == on_disk
+    generated = {f for g in kustomization()["configMapGenerator"] for e in g["files"] for f in [e.rpartition("=")[2]]}
+    assert generated == {f"config/{p.name}" for p in (K8S_DIR / "config").iterdir()}
     assert kustomization()["namespace"] == NAMESPACE
 
 
@@ -242,6 +244,27 @@ def test_daemonset_journal_on_a_host_path_given_to_the_daemons() -> None:
         assert daemon_config_toml(name)["journal_dir"] == JOURNAL_PATH
     vector_mounts = {m["name"]: m for m in container(daemonset, "vector")["volumeMounts"]}
     assert vector_mounts["journal"]["readOnly"] is True
+
+
+def test_the_write_once_copy_is_on_with_its_own_volume() -> None:
+    """Goal: the mirror is on as shipped, on its own host path (not the journal's), owned by
+    the daemons' user, read-only for Vector, and the sidecar can read Vector's checkpoints."""
+    daemonset = resource("DaemonSet", "symphony-node")
+    volumes = {v["name"]: v for v in pod_spec(daemonset)["volumes"]}
+    settings = daemon_config_toml("sidecar")
+    assert settings["mirror_enabled"] is True
+    mirror_dir = settings["mirror_dir"]
+    assert not mirror_dir.startswith(JOURNAL_PATH + "/")
+    assert volumes["mirror"]["hostPath"]["path"] == mirror_dir
+    assert volumes["mirror"]["hostPath"]["path"] != volumes["journal"]["hostPath"]["path"]
+    assert f"{DAEMON_UID}:{DAEMON_UID}" in " ".join(container(daemonset, "journal-owner")["command"])
+    assert mirror_dir in " ".join(container(daemonset, "journal-owner")["command"])
+    sidecar = {m["name"]: m for m in container(daemonset, "sidecar")["volumeMounts"]}
+    assert sidecar["mirror"]["mountPath"] == mirror_dir and not sidecar["mirror"].get("readOnly", False)
+    assert settings["mirror_acknowledgements_file"].startswith(sidecar["vector-data"]["mountPath"] + "/")
+    assert sidecar["vector-data"]["readOnly"] is True
+    vector = {m["name"]: m for m in container(daemonset, "vector")["volumeMounts"]}
+    assert vector["mirror"]["mountPath"] == mirror_dir and vector["mirror"]["readOnly"] is True
 
 
 def test_node_id_comes_from_the_node_name() -> None:
@@ -369,3 +392,50 @@ def test_images() -> None:
                 assert re.fullmatch(r"timberio/vector:\d+\.\d+\.\d+-[a-z-]+", image), image
             else:
                 assert image == "symphony", image
+
+
+def test_migrations_run_before_the_daemons() -> None:
+    """Goal: a Job applies the migrations with the owner's credentials (no daemon holds them),
+    and every Deployment waits in an init container until the schema is current, using its
+    own database credentials and the same image."""
+    job = resource("Job", "symphony-migrate")
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] in ("OnFailure", "Never")
+    migrate = container(job, "migrate")
+    assert migrate["args"] == ["migrate"]
+    assert migrate["image"] == "symphony"
+    owner = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in migrate["env"]}
+    assert owner["SYMPHONY_DATABASE_URL"] == "symphony-database-owner"
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["automountServiceAccountToken"] is False
+    assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
+    policies = {p["metadata"]["name"]: p for p in resources_of("NetworkPolicy")}
+    selector = policies["symphony-migrate"]["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    for workload in resources_of("Deployment"):
+        wait = container(workload, "wait-for-schema")
+        assert wait["args"][:2] == ["migrate", "--check"] and "--wait-seconds" in wait["args"]
+        assert wait in pod_spec(workload)["initContainers"]
+        assert wait["image"] == container(workload, workload["metadata"]["name"].removeprefix("symphony-"))["image"]
+        secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in wait["env"]}
+        assert "symphony-database-owner" not in secrets
+    for _, document in _documents():
+        if document["kind"] in ("DaemonSet", "Deployment"):
+            for item in all_containers(document):
+                for variable in item.get("env", []):
+                    reference = variable.get("valueFrom", {}).get("secretKeyRef", {})
+                    assert reference.get("name") != "symphony-database-owner", item["name"]
+
+
+def test_config_changes_roll_the_pods() -> None:
+    """Goal: the configuration ConfigMaps come from configMapGenerator with the content hash
+    kept (kustomize then renames them and rewrites the references, so an edit rolls the
+    pods), and every workload mounts them by the generator's name."""
+    generators = {g["name"]: g for g in kustomization()["configMapGenerator"]}
+    assert {"symphony-config", "symphony-vector"} <= set(generators)
+    assert not kustomization().get("generatorOptions", {}).get("disableNameSuffixHash", False)
+    for generator in generators.values():
+        assert not generator.get("options", {}).get("disableNameSuffixHash", False)
+    static = [d["metadata"]["name"] for f, d in _documents() if d["kind"] == "ConfigMap" and ":" not in f]
+    assert not set(static) & set(generators), "a generated ConfigMap is also a static file"
+    mounted = {v["configMap"]["name"] for w in _workloads() for v in pod_spec(w)["volumes"] if "configMap" in v}
+    assert {"symphony-config", "symphony-vector"} <= mounted

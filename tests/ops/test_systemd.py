@@ -254,3 +254,17 @@ def test_sysusers_creates_the_service_user(systemd_analyze: str, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     passwd = (tmp_path / "etc" / "passwd").read_text()
     assert re.search(r"^symphony:x:\d+:\d+:[^:]*:/var/lib/symphony:/usr/sbin/nologin$", passwd, re.MULTILINE)
+
+
+def test_documentation_points_at_installed_docs() -> None:
+    """Goal: every unit's Documentation= names a file the documented install puts on the
+    host (docs/operations.md copies docs/*.md to /opt/symphony/docs/), and that file is in
+    the repository."""
+    from tests.ops.ops_files import REPO_ROOT
+
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert "sudo install -m 0644 /path/to/symphony/docs/*.md /opt/symphony/docs/" in operations
+    for name in unit_names():
+        for target in unit(name).words("Unit", "Documentation"):
+            assert target.startswith("file:///opt/symphony/docs/"), (name, target)
+            assert (REPO_ROOT / "docs" / target.removeprefix("file:///opt/symphony/docs/")).is_file(), target

@@ -12,6 +12,7 @@ environment variables the config interpolates must be given to the container.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from tests.ops.ops_files import container, daemon_config_toml, resource, vector_config
@@ -72,16 +73,20 @@ def test_worm_sink_acknowledges_and_buffers_on_disk() -> None:
 
 
 def test_worm_sink_ships_the_sidecar_mirror_byte_for_byte() -> None:
-    """Goal: the copy holds exactly the lines the sidecar wrote to <journal_dir>/mirror/*.ndjson."""
+    """Goal: the copy holds exactly the lines the sidecar wrote to <mirror_dir>/*.ndjson, and the
+    sidecar reads this very source's checkpoints as its acknowledgements (pruning)."""
     config = vector_config()
     components = _components(config)
     sources = _upstream_sources(components, WORM_SINK)
     assert len(sources) == 1
-    source = components[sources.pop()]
+    source_id = sources.pop()
+    source = components[source_id]
     assert source["type"] in ACKNOWLEDGING_SOURCES
     assert source["type"] == "file"
-    journal_dir = daemon_config_toml("sidecar")["journal_dir"]
-    assert source["include"] == [f"{journal_dir}/mirror/*.ndjson"]
+    sidecar = daemon_config_toml("sidecar")
+    assert sidecar["mirror_enabled"] is True
+    assert source["include"] == [f"{sidecar['mirror_dir']}/*.ndjson"]
+    assert sidecar["mirror_acknowledgements_file"] == f"{config['data_dir']}/{source_id}/checkpoints.json"
     assert source["read_from"] == "beginning"
     assert "decoding" not in source, "the line must stay as written"
     sink = config["sinks"][WORM_SINK]
@@ -112,7 +117,7 @@ def test_state_and_inputs_are_mounted() -> None:
     assert "hostPath" in volumes[mounts[config["data_dir"]]], "data_dir must survive the pod"
     for source in config["sources"].values():
         for pattern in source.get("include", []):
-            directory = pattern.rsplit("/", 2)[0]
+            directory = pattern.rsplit("/", 1)[0]
             assert directory in mounts, pattern
     assert "/var/log/pods" in mounts
     assert mounts["/etc/vector"] == "vector-config"
@@ -130,3 +135,30 @@ def test_interpolated_variables_are_provided() -> None:
     assert wanted, "expected the bucket and node name to be interpolated"
     assert wanted <= given, f"missing: {wanted - given}"
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= given
+
+
+def test_systemd_hosts_ship_the_same_copy() -> None:
+    """Goal: ops/vector/vector.yaml (Vector on a systemd host) ships the mirror the way the
+    Kubernetes pipeline does (acknowledged, disk-buffered, byte for byte), from the
+    mirror_dir the docs give the sidecar, and its checkpoints are where the sidecar looks."""
+    import yaml
+
+    host = yaml.safe_load((Path(__file__).resolve().parents[2] / "ops" / "vector" / "vector.yaml").read_text())
+    pod = vector_config()
+    assert host["sources"]["attestation_mirror"] == pod["sources"]["attestation_mirror"]
+    assert host["sinks"][WORM_SINK]["acknowledgements"]["enabled"] is True
+    for key in ("buffer", "encoding", "framing", "compression", "inputs"):
+        assert host["sinks"][WORM_SINK][key] == pod["sinks"][WORM_SINK][key], key
+    assert host["data_dir"] == pod["data_dir"] == "/var/lib/vector"
+    from tests.ops.ops_files import unit
+
+    sidecar = unit("symphony-sidecar.service")
+    environment = dict(item.split("=", 1) for item in sidecar.words("Service", "Environment"))
+    mirror_dir = environment["SYMPHONY_SIDECAR_MIRROR_DIR"]
+    assert host["sources"]["attestation_mirror"]["include"] == [f"{mirror_dir}/*.ndjson"]
+    assert environment["SYMPHONY_SIDECAR_MIRROR_ACKNOWLEDGEMENTS_FILE"] == \
+        f"{host['data_dir']}/attestation_mirror/checkpoints.json"
+    assert mirror_dir.removeprefix("/var/lib/") in sidecar.words("Service", "StateDirectory")
+    assert mirror_dir in sidecar.words("Unit", "RequiresMountsFor")
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert "symphony audit cross-check --mirror" in operations

@@ -1,4 +1,4 @@
-"""The reverse gap (DESIGN.md invariant 11): no execution without an attestation.
+"""The reverse gap (invariant 11, docs/testing.md): no execution without an attestation.
 
 Method: build correctly chained attestations and outbox rows in a fresh
 database, then reproduce each attack of issue 11 against it: outbox rows whose

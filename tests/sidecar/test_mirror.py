@@ -5,7 +5,7 @@ overflows under concurrent load) serves concurrent requests; the mirror files
 are then compared line by line with the journal read back by journal.Reader:
 the same seqs (gapless from 1, GENESIS included, none twice), types,
 attestation ids, chain hashes and canonical bytes. File names, modes and the
-directory Vector reads (k8s/configmap-vector.yaml) are checked, and a restart
+directory Vector reads (k8s/config/vector.yaml) are checked, and a restart
 continues the copy in new files without a hole or a repeat.
 """
 
@@ -96,8 +96,9 @@ async def test_mirror_holds_every_record_once_in_order_across_overflow_rotation_
 
     # Where Vector reads, as it needs it: names, modes, group-readable only.
     directory = _mirror_dir(sidecar)
-    vector = (Path(__file__).resolve().parents[2] / "k8s" / "configmap-vector.yaml").read_text()
-    assert "/var/lib/symphony/journal/mirror/*.ndjson" in vector, "the sidecar writes where Vector reads"
+    vector = (Path(__file__).resolve().parents[2] / "k8s" / "config" / "vector.yaml").read_text()
+    # (the k8s sidecar sets mirror_dir to this path; tests/ops/test_vector.py checks the pairing)
+    assert "/var/lib/symphony/mirror/*.ndjson" in vector, "the sidecar writes where Vector reads"
     assert stat.S_IMODE(directory.stat().st_mode) == 0o2750
     files = sorted(directory.glob("*.ndjson"))
     assert len(files) > 1, "4 KiB files: rotated"

@@ -10,7 +10,7 @@ mixed in, as `symphony demo traffic` sends them) for `--duration` seconds; the
 scenario's fault injected at random moments inside that time and healed before
 its end; then quiescence (every journal record shipped, every outbox row
 terminal or legitimately pending, repair has run past the grace periods); then
-the invariants (DESIGN.md), each a list of findings, never an average:
+the invariants (docs/testing.md), each a list of findings, never an average:
 
 - gap: `audit gap` = 0 once ghosts are accounted for: every ghost (`audit
   ghosts`) has exactly one GHOST incident, and nothing else is missing;

@@ -1,4 +1,4 @@
-"""After the fault: quiescence, then the invariants (DESIGN.md), each a list
+"""After the fault: quiescence, then the invariants (docs/testing.md), each a list
 of findings, never an average. The SQL they read is in queries.sql."""
 
 from __future__ import annotations
