@@ -95,6 +95,10 @@ async def test_forwarder_appends_attestations_and_checkpoints_and_nothing_else(d
                              "VALUES ('GHOST', 'x', 'LOW', 'forged')")
         await _refused(conn, "SELECT * FROM payment_outbox")
         await _refused(conn, "DROP TABLE ingress_attestations_p" + far.strftime("%Y%m%d"))
+    # Refused by privilege, not only by the append-only trigger an owner can disable.
+    for privilege in ("UPDATE", "DELETE", "TRUNCATE"):
+        assert not await db.fetchval("SELECT has_table_privilege('symphony_forwarder', 'ingress_attestations', $1)",
+                                     privilege), privilege
     # The partition the forwarder's role created refuses TRUNCATE like the others.
     name = "ingress_attestations_p" + far.strftime("%Y%m%d")
     with pytest.raises(REFUSED, match="TRUNCATE refused"):

@@ -12,9 +12,8 @@ import pytest
 
 from symphony.db import connect
 from tests.conftest import REPO_ROOT
-from tests.sidecar.conftest import Keys, Sidecar, Upstream, requires_journal, wait_until
+from tests.sidecar.conftest import Keys, Sidecar, Upstream, wait_until
 
-pytestmark = requires_journal
 REFUSAL_DEADLINE_SECONDS = 10.0
 
 
