@@ -33,6 +33,7 @@ CHECKED_AS = {
     "symphony-relayer@.service": "symphony-relayer@1.service",
     "symphony-repair.service": "symphony-repair.service",
     "symphony-dashboard.service": "symphony-dashboard.service",
+    "symphony-witness.service": "symphony-witness.service",
     TARGET: TARGET,
 }
 DAEMON_UNITS = [file_name for file_name, _ in DAEMONS.values()]
