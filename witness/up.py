@@ -9,11 +9,22 @@ the witness runs under another owner, on another host (systemd/, k8s/).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from symphony.components import ChildSpec, UpContext
-from witness.cli import keygen
+from witness.cli import keygen, load_cosigner
 
 WITNESS_NAME = "witness.symphony.example/local-w1"
+
+
+def write_policy(data_dir: Path, witness_vkey: str) -> Path:
+    """`<data_dir>/keys/policy.txt`: a c2sp.org/tlog-policy an auditor of this
+    demo system would use (the node key `up` made, this witness, quorum 1)."""
+    node_vkey = (data_dir / "keys" / "node-log.vkey").read_text().strip()
+    path = data_dir / "keys" / "policy.txt"
+    path.write_text(f"# c2sp.org/tlog-policy for this `symphony up` (docs/verifying.md)\n"
+                    f"log {node_vkey}\nwitness w1 {witness_vkey}\nquorum w1\n")
+    return path
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:
@@ -24,10 +35,14 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     port, admin_port = ctx.free_port(), ctx.free_port()
     url = f"http://127.0.0.1:{port}"
     ctx.witness_url = url  # type: ignore[attr-defined]
+    witness_vkey = load_cosigner(WITNESS_NAME, str(key_file)).verifier.vkey()
+    ctx.witness_vkey = witness_vkey  # type: ignore[attr-defined]
+    policy = write_policy(ctx.data_dir, witness_vkey)
     return [ChildSpec(
         name="witness",
         argv=[sys.executable, "-m", "symphony", "witness"],
-        endpoints={"url": url, "metrics": f"http://127.0.0.1:{admin_port}/metrics"},
+        endpoints={"url": url, "metrics": f"http://127.0.0.1:{admin_port}/metrics",
+                   "verifier policy": f"{policy} (symphony verify … --policy)"},
         wait_port=port,
         env={
             "SYMPHONY_WITNESS_NAME": WITNESS_NAME,
