@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from forwarder.config import ForwarderConfig
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Store
 from forwarder.stream import Source, StreamShipper, StreamState
+from forwarder.tree import TreeKeeper
 from symphony import db, lifecycle
 from symphony.errors import StartupError
 
@@ -211,7 +212,9 @@ async def serve(settings: ForwarderConfig, url: str, source_factory: SourceFacto
     shutdown.install()
     pool = await connect_pool(settings, url)
     try:
-        store = Store(pool, settings.node_id, timeout_seconds=settings.statement_timeout_seconds)
+        tree = TreeKeeper(settings.node_id, origin_prefix=settings.log_origin_prefix,
+                          log_key=settings.log_verifier(), timeout_seconds=settings.statement_timeout_seconds)
+        store = Store(pool, settings.node_id, timeout_seconds=settings.statement_timeout_seconds, tree=tree)
         forwarder = Forwarder(settings, store, source_factory)
         try:
             await forwarder.ensure_partitions()
