@@ -21,5 +21,6 @@ def components(ctx: UpContext) -> list[ChildSpec]:
             "SYMPHONY_FORWARDER_JOURNAL_DIR": str(journal_dir),
             "SYMPHONY_FORWARDER_ADMIN_PORT": str(admin_port),
             "SYMPHONY_FORWARDER_DATA_DIR": str(ctx.data_dir),
+            "SYMPHONY_FORWARDER_LOG_ORIGIN_PREFIX": ctx.log_origin_prefix,
         },
     )]

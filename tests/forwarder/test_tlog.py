@@ -32,7 +32,17 @@ import journal
 from symphony.tlog import checkpoint, merkle, note, proof, tiles
 from tests import independent_verifier
 from tests.forwarder.conftest import NODE, REPO_ROOT, ForwarderProcess, fill, open_writer, wait_for
-from tests.forwarder.tlog_helpers import WITNESS_NAME, PREFIX, Witness, cut, signer, stored_tiles, tree_from_rows
+from tests.forwarder.tlog_helpers import (
+    DASHBOARD_TOKEN,
+    PREFIX,
+    WITNESS_NAME,
+    Witness,
+    cut,
+    signer,
+    start_dashboard,
+    stored_tiles,
+    tree_from_rows,
+)
 
 Factory = Callable[..., ForwarderProcess]
 
@@ -95,6 +105,9 @@ async def test_tiles_equal_the_rows_tree_and_checkpoints_are_checked(
     # The lying record is still shipped: it is a leaf like any other.
     assert await db.fetchval("SELECT record_type FROM ingress_attestations WHERE stream_id = 1 AND stream_seq = $1",
                              lie_seq) == journal.RecordType.CHECKPOINT
+    # CHECKPOINT rows are ordinary rows to the audit: the chain verifies.
+    audit = _symphony("audit", "verify-chain", "--database-url", database_url)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 async def _cosigned(db: asyncpg.Connection, stream_id: int, size: int) -> list[asyncpg.Record]:
@@ -206,6 +219,28 @@ async def test_witness_cosigns_catches_up_and_proofs_verify_offline(
                                       [base64.b64decode(x) for x in lines[2:]],
                                       roots[first.tree_size], roots[fourth.tree_size])
             assert forwarder.terminate() == 0
+
+            # The dashboard's API serves the same proof, behind its authentication.
+            dashboard, base = start_dashboard(database_url, tmp_path)
+            try:
+                async with aiohttp.ClientSession() as http:
+                    url = f"{base}/api/proof/inclusion?node={NODE}&stream=0&seq=5"
+                    async with http.get(url) as answer:
+                        assert answer.status == 401
+                    bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+                    async with http.get(url, headers=bearer) as answer:
+                        assert answer.status == 200
+                        served = await answer.read()
+                    assert proof.ProofFile.parse(served).index == 4  # now under the newest witnessed checkpoint
+                    assert independent_verifier.proof_ok(served, key.vkey, [witness.verifier.vkey()], 1)
+                    async with http.get(f"{base}/api/proof/consistency?node={NODE}&stream=0&old_size="
+                                        f"{first.tree_size}&new_size={fourth.tree_size}", headers=bearer) as answer:
+                        assert answer.status == 200
+                        body = await answer.json()
+                    assert body["proof"] == lines[2:]
+            finally:
+                dashboard.terminate()
+                dashboard.wait(20)
     finally:
         witness.stop()
     assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
