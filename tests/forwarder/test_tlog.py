@@ -334,3 +334,29 @@ async def test_kill_9_mid_batch_keeps_tiles_and_checkpoints_consistent(
 
 async def _progressed(db: asyncpg.Connection, before: int) -> bool:
     return await _shipped(db, 0) > before
+
+
+async def test_missing_tiles_are_recomputed_from_the_shipped_rows(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """A stream whose tiles are gone (shipped before migration 0120, or the
+    derived tiles deleted) gets its tree recomputed from its rows when the next
+    batch ships; the next checkpoint is then checked against it and kept."""
+    journal_dir = tmp_path / "journal"
+    key = signer()
+    with open_writer(journal_dir, 0) as writer:
+        epoch = writer.epoch
+        fill(writer, 700)
+        forwarder = forwarder_factory(database_url, journal_dir, log_origin_prefix=PREFIX).start()
+        await wait_for(lambda: _progressed(db, 700), "the first part to be shipped", diagnostics=forwarder.log_tail)
+        assert forwarder.terminate() == 0
+        assert await db.execute("DELETE FROM log_tiles WHERE stream_id = 0") != "DELETE 0"
+        fill(writer, 300)
+        later = cut(writer, key, 0)
+    forwarder.start()
+    await wait_for(lambda: _kept(db, 0, later.tree_size), "the later checkpoint to be kept",
+                   diagnostics=forwarder.log_tail)
+    assert forwarder.terminate() == 0
+    rows_tree = await tree_from_rows(db, 0, epoch)
+    assert merkle.root(tiles.TileReader(await stored_tiles(db, 0, epoch)), rows_tree.size) == rows_tree.root()
+    assert "recomputing the Merkle tree" in forwarder.log_path.read_text()
+    assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
