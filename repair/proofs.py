@@ -65,18 +65,18 @@ async def inclusion(conn: asyncpg.Connection, *, attestation_id: int | None = No
                     unwitnessed: bool = False) -> Inclusion:
     """The proof that one record is in its stream epoch's checkpointed tree."""
     if attestation_id is not None:
-        row = await conn.fetchrow(QUERIES["record_by_attestation"], attestation_id, node_id)
+        row = await conn.fetchrow(QUERIES["record_by_attestation"], attestation_id, node_id, unwitnessed)
         what = f"attestation {attestation_id}"
     else:
         assert node_id is not None and stream_id is not None and seq is not None
-        row = await conn.fetchrow(QUERIES["record_by_seq"], node_id, stream_id, seq, epoch)
+        row = await conn.fetchrow(QUERIES["record_by_seq"], node_id, stream_id, seq, epoch, unwitnessed)
         what = f"record {node_id}/{stream_id} seq {seq}" + (f" of epoch {epoch.hex()}" if epoch else "")
     if row is None or row["epoch"] is None:
         raise NotFound(f"{what} is not in PostgreSQL")
     node, stream, record_seq = row["node_id"], int(row["stream_id"]), int(row["stream_seq"])
     record_epoch, canonical = bytes(row["epoch"]), bytes(row["canonical"])
-    cp = await conn.fetchrow(QUERIES["covering_checkpoint"], node, stream, record_epoch, record_seq, unwitnessed)
-    if cp is None:
+    cp = row
+    if cp["tree_size"] is None:
         kind = "checkpoint" if unwitnessed else "witnessed checkpoint"
         raise NotFound(f"no {kind} covers {node}/{stream} seq {record_seq} yet (epoch {record_epoch.hex()})")
     size, root = int(cp["tree_size"]), bytes(cp["root"])
