@@ -134,3 +134,27 @@ async def test_a_rolled_back_batch_leaves_no_trace(tmp_path: Path, pool: asyncpg
     sizes = [r["tree_size"] for r in await db.fetch("SELECT tree_size FROM log_checkpoints ORDER BY tree_size")]
     assert sizes[-1] == last.tree_size and len(sizes) == 2
     assert await db.fetchval("SELECT count(*) FROM repair_incidents") == 0
+
+
+async def test_log_tables_refuse_rewriting(db: asyncpg.Connection) -> None:
+    """log_checkpoints and log_cosignatures refuse UPDATE, DELETE and TRUNCATE;
+    a full tile never changes and a partial tile may only grow at its right edge."""
+    epoch = b"\x01" * 16
+    await db.execute("INSERT INTO log_checkpoints (node_id, stream_id, epoch, tree_size, root, origin, note, "
+                     "record_seq, cut_at) VALUES ('n', 0, $1, 5, $2, 'o/n/0/x', 'note', 6, now())", epoch, bytes(32))
+    await db.execute("INSERT INTO log_cosignatures (node_id, stream_id, epoch, tree_size, witness, line, cosigned_at) "
+                     "VALUES ('n', 0, $1, 5, 'w', E'\u2014 w AAAA\\n', 1)", epoch)
+    for table in ("log_checkpoints", "log_cosignatures"):
+        for statement in (f"UPDATE {table} SET tree_size = tree_size", f"DELETE FROM {table}",
+                          f"TRUNCATE {table} CASCADE"):
+            with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                await db.execute(statement)
+    full, partial = bytes(range(32)) * 256, b"\x02" * 64
+    await db.execute("INSERT INTO log_tiles VALUES ('n', 0, $1, 0, 0, 256, $2), ('n', 0, $1, 0, 1, 2, $3)",
+                     epoch, full, partial)
+    with pytest.raises(asyncpg.PostgresError, match="immutable"):
+        await db.execute("UPDATE log_tiles SET hashes = $1 WHERE tile_index = 0", b"\x03" * 8192)
+    with pytest.raises(asyncpg.PostgresError, match="only grow"):
+        await db.execute("UPDATE log_tiles SET hashes = $1, width = 3 WHERE tile_index = 1", b"\x03" * 96)
+    assert await db.execute("UPDATE log_tiles SET hashes = $1, width = 3 WHERE tile_index = 1",
+                            partial + b"\x04" * 32) == "UPDATE 1"
