@@ -11,6 +11,11 @@ key is configured, a valid signature) is kept in log_checkpoints; any other
 opens a CHECKPOINT_MISMATCH incident (CRITICAL) and is not kept. The record
 itself is shipped either way: it is a leaf like any other.
 
+The forwarder's own root at a CHECKPOINT record comes from the compact range
+(merkle.Frontier) of the tree of the records before it, read from the
+right-edge tiles (every frontier node lies in them: `frontier_from`), so the
+leaves are hashed once per record and folded once per tile.
+
 Rows, tiles and checkpoints commit together, so PostgreSQL's tree always has
 exactly the checkpointed number of leaves. The tree in memory is a cache of
 it: it is used only while its size and last chain hash are the checkpoint's
@@ -46,12 +51,18 @@ class EpochTree:
 
     epoch: bytes
     builder: tiles.TileBuilder
-    frontier: merkle.Frontier
     last_hash: bytes  # chain hash of the last leaf (identifies the state with the checkpoint row)
 
     @property
     def size(self) -> int:
-        return self.frontier.size
+        return self.builder.size
+
+    def frontier(self) -> merkle.Frontier:
+        """The compact range of the tree as it stands, read from its right-edge tiles."""
+        size = self.builder.size
+        edge = {(level, (size >> (tiles.HEIGHT * level)) // tiles.WIDTH): b"".join(entries)
+                for level, entries in enumerate(self.builder.partial) if entries}
+        return frontier_from(tiles.TileReader(edge), size)
 
 
 @dataclass(frozen=True)
@@ -123,14 +134,18 @@ class TreeKeeper:
                           extra={"stream_id": stream_id, "epoch": epoch.hex(), "reason": str(exc)})
                 return
         verdicts: list[tuple[Verdict, Any]] = []
-        leaves = []
-        for record, row in zip(records, batch_rows, strict=True):
+        leaf_hash = merkle.leaf_hash
+        leaves = [leaf_hash(record.canonical) for record in records]
+        changed: dict[tiles.TileKey, bytes] = {}
+        done = 0
+        for at, (record, row) in enumerate(zip(records, batch_rows, strict=True)):
             if record.type == RecordType.CHECKPOINT:
-                verdicts.append((self.check(stream_id, epoch, record, tree.frontier), recorded_at(row)))
-            leaf = merkle.leaf_hash(record.canonical)
-            tree.frontier.append(leaf)
-            leaves.append(leaf)
-        await self._store_tiles(conn, stream_id, epoch, tree.builder.append(leaves))
+                # The tree of the records before this one: its root is what the checkpoint must sign.
+                changed.update(tree.builder.append(leaves[done:at]))
+                done = at
+                verdicts.append((self.check(stream_id, epoch, record, tree.frontier()), recorded_at(row)))
+        changed.update(tree.builder.append(leaves[done:]))
+        await self._store_tiles(conn, stream_id, epoch, changed)
         for verdict, cut_at in verdicts:
             await self._record(conn, stream_id, epoch, verdict, cut_at)
         tree.last_hash = records[-1].chain_hash
@@ -219,17 +234,18 @@ class TreeKeeper:
                     last_hash: bytes) -> EpochTree:
         """The tree of `size` leaves from its right-edge tiles, or recomputed from the rows."""
         if size == 0:
-            return EpochTree(epoch, tiles.TileBuilder(), merkle.Frontier(), last_hash)
+            return EpochTree(epoch, tiles.TileBuilder(), last_hash)
         wanted = right_edge(size)
         found = await conn.fetch(QUERIES["tiles"], self.node_id, stream_id, epoch, [k[0] for k in wanted],
                                  [k[1] for k in wanted], timeout=self.timeout)
         stored = {(int(r["level"]), int(r["tile_index"])): bytes(r["hashes"]) for r in found}
         try:
-            builder = tiles.TileBuilder.resume(size, {key[0]: stored[key] for key in wanted})
-            frontier = frontier_from(tiles.TileReader(stored), size)
+            tree = EpochTree(epoch, tiles.TileBuilder.resume(size, {key[0]: stored[key] for key in wanted}),
+                             last_hash)
+            tree.frontier()  # every frontier node is readable from them
         except (KeyError, tiles.TileError, merkle.ProofError):
             return await self._rebuild(conn, stream_id, epoch, size, last_hash)
-        return EpochTree(epoch, builder, frontier, last_hash)
+        return tree
 
     async def _rebuild(self, conn: asyncpg.Connection, stream_id: int, epoch: bytes, size: int,
                        last_hash: bytes) -> EpochTree:
@@ -237,24 +253,25 @@ class TreeKeeper:
         self.rebuilds += 1
         log.warning("recomputing the Merkle tree of a stream from its shipped rows",
                     extra={"stream_id": stream_id, "epoch": epoch.hex(), "tree_size": size})
-        builder, frontier = tiles.TileBuilder(), merkle.Frontier()
-        changed: dict[tiles.TileKey, bytes] = {}
-        expected = 1
+        builder = tiles.TileBuilder()
+        rebuilt: dict[tiles.TileKey, bytes] = {}
+        chunk: list[bytes] = []
         async for row in conn.cursor(QUERIES["leaves"], self.node_id, stream_id, epoch, size,
                                      timeout=self.timeout):
-            if int(row["stream_seq"]) != expected:
-                raise TreeUnavailable(f"stream {stream_id}: record seq {expected} is not in PostgreSQL; "
-                                      "the tree cannot be recomputed")
-            leaf = merkle.leaf_hash(bytes(row["canonical"]))
-            frontier.append(leaf)
-            changed.update(builder.append([leaf]))
-            expected += 1
-        if frontier.size != size:
-            raise TreeUnavailable(f"stream {stream_id}: {frontier.size} of {size} shipped records are in "
+            if int(row["stream_seq"]) != builder.size + len(chunk) + 1:
+                raise TreeUnavailable(f"stream {stream_id}: record seq {builder.size + len(chunk) + 1} is not in "
+                                      "PostgreSQL; the tree cannot be recomputed")
+            chunk.append(merkle.leaf_hash(bytes(row["canonical"])))
+            if len(chunk) == 4096:
+                rebuilt.update(builder.append(chunk))
+                chunk = []
+        rebuilt.update(builder.append(chunk))
+        if builder.size != size:
+            raise TreeUnavailable(f"stream {stream_id}: {builder.size} of {size} shipped records are in "
                                   "PostgreSQL; the tree cannot be recomputed")
         await conn.execute(QUERIES["delete_tiles"], self.node_id, stream_id, epoch, timeout=self.timeout)
-        await self._store_tiles(conn, stream_id, epoch, changed)
-        return EpochTree(epoch, builder, frontier, last_hash)
+        await self._store_tiles(conn, stream_id, epoch, rebuilt)
+        return EpochTree(epoch, builder, last_hash)
 
 
 class TreeUnavailable(Exception):
