@@ -275,6 +275,8 @@ async def test_witness_refusals_open_checkpoint_refused_with_both_checkpoints(
             return int(await db.fetchval("SELECT count(*) FROM repair_incidents WHERE kind = 'CHECKPOINT_REFUSED'")) == 2
 
         await wait_for(both, "two CHECKPOINT_REFUSED incidents", diagnostics=forwarder.log_tail)
+        found_refusals = re.search(r'symphony_forwarder_witness_refusals_total\{[^}]*\} (\d+)\.0', forwarder.metrics())
+        assert found_refusals is not None and int(found_refusals.group(1)) >= 2
         assert forwarder.terminate() == 0
     finally:
         witness.stop()
