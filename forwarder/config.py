@@ -10,6 +10,7 @@ from pathlib import Path
 
 from symphony import config
 from symphony.db import dsn
+from symphony.tlog import note, origins
 
 DAEMON = "forwarder"
 
@@ -35,6 +36,13 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
     partition_interval_seconds: float = 3600.0
     partition_days_ahead: int = 7
     shutdown_timeout_seconds: float = 20.0
+    log_origin_prefix: str = "symphony.example/local"
+    log_key: str = ""
+    witnesses: list[str] = []
+    witness_timeout_seconds: float = 5.0
+    witness_poll_interval_ms: int = 200
+    witness_retry_delay_ms_initial: int = 500
+    witness_retry_delay_ms_max: int = 30_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,10 +59,50 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
             raise ValueError("need 1 <= retry_delay_ms_initial <= retry_delay_ms_max <= 600000")
         config.check_range(self, "journal_retention_seconds", 0, 30 * 86400)
         config.check_range(self, "partition_days_ahead", 0, 365)
-        for name in ("discovery_interval_seconds", "statement_timeout_seconds",
+        try:
+            origins.log_name(self.log_origin_prefix, self.node_id)
+        except ValueError as exc:
+            raise ValueError(f"log_origin_prefix: {exc}") from None
+        if self.log_key:
+            self.log_verifier()
+        self.witness_verifiers()
+        config.check_range(self, "witness_poll_interval_ms", 1, 60_000)
+        if not 1 <= self.witness_retry_delay_ms_initial <= self.witness_retry_delay_ms_max <= 3_600_000:
+            raise ValueError("need 1 <= witness_retry_delay_ms_initial <= witness_retry_delay_ms_max <= 3600000")
+        for name in ("witness_timeout_seconds", "discovery_interval_seconds", "statement_timeout_seconds",
                      "startup_database_wait_seconds", "partition_interval_seconds",
                      "shutdown_timeout_seconds"):
             config.check_range(self, name, 0, low_open=True)
+
+    def log_verifier(self) -> note.Verifier | None:
+        """The node's checkpoint key (log_key), None when not configured."""
+        if not self.log_key:
+            return None
+        try:
+            verifier = note.Verifier.parse(self.log_key)
+        except note.NoteError as exc:
+            raise ValueError(f"log_key: {exc}") from None
+        if verifier.signature_type != note.ED25519:
+            raise ValueError("log_key: not an Ed25519 (type 0x01) note key")
+        return verifier
+
+    def witness_verifiers(self) -> list[tuple[str, note.Verifier]]:
+        """(URL, cosigning key) of each configured witness: `<url> <vkey>`."""
+        out = []
+        for entry in self.witnesses:
+            url, _, vkey = entry.strip().partition(" ")
+            if not url.startswith(("http://", "https://")) or not vkey.strip():
+                raise ValueError(f"witnesses: {entry!r} is not `<http(s) URL> <vkey>`")
+            try:
+                verifier = note.Verifier.parse(vkey.strip())
+            except note.NoteError as exc:
+                raise ValueError(f"witnesses: {entry!r}: {exc}") from None
+            if verifier.signature_type != note.COSIGNATURE_V1:
+                raise ValueError(f"witnesses: {entry!r}: not a cosignature/v1 (type 0x04) key")
+            out.append((url.rstrip("/"), verifier))
+        if len({v.name for _, v in out}) != len(out):
+            raise ValueError("witnesses: two entries name the same witness")
+        return out
 
     # Empty settings fall back to the data dir of `symphony up`.
 

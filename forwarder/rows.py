@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -162,14 +163,29 @@ def _genesis(record: RecordLike) -> bytes:
         raise UndecodableRecord(record.seq, str(exc)) from None
 
 
+def _checkpoint(record: RecordLike) -> None:
+    """A CHECKPOINT body must at least be one (F17); whether its note is true
+    is forwarder/tree.py's question, and a lying one is still shipped."""
+    try:
+        journal.parse_checkpoint(record.body)
+    except ValueError as exc:
+        raise UndecodableRecord(record.seq, str(exc)) from None
+
+
 def to_row(node_id: str, stream_id: int, record: RecordLike, genesis_at_us: int = 0) -> tuple[Any, ...]:
     """One ingress_attestations row (COLUMNS order) from one journal record.
 
     genesis_at_us is the GENESIS record's time when its body has none (the
-    journal's layout): the creation time of the stream's first segment.
+    journal's layout): the creation time of the stream's first segment. A
+    CHECKPOINT body carries no time either: `to_rows` gives it the time of the
+    record before it in the batch, or the time it is read when it opens one.
     """
     if record.type == RecordType.GENESIS:
         _genesis(record)
+        return _row(node_id, stream_id, record, genesis_at_us,
+                    None, None, None, None, None, None, None, None, None)
+    if record.type == RecordType.CHECKPOINT:
+        _checkpoint(record)
         return _row(node_id, stream_id, record, genesis_at_us,
                     None, None, None, None, None, None, None, None, None)
     body = _decode(record)
@@ -241,6 +257,9 @@ def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike],
                         epoch + timedelta(microseconds=result.completed_at_us), None, None, None, None,
                         result.status, result.disposition, result.latency_us, None, None,
                         record.chain_hash, record.canonical))
+            elif kind == RecordType.CHECKPOINT:
+                at_us = _previous_us(out) if out else int(time.time() * 1_000_000)
+                append(to_row(node_id, stream_id, record, at_us))
             else:
                 append(to_row(node_id, stream_id, record, genesis_at_us))
         except UndecodableRecord as exc:
@@ -252,6 +271,10 @@ def to_rows(node_id: str, stream_id: int, records: Sequence[RecordLike],
                 return out, exc
             return out, UndecodableRecord(record.seq, "body fails the checks of its type")
     return out, None
+
+
+def _previous_us(out: list[tuple[Any, ...]]) -> int:
+    return (recorded_at(out[-1]) - _UNIX_EPOCH) // dt.timedelta(microseconds=1)
 
 
 def recorded_at(row: tuple[Any, ...]) -> dt.datetime:

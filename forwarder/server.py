@@ -26,8 +26,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from forwarder.config import ForwarderConfig
+from forwarder.publisher import Publisher
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Store
 from forwarder.stream import Source, StreamShipper, StreamState
+from forwarder.tree import TreeKeeper
 from symphony import db, lifecycle
 from symphony.errors import StartupError
 
@@ -54,6 +56,7 @@ class Forwarder:
         # systemd's watchdog, fed by the maintenance loop and by every stream's
         # shipper: one of them stuck (a lock, a hung connection) stops the pings.
         self.watchdog = lifecycle.Watchdog(self.healthy)
+        self.publisher: Publisher | None = None  # set by serve() when witnesses are configured
 
     # -- discovery --------------------------------------------------------------
 
@@ -104,6 +107,13 @@ class Forwarder:
             log.critical("stream shipper crashed", exc_info=exc, extra={"task": task.get_name()})
             self.crashed = exc
             self.stopping.set()
+
+    def _publisher_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("witness publisher crashed", exc_info=task.exception())
+        self.crashed = task.exception()
+        self.stopping.set()
 
     # -- maintenance --------------------------------------------------------------
 
@@ -178,6 +188,7 @@ class ForwarderCollector(Collector):
                                               "(PostgreSQL lost commits or was restored): re-shipped from it",
                                               labels=labels),
         }
+        yield from self._tlog(node, now)
         for stream_id, state in sorted(self.forwarder.states.items()):
             values = [node, str(stream_id)]
             families["lag_records"].add_metric(values, state.lag_records())
@@ -190,6 +201,41 @@ class ForwarderCollector(Collector):
             families["errors"].add_metric(values, state.database_errors)
             families["moved_back"].add_metric(values, state.checkpoint_moved_back)
         yield from families.values()
+
+
+    def _tlog(self, node: str, now: float) -> Iterator[Metric]:
+        """The verifiable log: checkpoints checked, cosignatures, refusals, freshness."""
+        tree = self.forwarder.store.tree
+        if tree is not None:
+            checked = CounterMetricFamily("symphony_forwarder_log_checkpoints",
+                                          "CHECKPOINT records checked against the shipped tree, by result",
+                                          labels=["node_id", "result"])
+            checked.add_metric([node, "valid"], tree.checkpoints_valid)
+            checked.add_metric([node, "mismatch"], tree.checkpoints_mismatched)
+            yield checked
+        publisher = self.forwarder.publisher
+        if publisher is None:
+            return
+        stats = publisher.stats
+        cosigned = CounterMetricFamily("symphony_forwarder_witness_cosignatures",
+                                       "Cosignatures received and stored, per witness", labels=["node_id", "witness"])
+        refused = CounterMetricFamily("symphony_forwarder_witness_refusals",
+                                      "Checkpoints a witness refused (each a CHECKPOINT_REFUSED incident)",
+                                      labels=["node_id", "witness"])
+        unavailable = CounterMetricFamily("symphony_forwarder_witness_unavailable",
+                                          "Submissions that found the witness unreachable (retried)",
+                                          labels=["node_id", "witness"])
+        for _, witness in publisher.witnesses:
+            values = [node, witness.name]
+            cosigned.add_metric(values, stats.cosignatures.get(witness.name, 0))
+            refused.add_metric(values, stats.refusals.get(witness.name, 0))
+            unavailable.add_metric(values, stats.unavailable.get(witness.name, 0))
+        fresh = GaugeMetricFamily("symphony_forwarder_witnessed_checkpoint_age_seconds",
+                                  "Age of the newest checkpoint cosigned by a witness, per stream",
+                                  labels=["node_id", "stream_id"])
+        for stream_id, cut_at in sorted(stats.witnessed_cut_at.items()):
+            fresh.add_metric([node, str(stream_id)], max(0.0, now - cut_at))
+        yield from (cosigned, refused, unavailable, fresh)
 
 
 async def connect_pool(settings: ForwarderConfig, url: str) -> asyncpg.Pool:
@@ -212,8 +258,12 @@ async def serve(settings: ForwarderConfig, url: str, source_factory: SourceFacto
     shutdown.install()
     pool = await connect_pool(settings, url)
     try:
-        store = Store(pool, settings.node_id, timeout_seconds=settings.statement_timeout_seconds)
+        tree = TreeKeeper(settings.node_id, origin_prefix=settings.log_origin_prefix,
+                          log_key=settings.log_verifier(), timeout_seconds=settings.statement_timeout_seconds)
+        store = Store(pool, settings.node_id, timeout_seconds=settings.statement_timeout_seconds, tree=tree)
         forwarder = Forwarder(settings, store, source_factory)
+        if settings.witnesses:
+            forwarder.publisher = Publisher(pool, settings, forwarder.stopping)
         try:
             await forwarder.ensure_partitions()
             forwarder.checkpoints = await store.load_checkpoints()
@@ -248,6 +298,9 @@ async def _start_admin(settings: ForwarderConfig, registry: CollectorRegistry, s
 async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_port: int) -> int:
     settings = forwarder.settings
     maintenance = asyncio.create_task(forwarder.maintain(), name="maintenance")
+    publishing = asyncio.create_task(forwarder.publisher.run() if forwarder.publisher else asyncio.sleep(0),
+                                     name="publisher")
+    publishing.add_done_callback(forwarder._publisher_done)
     lifecycle.sd_notify("READY=1")
     log.info("forwarder ready", extra={"node_id": settings.node_id, "admin_port": admin_port,
                                        "journal_dir": str(settings.node_journal_dir()),
@@ -257,8 +310,8 @@ async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_p
     await asyncio.wait([stop_waiter, crash_waiter], return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping: finishing batches in flight")
     await forwarder.drain()
-    for task in (maintenance, stop_waiter, crash_waiter):
+    for task in (maintenance, publishing, stop_waiter, crash_waiter):
         task.cancel()
-    await asyncio.gather(maintenance, stop_waiter, crash_waiter, return_exceptions=True)
+    await asyncio.gather(maintenance, publishing, stop_waiter, crash_waiter, return_exceptions=True)
     log.info("forwarder stopped")
     return 4 if forwarder.crashed is not None else 0

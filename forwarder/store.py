@@ -22,6 +22,7 @@ import asyncpg
 
 from forwarder import rows
 from forwarder.rows import Break, RecordLike
+from forwarder.tree import TreeKeeper
 from symphony.db import queries
 
 QUERIES = queries.load("forwarder", "queries.sql")
@@ -104,11 +105,13 @@ class RefusedBatch(Exception):
 class Store:
     """Named queries over a pool; every call carries an explicit timeout."""
 
-    def __init__(self, pool: asyncpg.Pool, node_id: str, *, timeout_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, node_id: str, *, timeout_seconds: float,
+                 tree: TreeKeeper | None = None) -> None:
         assert timeout_seconds > 0
         self.pool = pool
         self.node_id = node_id
         self.timeout = timeout_seconds
+        self.tree = tree  # the Merkle tree upkeep (forwarder/tree.py), in each batch's transaction
 
     async def ping(self) -> None:
         async with self.pool.acquire(timeout=self.timeout) as conn:
@@ -242,6 +245,9 @@ class Store:
         epoch = checkpoint.epoch
         await conn.copy_records_to_table(TABLE, records=[(*row, epoch) for row in batch_rows], columns=COLUMNS,
                                          timeout=self.timeout)
+        if self.tree is not None:  # tiles and checkpoints commit with the rows, or not at all
+            await self.tree.extend(conn, stream_id, epoch, checkpoint.last_seq, checkpoint.last_hash,
+                                   records, batch_rows)
         last = records[-1]
         last_at = rows.recorded_at(batch_rows[-1])
         status = await conn.execute(

@@ -64,7 +64,7 @@ def parse(data: bytes) -> Canonical:
         raise CanonicalError(f"body length {length} does not match the {len(data) - _HEADER.size} bytes present")
     if flags or reserved:
         raise CanonicalError("flags or reserved bytes are not zero")
-    if not 1 <= record_type <= 5 or (record_type == RecordType.GENESIS) != (seq == 1):
+    if not 1 <= record_type <= max(RecordType) or (record_type == RecordType.GENESIS) != (seq == 1):
         raise CanonicalError(f"record type {record_type} is not valid at seq {seq}")
     return Canonical(record_type, seq, attestation_id, bytes(data[_HEADER.size:]))
 
@@ -99,8 +99,8 @@ def columns(parsed: Canonical) -> dict[str, Any]:
     """
     cols: dict[str, Any] = {"record_type": parsed.record_type, "stream_seq": parsed.stream_seq,
                             "attestation_id": parsed.attestation_id}
-    if parsed.record_type == RecordType.GENESIS:
-        return cols  # its time is the segment's creation time, not in the hashed bytes
+    if parsed.record_type in (RecordType.GENESIS, RecordType.CHECKPOINT):
+        return cols  # no time in the hashed bytes (GENESIS: the segment's creation; CHECKPOINT: when shipped)
     body = attestation.decode(parsed.record_type, parsed.body)
     if isinstance(body, attestation.IngressBody):
         cols.update(recorded_at=_at(body.received_at_us), participant_id=body.participant_id or None,

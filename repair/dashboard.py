@@ -17,6 +17,7 @@ relayer; HEALTHY otherwise. Pages refresh themselves (meta refresh, no script).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -33,7 +34,7 @@ from aiohttp import web
 
 from repair import dashboard_auth as auth
 from repair import dashboard_pages as pages
-from repair import report, svg
+from repair import proofs, report, svg
 from repair.config import RepairConfig
 from repair.participant_cli import QUERIES as PARTICIPANT_QUERIES
 from repair.store import QUERIES, TIMEOUT_SECONDS
@@ -364,6 +365,74 @@ async def _incident_json(request: web.Request) -> web.Response:
     return web.Response(text=report.to_json(await _incident_report(request)), content_type="application/json")
 
 
+def _query_int(request: web.Request, name: str, *, required: bool = True) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        if required:
+            raise web.HTTPBadRequest(text=f"missing query parameter {name}\n")
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer\n") from None
+    if not 0 <= number < 2**63:
+        raise web.HTTPBadRequest(text=f"{name} is out of range\n")
+    return number
+
+
+def _query_epoch(request: web.Request) -> bytes | None:
+    value = request.query.get("epoch")
+    if not value:
+        return None
+    try:
+        epoch = bytes.fromhex(value)
+    except ValueError:
+        epoch = b""
+    if len(epoch) != 16:
+        raise web.HTTPBadRequest(text="epoch must be 32 hex digits\n")
+    return epoch
+
+
+async def _proof_inclusion(request: web.Request) -> web.Response:
+    """A c2sp.org/tlog-proof@v1 file (text/plain) for ?attestation_id=ID[&node=N]
+    or ?node=N&stream=S&seq=Q[&epoch=HEX]; 404 when nothing witnessed covers it."""
+    attestation_id = _query_int(request, "attestation_id", required=False)
+    node = request.query.get("node") or None
+    stream = seq = None
+    if attestation_id is None:
+        stream, seq = _query_int(request, "stream"), _query_int(request, "seq")
+        if node is None:
+            raise web.HTTPBadRequest(text="give attestation_id, or node, stream and seq\n")
+    async with request.app[POOL_KEY].acquire() as conn:
+        try:
+            found = await proofs.inclusion(conn, attestation_id=attestation_id, node_id=node, stream_id=stream,
+                                           epoch=_query_epoch(request), seq=seq)
+        except proofs.NotFound as exc:
+            raise web.HTTPNotFound(text=exc.reason + "\n") from None
+    return web.Response(body=found.file.text(), content_type="text/plain", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{found.node_id}-{found.stream_id}-'
+                                                        f'{found.seq}.tlog-proof"'})
+
+
+async def _proof_consistency(request: web.Request) -> web.Response:
+    """?node=N&stream=S&old_size=M&new_size=K[&epoch=HEX]: the consistency proof as JSON."""
+    node = request.query.get("node")
+    if not node:
+        raise web.HTTPBadRequest(text="missing query parameter node\n")
+    stream, old, new = (_query_int(request, name) for name in ("stream", "old_size", "new_size"))
+    assert stream is not None and old is not None and new is not None
+    async with request.app[POOL_KEY].acquire() as conn:
+        try:
+            result = await proofs.consistency(conn, node, stream, _query_epoch(request), old, new)
+        except proofs.NotFound as exc:
+            raise web.HTTPNotFound(text=exc.reason + "\n") from None
+        except SymphonyError as exc:
+            raise web.HTTPBadRequest(text=exc.reason + "\n") from None
+    return web.json_response({"old_size": result.old_size, "new_size": result.new_size,
+                              "proof": [base64.b64encode(h).decode() for h in result.path],
+                              "old_checkpoint": result.old_checkpoint, "new_checkpoint": result.new_checkpoint})
+
+
 async def _attestation(request: web.Request) -> web.Response:
     try:
         attestation_id = int(request.match_info["attestation_id"])
@@ -484,6 +553,8 @@ def make_app(settings: RepairConfig, pool: asyncpg.Pool, token: str) -> web.Appl
     app.router.add_get("/", _overview)
     app.router.add_get("/api/summary", _summary)
     app.router.add_get("/api/incidents/{incident_id}", _incident_json)
+    app.router.add_get("/api/proof/inclusion", _proof_inclusion)
+    app.router.add_get("/api/proof/consistency", _proof_consistency)
     app.router.add_get("/incidents/{incident_id}", _incident)
     app.router.add_get("/attestations/{attestation_id}", _attestation)
     app.router.add_get("/outbox/{outbox_id}", _outbox)

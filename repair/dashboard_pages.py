@@ -30,7 +30,7 @@ ul.conditions li{margin:2px 0} .login{max-width:420px;background:#fff;border:1px
 .login input[type=password]{width:100%;box-sizing:border-box;padding:6px;margin:6px 0 12px}
 .error{color:#991b1b}
 """
-RECORD_TYPES = {1: "GENESIS", 2: "INGRESS", 3: "OUTCOME", 4: "HEARTBEAT"}
+RECORD_TYPES = {1: "GENESIS", 2: "INGRESS", 3: "OUTCOME", 4: "HEARTBEAT", 5: "DROPPED", 6: "CHECKPOINT"}
 
 
 def iso(value: Any) -> str:

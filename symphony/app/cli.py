@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "participant": ("repair.participant_cli", "list, show, suspend, reinstate or revoke the tokens of a participant"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
     "verify": ("symphony.app.commands.verify", "verify checkpoints, proofs and journal copies offline (files and public keys only)"),
+    "proof": ("repair.proof_cli", "prove from PostgreSQL that a record is in its stream's log (tlog-proof file)"),
     "witness": ("witness.cli", "cosign checkpoints consistent with the last one seen (C2SP tlog-witness)"),
     "journal": ("journal.cli", "verify or dump a journal stream"),
     "demo": ("symphony.app.demo", "demo helpers: token for a demo participant, traffic"),

@@ -60,10 +60,10 @@ UP_MODULES = [
     "rail_sim.up",
     "payments_service.up",
     "ingress_sidecar.up",
+    "witness.up",  # before the forwarder, which submits checkpoints to it
     "forwarder.up",
     "relayer.up",
     "repair.up",
-    "witness.up",
 ]
 CHILD_START_TIMEOUT_SECONDS = 60.0
 CHILD_STOP_TIMEOUT_SECONDS = 20.0

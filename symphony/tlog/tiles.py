@@ -101,24 +101,33 @@ class TileBuilder:
         return builder
 
     def append(self, leaf_hashes: Iterable[bytes]) -> dict[TileKey, bytes]:
-        """Add leaves; returns every tile whose content changed (full or partial)."""
+        """Add leaves; returns every tile whose content changed (full or partial).
+
+        A full tile is taken as it fills; a partial one once, at the end of the
+        call (not at every leaf: a batch of leaves costs one join per level)."""
         changed: dict[TileKey, bytes] = {}
+        touched: set[int] = set()
         for leaf in leaf_hashes:
-            self._push(0, leaf, changed)
+            self._push(0, leaf, changed, touched)
             self.size += 1
+        for level in touched:
+            entries = self.partial[level]
+            if entries:
+                changed[(level, (self.size >> (HEIGHT * level)) // WIDTH)] = b"".join(entries)
         return changed
 
-    def _push(self, level: int, entry: bytes, changed: dict[TileKey, bytes]) -> None:
+    def _push(self, level: int, entry: bytes, changed: dict[TileKey, bytes], touched: set[int]) -> None:
         while True:
             if level == len(self.partial):
                 self.partial.append([])
             entries = self.partial[level]
             entries.append(entry)
-            # The entry is node (8·level, size >> 8·level): size counts the leaves before this one.
-            index = (self.size >> (HEIGHT * level)) // WIDTH
-            changed[(level, index)] = b"".join(entries)
             if len(entries) < WIDTH:
+                touched.add(level)
                 return
-            entry = _fold(entries)  # the tile is full: its root is the next level's entry
+            # The tile is full: store it, and its root is the next level's entry.
+            # The entry is node (8·level, size >> 8·level): size counts the leaves before this one.
+            changed[(level, (self.size >> (HEIGHT * level)) // WIDTH)] = b"".join(entries)
+            entry = _fold(entries)
             self.partial[level] = []
             level += 1
