@@ -198,7 +198,7 @@ async def test_archiver_signs_what_verify_chain_then_trusts(tmp_path: Path, data
     code, report = _verify(Shipped(tmp_path, tmp_path, 8, database_url), "--archive-public-key", str(public))
     assert code == 0, report
     assert (report["streams"][0]["anchored_at"], report["records_verified"]) == (6, 3)
-    await db.execute("UPDATE attestation_archives SET last_seq = 6")  # claim one more seq left
+    await tamper(db, "UPDATE attestation_archives SET last_seq = 6")  # claim one more seq left (owner, triggers off)
     await tamper(db, "DELETE FROM ingress_attestations WHERE stream_seq = 6")
     code, report = _verify(Shipped(tmp_path, tmp_path, 8, database_url), "--archive-public-key", str(public))
     assert code == 1 and ("archive_signature", 1) in _findings(report)

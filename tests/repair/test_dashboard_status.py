@@ -14,7 +14,9 @@ from repair import dashboard
 from repair.config import RepairConfig
 from tests.repair.helpers import add_outbox_row, next_attestation_id
 
-SETTINGS = RepairConfig(dashboard_pending_age_seconds_max=60)
+# Rows here have no INGRESS (no journal in these tests): a long reverse-gap bound keeps them
+# pending (counted, not CRITICAL), so the status speaks of the condition under test.
+SETTINGS = RepairConfig(dashboard_pending_age_seconds_max=60, unattested_pending_seconds=86_400)
 
 
 async def _status(db: asyncpg.Connection) -> tuple[str, list[str]]:

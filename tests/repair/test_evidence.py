@@ -125,8 +125,8 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     assert bundle["bcdr"]["ledger_rebuild"] == {  # "rebuild" in a name proves nothing
         "status": "not_run", "tests": [], "reason": "no test marked @pytest.mark.evidence('ledger_rebuild') ran"}
     assert bundle["bcdr"]["region_failover"]["status"] == "not_run"  # marked but skipped
-    assert bundle["log_anchors"]["checkpoints"]["status"] == "not_available"
-    assert bundle["log_anchors"]["checkpoints"]["checkpoints"] == []
+    assert bundle["log_anchors"]["checkpoints"]["status"] == "available"  # the log's table exists (0120)
+    assert bundle["log_anchors"]["checkpoints"]["checkpoints"] == []  # and holds nothing in this world
     assert bundle["log_anchors"]["gap_statements"] == {
         "status": "not_available", "statements": [], "reason": "no signed gap statements are produced yet"}
     assert "public_key" not in bundle["immutability"]["signature"]
@@ -219,12 +219,12 @@ async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_h
     on this branch), insert two checkpoints of one stream and one of another,
     build the bundle."""
     await _clean_world(db)
-    await db.execute("""CREATE TABLE log_checkpoints (node_id text, stream_id integer, epoch bytea,
-                        tree_size bigint, root bytea, note text, cut_at timestamptz)""")
     epoch = bytes(range(16))
     for stream, size, at in ((0, 3, ago(minutes=2)), (0, 7, ago(minutes=1)), (1, 2, ago(minutes=1))):
-        await db.execute("INSERT INTO log_checkpoints VALUES ('node-a', $1, $2, $3, $4, $5, $6)", stream, epoch,
-                         size, bytes([size]) * 32, f"origin/{stream}\n{size}\nroot\n\n\u2014 sig\n", at)
+        await db.execute("INSERT INTO log_checkpoints (node_id, stream_id, epoch, tree_size, root, origin, note, "
+                         "record_seq, cut_at) VALUES ('node-a', $1, $2, $3::bigint, $4, $5, $6, $3::bigint + 1, $7)", stream, epoch,
+                         size, bytes([size]) * 32, f"origin/{stream}",
+                         f"origin/{stream}\n{size}\nroot\n\n\u2014 sig\n", at)
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
