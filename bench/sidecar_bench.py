@@ -104,8 +104,9 @@ def wrk(url: str, token: str, connections: int, duration: float, work: Path) -> 
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(duration))}s", "--latency", "-s", str(script),
                           url + "/v1/payments"], capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": _latency(out, "50%"), "p99_ms": _latency(out, "99%"),
+    return {"rps": rps, "requests": requests, "p50_ms": _latency(out, "50%"), "p99_ms": _latency(out, "99%"),
             "non2xx": float(errors.group(1)) if errors else 0.0}
 
 
@@ -114,6 +115,31 @@ def _latency(out: str, label: str) -> float:
     assert match, out
     value, unit = float(match.group(1)), match.group(2)
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def _stat(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()  # fields from `state` on
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(roots: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes and all their descendants (every thread)."""
+    stats = {pid: fields for pid in os.listdir("/proc") if pid.isdigit() and (fields := _stat(pid))}
+    children: dict[str, list[str]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(fields[1], []).append(pid)
+    todo, user, system = [str(pid) for pid in roots], 0, 0
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            user += int(stats[pid][11])
+            system += int(stats[pid][12])
+        todo.extend(children.get(pid, []))
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def nginx_config(work: Path, port: int, upstream_port: int, workers: int) -> Path:
@@ -216,14 +242,15 @@ def main() -> int:
         procs.start([sys.executable, str(SERVERS), "upstream", str(upstream_port)])
         wait_port(upstream_port)
         env = {**os.environ, "SYMPHONY_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
-        ports = {name: start(name, procs, work, upstream_port, dsn, env, args) for name in configs}
-        for port in ports.values():
+        upstream_pid = procs.running[0].pid
+        ports = {name: start(name, procs, work, upstream_port, upstream_pid, dsn, env, args) for name in configs}
+        for port, _ in ports.values():
             wait_port(port)
         time.sleep(2.0)  # policy caches loaded, pools idle
         for number in range(args.rounds):
             order = configs[number % len(configs):] + configs[:number % len(configs)]
             print(f"round {number + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f})", flush=True)
-            rounds.append({name: measure(name, ports[name], work, token, args) for name in order})
+            rounds.append({name: measure(name, *ports[name], work, token, args) for name in order})
     finally:
         procs.stop_all()
         server.stop()  # type: ignore[attr-defined]
@@ -237,13 +264,14 @@ CONFIGS = ["direct", "nginx", "plain-proxy", "sidecar-unattested", "sidecar-none
 Row = dict[str, dict[str, float]]
 
 
-def start(name: str, procs: Processes, work: Path, upstream_port: int, dsn: str, env: dict[str, str],
-          args: argparse.Namespace) -> int:
-    """Start one configuration's processes; its port."""
+def start(name: str, procs: Processes, work: Path, upstream_port: int, upstream_pid: int, dsn: str,
+          env: dict[str, str], args: argparse.Namespace) -> tuple[int, list[int]]:
+    """Start one configuration's processes; its port and the processes whose CPU time is its own."""
     python, upstream = sys.executable, f"http://127.0.0.1:{upstream_port}"
     if name == "direct":
-        return upstream_port
+        return upstream_port, [upstream_pid]
     port = free_port()
+    first = len(procs.running)
     if name == "plain-proxy":
         for _ in range(args.workers):
             procs.start([python, str(SERVERS), "proxy", str(port), upstream])
@@ -258,16 +286,29 @@ def start(name: str, procs: Processes, work: Path, upstream_port: int, dsn: str,
     else:
         config = sidecar_config(work, name, port, upstream, name.split("-")[1], args.workers)
         procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)
-    return port
+    return port, [process.pid for process in procs.running[first:]]
 
 
-def measure(name: str, port: int, work: Path, token: str, args: argparse.Namespace) -> Row:
-    """One turn: warm up, load at c=N then at c=1."""
+def measure(name: str, port: int, pids: list[int], work: Path, token: str, args: argparse.Namespace) -> Row:
+    """One turn: warm up, load at c=N then at c=1.
+
+    `cpu_us` is the CPU time (user + system, every thread) the configuration's
+    own processes spent per request at c=N: the proxy's cost, whatever else
+    runs on the machine (the upstream's share is not in it, except for
+    `direct`; kernel threads working for it, such as write-back, are not either).
+    """
     url = f"http://127.0.0.1:{port}"
     wrk(url, token, args.connections, 1.0, work)  # warm-up: connections, caches, page faults
-    row = {"c": wrk(url, token, args.connections, args.duration, work), "c1": wrk(url, token, 1, 2.0, work)}
+    user_before, system_before = tree_cpu_seconds(pids)
+    row = {"c": wrk(url, token, args.connections, args.duration, work)}
+    user_after, system_after = tree_cpu_seconds(pids)
+    per_request = 1e6 / max(1.0, row["c"]["requests"])
+    row["c"]["cpu_us"] = (user_after - user_before + system_after - system_before) * per_request
+    row["c"]["sys_us"] = (system_after - system_before) * per_request
+    row["c1"] = wrk(url, token, 1, 2.0, work)
     print(f"  {name:18s} c={args.connections}: {row['c']['rps']:7.0f} req/s  p50 {row['c']['p50_ms']:6.2f} ms  "
-          f"p99 {row['c']['p99_ms']:6.2f} ms  non-2xx {row['c']['non2xx']:.0f} | c=1: "
+          f"p99 {row['c']['p99_ms']:6.2f} ms  {row['c']['cpu_us']:4.0f} µs CPU/req ({row['c']['sys_us']:3.0f} sys)  "
+          f"non-2xx {row['c']['non2xx']:.0f} | c=1: "
           f"{row['c1']['rps']:6.0f} req/s  p50 {row['c1']['p50_ms']:6.3f} ms  p99 {row['c1']['p99_ms']:6.3f} ms",
           flush=True)
     return row
@@ -297,12 +338,12 @@ def report(rounds: list[dict[str, Row]], args: argparse.Namespace, load_before: 
     c = args.connections
     print(f"\nmedians of {len(rounds)} rounds (workers={args.workers}, {os.cpu_count()} CPUs, wrk on the same "
           f"machine; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after):")
-    print(f"| configuration | req/s c={c} | p50 ms | p99 ms | p50 ms c=1 | p99 ms c=1 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| configuration | req/s c={c} | p50 ms | p99 ms | CPU µs/req (of it system) | p50 ms c=1 | p99 ms c=1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         print(f"| {name} | {median_of(name, 'c', 'rps'):.0f} | {median_of(name, 'c', 'p50_ms'):.2f} | "
-              f"{median_of(name, 'c', 'p99_ms'):.1f} | {median_of(name, 'c1', 'p50_ms'):.3f} | "
-              f"{median_of(name, 'c1', 'p99_ms'):.3f} |")
+              f"{median_of(name, 'c', 'p99_ms'):.1f} | {median_of(name, 'c', 'cpu_us'):.0f} ({median_of(name, 'c', 'sys_us'):.0f}) | "
+              f"{median_of(name, 'c1', 'p50_ms'):.3f} | {median_of(name, 'c1', 'p99_ms'):.3f} |")
 
     def rps(a: str, b: str) -> Callable[[dict[str, Row]], float]:
         return lambda r: r[a]["c"]["rps"] / r[b]["c"]["rps"]
