@@ -1,22 +1,46 @@
-"""Relayer benchmark: outbox dispatch throughput and latency vs procrastinate.
+"""Relayer benchmark: outbox dispatch throughput and latency, and against procrastinate.
 
     .venv/bin/pip install procrastinate "psycopg[binary]"   # bench only; NOT a runtime dependency
-    .venv/bin/python bench/relayer_bench.py [--database-url URL] [--rows N]
+    .venv/bin/python bench/relayer_bench.py [--database-url URL] [--rows N] [--versus-rows N]
+                                            [--concurrency 10,200] [--rounds 3]
 
 In one run, on one PostgreSQL 18 (the embedded one, fsync off, in a temp dir,
-unless --database-url is given), each phase in a fresh database:
+unless --database-url is given), each measurement in a fresh database:
 
 1. relayer + in-process no-op rail: N PENDING rows claimed, "dispatched" and
-   completed (claim and write-back batched, outbox_events written by trigger);
+   completed (claim and write-back batched, outbox_events written by trigger),
+   at the relayer's own design point (rail concurrency 2 000, claims of 1 000);
 2. relayer + the HTTP rail simulator (swiftpay profile, zero added latency) as a
    separate process: dispatches/s with both on this machine;
 3. insert-to-rail-call latency: a separate process inserts payments (intent +
    outbox row, one transaction each, as the service does) at a fixed rate while
    the relayer (LISTEN/NOTIFY) dispatches to the no-op rail; p50/p99 of
    (rail call time - outbox created_at);
-4. procrastinate (a well-known PostgreSQL task queue) on the same server: the
-   same count of no-op jobs deferred in one batch, then one worker (concurrency
-   10) runs them to completion.
+4. relayer against procrastinate (a well-known PostgreSQL task queue), each
+   set up as fairly as it allows, at each `--concurrency`, `--rounds` times in
+   alternating order:
+   - the same rows: `--versus-rows` rows carrying the same payload (the
+     relayer's outbox rows with their intents; procrastinate jobs whose
+     arguments are that payload);
+   - the same concurrency: the rail's `concurrency` for the relayer,
+     the worker's `concurrency` for procrastinate; both no-op;
+   - batching where each offers it: procrastinate defers with
+     `batch_defer_async` (1 000 jobs a statement); it has no batched fetch or
+     completion (one job per fetch, one per finish), the relayer claims and
+     completes in batches (claims of up to 1 000);
+   - LISTEN/NOTIFY on for both (procrastinate's `listen_notify=True`, the
+     relayer's `listen = true`); jobs finished are kept by both (procrastinate's
+     default `delete_jobs="never"`; the relayer keeps its rows);
+   - worker start-up outside the timer: the worker starts on an empty queue
+     and is waited for until it listens; then it runs a first 1 000 rows
+     (without them procrastinate's per-job fetch is planned on an empty table
+     and runs at half its speed); then all timed rows are inserted in ONE
+     transaction, and the clock starts at its COMMIT (which sends the NOTIFY)
+     and stops when the database shows every row done (polled every 20 ms,
+     the same query shape for both). `--analyze` ANALYZEs the tables after
+     the first 1 000 rows (statistics that say "nothing pending", as
+     autovacuum leaves a queue table; see relayer/README.md for its effect).
+   Phase 1 is timed the same way.
 
 Figures are printed, with ratios; nothing is asserted (benchmarks, not tests).
 """
@@ -26,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import shutil
@@ -52,6 +77,9 @@ from symphony.db import connect, create_pool, migrate  # noqa: E402
 from symphony.embedded import EmbeddedPostgres  # noqa: E402
 
 INSERT_CHUNK = 5000
+# Rows run through each worker before the timed batch (then ANALYZE): tables with
+# statistics and plans made for them, as in a service that has been running.
+WARMUP_ROWS = 1000
 
 
 async def fresh_database(admin_dsn: str, name: str) -> str:
@@ -74,23 +102,28 @@ async def fresh_database(admin_dsn: str, name: str) -> str:
 async def bulk_insert(dsn: str, rows: int, rail: str) -> None:
     conn = await connect(dsn)
     try:
-        for start in range(0, rows, INSERT_CHUNK):
-            count = min(INSERT_CHUNK, rows - start)
-            seqs = list(range(start + 1, start + count + 1))
-            await conn.execute(
-                """WITH i AS (
-                     INSERT INTO payment_intents (participant_id, idempotency_key, amount_minor, currency, rail,
-                                                  destination_account, attestation_id)
-                     SELECT 'bench', 'k' || s, 100, 'KES', $1, 'ACC1', s FROM unnest($2::bigint[]) AS s
-                     RETURNING intent_id, attestation_id)
-                   INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id,
-                                               ingress_stream_id, ingress_seq, rail, payload)
-                   SELECT intent_id, 'bench', attestation_id, 'bench', 0, attestation_id, $1,
-                          jsonb_build_object('amount_minor', 100, 'currency', 'KES',
-                                             'destination_account', 'ACC1')
-                   FROM i""", rail, seqs)
+        await insert_rows(conn, rows, rail)
     finally:
         await conn.close()
+
+
+async def insert_rows(conn: asyncpg.Connection, rows: int, rail: str, first: int = 0) -> None:
+    """Payment intents and their outbox rows, INSERT_CHUNK a statement (numbered from first + 1)."""
+    for start in range(first, first + rows, INSERT_CHUNK):
+        count = min(INSERT_CHUNK, first + rows - start)
+        seqs = list(range(start + 1, start + count + 1))
+        await conn.execute(
+            """WITH i AS (
+                 INSERT INTO payment_intents (participant_id, idempotency_key, amount_minor, currency, rail,
+                                              destination_account, attestation_id)
+                 SELECT 'bench', 'k' || s, 100, 'KES', $1, 'ACC1', s FROM unnest($2::bigint[]) AS s
+                 RETURNING intent_id, attestation_id)
+               INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id,
+                                           ingress_stream_id, ingress_seq, rail, payload)
+               SELECT intent_id, 'bench', attestation_id, 'bench', 0, attestation_id, $1,
+                      jsonb_build_object('amount_minor', 100, 'currency', 'KES',
+                                         'destination_account', 'ACC1')
+               FROM i""", rail, seqs)
 
 
 def relayer_settings(rail: str, kind: str, url: str, concurrency: int) -> RelayerConfig:
@@ -123,12 +156,69 @@ async def run_relayer_until(dsn: str, settings: RelayerConfig, rail: str, rows: 
     return elapsed, relayer
 
 
-async def phase_noop(admin_dsn: str, rows: int) -> dict[str, float]:
-    dsn = await fresh_database(admin_dsn, "bench_noop")
-    await bulk_insert(dsn, rows, "noop")
-    elapsed, _ = await run_relayer_until(dsn, relayer_settings("noop", "noop", "", 2000), "noop", rows)
-    await check_all_success(dsn, rows)
-    return {"rows": rows, "seconds": round(elapsed, 3), "rows_per_second": round(rows / elapsed)}
+async def phase_noop(admin_dsn: str, rows: int, analyze: bool) -> dict[str, float]:
+    """The relayer at its design point (concurrency 2 000), start-up outside the timer."""
+    elapsed = await time_relayer(admin_dsn, "bench_noop", rows, 2000, analyze)
+    return {"rows": rows, "concurrency": 2000, "seconds": round(elapsed, 3), "rows_per_second": round(rows / elapsed)}
+
+
+async def wait_listening(conn: asyncpg.Connection, channel_prefix: str) -> None:
+    """Until a session of this database has run LISTEN on the channel (the worker is up)."""
+    deadline = time.monotonic() + 30
+    while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE $1",
+            f'LISTEN "{channel_prefix}%'):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no worker listens on {channel_prefix} after 30 s")
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # its first (empty) fetch done: the worker is idle
+
+
+async def wait_done(conn: asyncpg.Connection, query: str, rows: int, task: asyncio.Task[None]) -> None:
+    while await conn.fetchval(query) < rows:
+        if task.done():
+            task.result()
+            raise RuntimeError("the worker stopped before every row was done")
+        await asyncio.sleep(0.02)
+
+
+async def time_relayer(admin_dsn: str, name: str, rows: int, concurrency: int, analyze: bool = False) -> float:
+    """Seconds from the COMMIT of `rows` outbox rows to every row SUCCESS, the relayer already listening."""
+    dsn = await fresh_database(admin_dsn, name)
+    settings = msgspec.structs.replace(relayer_settings("noop", "noop", "", concurrency), poll_interval_seconds=1.0)
+    pool = await create_pool(dsn, min_size=2, max_size=4, init=OutboxStore.init_connection)
+    relayer = Relayer(settings, OutboxStore(pool, "bench"),
+                      {n: adapters.build(n, cfg) for n, cfg in settings.rails.items()}, database_url=dsn)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relayer.run(stop))
+    conn = await connect(dsn)
+
+    async def batch(first: int, count: int) -> float:
+        writer = await connect(dsn)
+        try:
+            transaction = writer.transaction()
+            await transaction.start()
+            await insert_rows(writer, count, "noop", first)
+            started = time.perf_counter()
+            await transaction.commit()
+        finally:
+            await writer.close()
+        await wait_done(conn, "SELECT count(*) FROM payment_outbox WHERE status = 'SUCCESS'", first + count, task)
+        return time.perf_counter() - started
+
+    try:
+        await wait_listening(conn, "symphony_outbox")
+        await batch(0, WARMUP_ROWS)
+        if analyze:
+            await conn.execute("ANALYZE payment_intents, payment_outbox, outbox_events")
+        elapsed = await batch(WARMUP_ROWS, rows)
+    finally:
+        stop.set()
+        await task
+        await conn.close()
+        await pool.close()
+    await check_all_success(dsn, WARMUP_ROWS + rows)
+    return elapsed
 
 
 async def check_all_success(dsn: str, rows: int) -> None:
@@ -216,29 +306,91 @@ async def phase_latency(admin_dsn: str, rate: float, seconds: float) -> dict[str
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "max_ms": round(latencies[-1], 2)}
 
 
-async def phase_procrastinate(admin_dsn: str, jobs: int) -> dict[str, float] | None:
+PAYLOAD = {"amount_minor": 100, "currency": "KES", "destination_account": "ACC1"}
+
+
+async def time_procrastinate(admin_dsn: str, name: str, rows: int, concurrency: int,
+                             delete_jobs: str = "never", analyze: bool = False) -> float:
+    """Seconds from the COMMIT of `rows` deferred jobs to every job succeeded, the worker already listening."""
+    import procrastinate
+    import psycopg
+
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)  # not its "App in __main__" notice
+    dsn = await fresh_database(admin_dsn, name)
+    # psycopg_pool's default is 4 connections (the relayer bench uses 4); procrastinate
+    # runs a fetch and a finish per job, so it gets more: 10.
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn, min_size=4, max_size=10))
+
+    @app.task(name="noop", queue="bench")
+    async def noop(**payload: object) -> None:
+        return None
+
+    async def batch(first: int, count: int, worker: asyncio.Task[None]) -> float:
+        async with await psycopg.AsyncConnection.connect(dsn) as writer:  # one transaction
+            deferrer = noop.configure(connection=writer)
+            for start in range(first, first + count, 1000):
+                await deferrer.batch_defer_async(*({"outbox_ref": i, **PAYLOAD}
+                                                   for i in range(start, min(start + 1000, first + count))))
+            started = time.perf_counter()
+            await writer.commit()
+        # Done: every job succeeded (kept) or gone (deleted); the rows are visible since the COMMIT.
+        await wait_done(conn, f"SELECT {first + count} - count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'",
+                        first + count, worker)
+        return time.perf_counter() - started
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        worker = asyncio.create_task(app.run_worker_async(
+            queues=["bench"], concurrency=concurrency, wait=True, listen_notify=True, install_signal_handlers=False,
+            delete_jobs=delete_jobs))
+        conn = await connect(dsn)
+        try:
+            await wait_listening(conn, "procrastinate_")
+            await batch(0, WARMUP_ROWS, worker)
+            if analyze:
+                await conn.execute("ANALYZE procrastinate_jobs, procrastinate_events")
+            elapsed = await batch(WARMUP_ROWS, rows, worker)
+        finally:
+            worker.cancel()
+            try:
+                await worker
+            except asyncio.CancelledError:
+                pass
+            await conn.close()
+    return elapsed
+
+
+async def phase_versus(admin_dsn: str, rows: int, concurrencies: list[int], rounds: int,
+                       analyze: bool) -> dict[str, object] | None:
     try:
         import procrastinate
     except ImportError:
         print("procrastinate is not installed (pip install procrastinate 'psycopg[binary]'); skipped")
         return None
-    dsn = await fresh_database(admin_dsn, "bench_procrastinate")
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
-
-    @app.task(name="noop", queue="bench")
-    async def noop() -> None:
-        return None
-
-    async with app.open_async():
-        await app.schema_manager.apply_schema_async()
-        for start in range(0, jobs, 1000):
-            await noop.batch_defer_async(*({} for _ in range(min(1000, jobs - start))))
-        started = time.perf_counter()
-        await app.run_worker_async(queues=["bench"], wait=False, concurrency=10, install_signal_handlers=False,
-                                   listen_notify=False)
-        elapsed = time.perf_counter() - started
-    return {"jobs": jobs, "seconds": round(elapsed, 3), "jobs_per_second": round(jobs / elapsed),
-            "version": procrastinate.__version__ if hasattr(procrastinate, "__version__") else "?"}
+    results: dict[str, object] = {"version": getattr(procrastinate, "__version__", "?"), "rows": rows,
+                                  "analyzed": analyze}
+    for concurrency in concurrencies:
+        relayer_s: list[float] = []
+        procrastinate_s: list[float] = []
+        for number in range(rounds):
+            order = ["relayer", "procrastinate"] if number % 2 == 0 else ["procrastinate", "relayer"]
+            for who in order:
+                if who == "relayer":
+                    relayer_s.append(await time_relayer(admin_dsn, "bench_versus_relayer", rows, concurrency,
+                                                        analyze=analyze))
+                else:
+                    procrastinate_s.append(await time_procrastinate(admin_dsn, "bench_versus_procrastinate", rows,
+                                                                    concurrency, analyze=analyze))
+            print(f"  concurrency {concurrency} round {number + 1}: relayer {rows / relayer_s[-1]:.0f} rows/s, "
+                  f"procrastinate {rows / procrastinate_s[-1]:.0f} jobs/s", file=sys.stderr, flush=True)
+        ratios = [p / r for r, p in zip(relayer_s, procrastinate_s)]  # per round: time ratio = throughput ratio
+        results[f"concurrency_{concurrency}"] = {
+            "relayer_rows_per_second": round(rows / statistics.median(relayer_s)),
+            "procrastinate_jobs_per_second": round(rows / statistics.median(procrastinate_s)),
+            "ratio_median": round(statistics.median(ratios), 1),
+            "ratio_rounds": [round(v, 1) for v in ratios],
+        }
+    return results
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -251,15 +403,15 @@ async def main(args: argparse.Namespace) -> None:
         admin_dsn = server.start().dsn
     try:
         results: dict[str, object] = {
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "load_average_1min_before": round(os.getloadavg()[0], 2)},
         }
-        results["relayer_noop"] = await phase_noop(admin_dsn, args.rows)
+        results["relayer_noop"] = await phase_noop(admin_dsn, args.rows, args.analyze)
         results["relayer_http"] = await phase_http(admin_dsn, args.http_rows)
         results["latency"] = await phase_latency(admin_dsn, args.rate, args.seconds)
-        results["procrastinate"] = await phase_procrastinate(admin_dsn, args.jobs)
-        if results["procrastinate"]:
-            results["ratio_relayer_noop_vs_procrastinate"] = round(
-                results["relayer_noop"]["rows_per_second"] / results["procrastinate"]["jobs_per_second"], 1)
+        results["versus_procrastinate"] = await phase_versus(
+            admin_dsn, args.versus_rows, [int(c) for c in args.concurrency.split(",")], args.rounds, args.analyze)
+        results["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)  # type: ignore[index]
         print(json.dumps(results, indent=2))
     finally:
         if server is not None:
@@ -272,9 +424,12 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="admin DSN of a PostgreSQL 18 (default: embedded, fsync off)")
     parser.add_argument("--rows", type=int, default=20_000, help="rows for the no-op relayer phase")
     parser.add_argument("--http-rows", type=int, default=4_000, help="rows for the HTTP simulator phase")
-    parser.add_argument("--jobs", type=int, default=3_000, help="no-op jobs for procrastinate")
+    parser.add_argument("--versus-rows", type=int, default=5_000, help="rows for the comparison with procrastinate")
+    parser.add_argument("--concurrency", default="10,200", help="concurrencies of the comparison (comma-separated)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison, alternating who goes first")
     parser.add_argument("--rate", type=float, default=500.0, help="payments/s for the latency phase")
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of the latency phase")
+    parser.add_argument("--analyze", action="store_true", help="ANALYZE the tables after each worker's first rows")
     parser.add_argument("--insert-only", metavar="DSN", help=argparse.SUPPRESS)
     cli = parser.parse_args()
     import uvloop

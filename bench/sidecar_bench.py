@@ -1,21 +1,30 @@
-"""Sidecar benchmark: attest-before-forward against plain proxies, side by side.
+"""Sidecar benchmark: attest-before-forward against the strongest honest baselines, in one run.
 
-    .venv/bin/python bench/sidecar_bench.py [--duration 5] [--workers 2] [--connections 64] [--rounds 3]
+    .venv/bin/python bench/sidecar_bench.py [--duration 3] [--workers 2] [--connections 64] [--rounds 5]
 
-In one run, against the same trivial upstream (one aiohttp+uvloop process):
+Needs wrk and nginx (bench only, never a Symphony dependency:
+`apt-get install wrk nginx-light`; without nginx that row is skipped).
+Every configuration forwards to the same trivial upstream (one aiohttp+uvloop
+process) and runs `--workers` worker processes:
 
 | name | what |
 |---|---|
-| direct | the upstream itself |
-| plain-proxy | aiohttp+uvloop reverse proxy, no attestation (bench/_bench_servers.py) |
-| nginx | nginx as a reverse proxy with keep-alive upstream (if installed) |
+| direct | the upstream itself (no proxy) |
+| nginx | nginx as a reverse proxy, keep-alive upstream connections |
+| plain-proxy | aiohttp's server + the sidecar's own upstream client (UpstreamPool), no attestation |
+| sidecar-unattested | the sidecar's worker and handler with the journal replaced by a no-op (bench/_bench_servers.py) |
 | sidecar-none / -batch / -always | `symphony sidecar` at each journal durability |
-| sync-insert | the naive design: INSERT … COMMIT into PostgreSQL per request, then forward |
+| sync-insert | the naive design: INSERT … COMMIT into PostgreSQL 18 per request, then forward (same client) |
 
-Proxies run `--workers` processes. Load comes from wrk (POST with a bearer
-token and a small JSON body) at `--connections` and, for the latency-added
-comparison, at 1 connection. Every figure depends on the machine and on what
-else runs on it; the ratios are the point. Not a test: it asserts nothing.
+Every server starts once; then `--rounds` rounds each load every
+configuration in turn, each round in a rotated order (a load change on this
+shared machine hits each configuration at some point rather than always the
+same one). A turn: 1 s warm-up, `--duration` s at `--connections`, 2 s at one
+connection. Load is wrk (POST, bearer token, small JSON body) on the same
+machine. Figures are medians over the rounds; every ratio is taken within
+one round, then its median is shown with the per-round values. The ratios
+are the point: absolute figures move with the machine and its other load.
+Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -95,8 +104,9 @@ def wrk(url: str, token: str, connections: int, duration: float, work: Path) -> 
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(duration))}s", "--latency", "-s", str(script),
                           url + "/v1/payments"], capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": _latency(out, "50%"), "p99_ms": _latency(out, "99%"),
+    return {"rps": rps, "requests": requests, "p50_ms": _latency(out, "50%"), "p99_ms": _latency(out, "99%"),
             "non2xx": float(errors.group(1)) if errors else 0.0}
 
 
@@ -107,9 +117,32 @@ def _latency(out: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def nginx_config(work: Path, port: int, upstream_port: int, workers: int) -> Path | None:
-    if shutil.which("nginx") is None:
+def _stat(pid: str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()  # fields from `state` on
+    except OSError:
         return None
+
+
+def tree_cpu_seconds(roots: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds of these processes and all their descendants (every thread)."""
+    stats = {pid: fields for pid in os.listdir("/proc") if pid.isdigit() and (fields := _stat(pid))}
+    children: dict[str, list[str]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(fields[1], []).append(pid)
+    todo, user, system = [str(pid) for pid in roots], 0, 0
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            user += int(stats[pid][11])
+            system += int(stats[pid][12])
+        todo.extend(children.get(pid, []))
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def nginx_config(work: Path, port: int, upstream_port: int, workers: int) -> Path:
     conf = work / "nginx.conf"
     conf.write_text(f"""
 worker_processes {workers};
@@ -184,128 +217,164 @@ def sidecar_config(work: Path, name: str, port: int, upstream: str, durability: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds at --connections per turn")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="rounds over every configuration, each round in another order; figures are medians")
     parser.add_argument("--only", default="", help="comma-separated subset of configurations")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
+    configs = [c for c in CONFIGS if not args.only or c in args.only.split(",")]
+    if "nginx" in configs and shutil.which("nginx") is None:
+        print("nginx: not installed (apt-get install nginx-light), skipped")
+        configs.remove("nginx")
     work = Path(tempfile.mkdtemp(prefix="symphony-sidecar-bench-"))
     procs = Processes()
     server, dsn = asyncio.run(prepare_database(work))
     rounds: list[dict[str, Row]] = []
+    load_before = os.getloadavg()
     try:
         token = make_keys(work)
         upstream_port = free_port()
         procs.start([sys.executable, str(SERVERS), "upstream", str(upstream_port)])
         wait_port(upstream_port)
         env = {**os.environ, "SYMPHONY_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
-        configs = [c for c in CONFIGS if not args.only or c in args.only.split(",")]
-        if "nginx" in configs and shutil.which("nginx") is None:
-            print("nginx: not installed, skipped")
-            configs.remove("nginx")
+        upstream_pid = procs.running[0].pid
+        ports = {name: start(name, procs, work, upstream_port, upstream_pid, dsn, env, args) for name in configs}
+        for port, _ in ports.values():
+            wait_port(port)
+        time.sleep(2.0)  # policy caches loaded, pools idle
         for number in range(args.rounds):
-            # Rotate the order: a load change on this shared machine then hits
-            # every configuration at some point instead of always the same one.
             order = configs[number % len(configs):] + configs[:number % len(configs)]
-            print(f"round {number + 1}/{args.rounds}", flush=True)
-            rounds.append({name: measure(name, procs, work, token, upstream_port, dsn, env, args) for name in order})
+            print(f"round {number + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f})", flush=True)
+            rounds.append({name: measure(name, *ports[name], work, token, args) for name in order})
     finally:
         procs.stop_all()
         server.stop()  # type: ignore[attr-defined]
         shutil.rmtree(work, ignore_errors=True)
-    report(rounds, args)
+    report(rounds, args, load_before, os.getloadavg())
     return 0
 
 
-CONFIGS = ["direct", "plain-proxy", "nginx", "sidecar-none", "sidecar-batch", "sidecar-always", "sync-insert"]
+CONFIGS = ["direct", "nginx", "plain-proxy", "sidecar-unattested", "sidecar-none", "sidecar-batch", "sidecar-always",
+           "sync-insert"]
 Row = dict[str, dict[str, float]]
 
 
-def measure(name: str, procs: Processes, work: Path, token: str, upstream_port: int, dsn: str,
-            env: dict[str, str], args: argparse.Namespace) -> Row:
-    """Start one configuration, warm it up, load it at c=N then c=1, stop it."""
+def start(name: str, procs: Processes, work: Path, upstream_port: int, upstream_pid: int, dsn: str,
+          env: dict[str, str], args: argparse.Namespace) -> tuple[int, list[int]]:
+    """Start one configuration's processes; its port and the processes whose CPU time is its own."""
     python, upstream = sys.executable, f"http://127.0.0.1:{upstream_port}"
-    port = free_port()
-    started: list[subprocess.Popen[bytes]] = []
     if name == "direct":
-        port = upstream_port
-    elif name == "plain-proxy":
-        started = [procs.start([python, str(SERVERS), "proxy", str(port), upstream]) for _ in range(args.workers)]
+        return upstream_port, [upstream_pid]
+    port = free_port()
+    first = len(procs.running)
+    if name == "plain-proxy":
+        for _ in range(args.workers):
+            procs.start([python, str(SERVERS), "proxy", str(port), upstream])
     elif name == "sync-insert":
-        started = [procs.start([python, str(SERVERS), "insert-proxy", str(port), upstream, dsn])
-                   for _ in range(args.workers)]
+        for _ in range(args.workers):
+            procs.start([python, str(SERVERS), "insert-proxy", str(port), upstream, dsn])
     elif name == "nginx":
-        conf = nginx_config(work, port, upstream_port, args.workers)
-        assert conf is not None
-        started = [procs.start(["nginx", "-c", str(conf), "-g", "daemon off;"])]
+        procs.start(["nginx", "-c", str(nginx_config(work, port, upstream_port, args.workers)), "-g", "daemon off;"])
+    elif name == "sidecar-unattested":
+        config = sidecar_config(work, name, port, upstream, "none", args.workers)
+        procs.start([python, str(SERVERS), "unattested", str(config), str(args.workers)], env=env, cwd=ROOT)
     else:
         config = sidecar_config(work, name, port, upstream, name.split("-")[1], args.workers)
-        started = [procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)]
-    wait_port(port)
-    time.sleep(1.0)
+        procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)
+    return port, [process.pid for process in procs.running[first:]]
+
+
+def measure(name: str, port: int, pids: list[int], work: Path, token: str, args: argparse.Namespace) -> Row:
+    """One turn: warm up, load at c=N then at c=1.
+
+    `cpu_us` is the CPU time (user + system, every thread) the configuration's
+    own processes spent per request at c=N: the proxy's cost, whatever else
+    runs on the machine (the upstream's share is not in it, except for
+    `direct`; kernel threads working for it, such as write-back, are not either).
+    """
     url = f"http://127.0.0.1:{port}"
     wrk(url, token, args.connections, 1.0, work)  # warm-up: connections, caches, page faults
-    row = {"c": wrk(url, token, args.connections, args.duration, work),
-           "c1": wrk(url, token, 1, min(args.duration, 3.0), work)}
-    for process in started:
-        procs.stop(process)
-    print(f"  {name:15s} c={args.connections}: {row['c']['rps']:9.0f} req/s  p50 {row['c']['p50_ms']:7.2f} ms  "
-          f"p99 {row['c']['p99_ms']:7.2f} ms  non-2xx {row['c']['non2xx']:.0f} | c=1: "
-          f"{row['c1']['rps']:7.0f} req/s  p50 {row['c1']['p50_ms']:6.3f} ms  p99 {row['c1']['p99_ms']:6.3f} ms",
+    user_before, system_before = tree_cpu_seconds(pids)
+    row = {"c": wrk(url, token, args.connections, args.duration, work)}
+    user_after, system_after = tree_cpu_seconds(pids)
+    per_request = 1e6 / max(1.0, row["c"]["requests"])
+    row["c"]["cpu_us"] = (user_after - user_before + system_after - system_before) * per_request
+    row["c"]["sys_us"] = (system_after - system_before) * per_request
+    row["c1"] = wrk(url, token, 1, 2.0, work)
+    print(f"  {name:18s} c={args.connections}: {row['c']['rps']:7.0f} req/s  p50 {row['c']['p50_ms']:6.2f} ms  "
+          f"p99 {row['c']['p99_ms']:6.2f} ms  {row['c']['cpu_us']:4.0f} µs CPU/req ({row['c']['sys_us']:3.0f} sys)  "
+          f"non-2xx {row['c']['non2xx']:.0f} | c=1: "
+          f"{row['c1']['rps']:6.0f} req/s  p50 {row['c1']['p50_ms']:6.3f} ms  p99 {row['c1']['p99_ms']:6.3f} ms",
           flush=True)
     return row
 
 
-def report(rounds: list[dict[str, Row]], args: argparse.Namespace) -> None:
+def report(rounds: list[dict[str, Row]], args: argparse.Namespace, load_before: tuple[float, float, float],
+           load_after: tuple[float, float, float]) -> None:
     """Medians over the rounds; every ratio is taken within one round, then its median."""
 
     def median_of(name: str, load: str, key: str) -> float:
         return statistics.median(r[name][load][key] for r in rounds if name in r)
 
-    def ratio(compute: Callable[[dict[str, Row]], float], *needs: str) -> str:
-        values = [compute(r) for r in rounds if all(n in r for n in needs)]
-        return f"{statistics.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+    def ratio(label: str, compute: Callable[[dict[str, Row]], float], needs: tuple[str, ...], target: str = "",
+              met: Callable[[float], bool] | None = None) -> None:
+        if not all(n in names for n in needs):
+            return
+        values = [compute(r) for r in rounds]
+        median = statistics.median(values)
+        line = f"  {label}: {median:.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+        if target:
+            line += f" target {target}"
+        if met is not None:
+            line += f": median {'met' if met(median) else 'NOT met'}, {sum(map(met, values))} of {len(values)} rounds"
+        print(line)
 
     names = [n for n in CONFIGS if n in rounds[0]]
-    print(f"\nmedians of {len(rounds)} rounds (workers={args.workers}, {os.cpu_count()} CPUs, wrk on the same machine):")
-    print(f"| configuration | req/s c={args.connections} | p50 ms | p99 ms | p50 ms c=1 |")
-    print("|---|---:|---:|---:|---:|")
+    c = args.connections
+    print(f"\nmedians of {len(rounds)} rounds (workers={args.workers}, {os.cpu_count()} CPUs, wrk on the same "
+          f"machine; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after):")
+    print(f"| configuration | req/s c={c} | p50 ms | p99 ms | CPU µs/req (of it system) | p50 ms c=1 | p99 ms c=1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         print(f"| {name} | {median_of(name, 'c', 'rps'):.0f} | {median_of(name, 'c', 'p50_ms'):.2f} | "
-              f"{median_of(name, 'c', 'p99_ms'):.1f} | {median_of(name, 'c1', 'p50_ms'):.3f} |")
-    print("\nratios (per round, median):")
-    c = args.connections
-    if {"sidecar-batch", "plain-proxy"} <= set(names):
-        print(f"  sidecar-batch / plain-proxy req/s at c={c}: "
-              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['plain-proxy']['c']['rps'], 'sidecar-batch', 'plain-proxy')}"
-              " (target >= 0.90)")
-        print(f"  sidecar-batch p99 - plain-proxy p99 (ms): "
-              f"{ratio(lambda r: r['sidecar-batch']['c']['p99_ms'] - r['plain-proxy']['c']['p99_ms'], 'sidecar-batch', 'plain-proxy')}"
-              " (target <= +1 ms)")
-    if {"sidecar-batch", "sync-insert"} <= set(names):
-        print(f"  sidecar-batch / sync-insert req/s at c={c}: "
-              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['sync-insert']['c']['rps'], 'sidecar-batch', 'sync-insert')}"
-              " (target >= 2)")
-    if {"sidecar-batch", "sync-insert", "direct"} <= set(names):
-        def added(r: dict[str, Row]) -> float:
-            base = r["direct"]["c1"]["p50_ms"]
-            return (r["sidecar-batch"]["c1"]["p50_ms"] - base) / max(r["sync-insert"]["c1"]["p50_ms"] - base, 1e-9)
-        print(f"  added p50 at c=1 over direct, sidecar-batch / sync-insert: "
-              f"{ratio(added, 'sidecar-batch', 'sync-insert', 'direct')} (target <= 0.33)")
-    if {"sidecar-batch", "nginx"} <= set(names):
-        print(f"  sidecar-batch / nginx req/s: "
-              f"{ratio(lambda r: r['sidecar-batch']['c']['rps'] / r['nginx']['c']['rps'], 'sidecar-batch', 'nginx')}"
-              " (stretch >= 0.30, and >= 10k req/s)")
-    for other in ("sidecar-none", "sidecar-always"):
-        if {other, "sidecar-batch"} <= set(names):
-            def against_batch(r: dict[str, Row], other: str = other) -> float:
-                return r[other]["c"]["rps"] / r["sidecar-batch"]["c"]["rps"]
-            print(f"  {other} / sidecar-batch req/s: {ratio(against_batch, other, 'sidecar-batch')}")
+              f"{median_of(name, 'c', 'p99_ms'):.1f} | {median_of(name, 'c', 'cpu_us'):.0f} ({median_of(name, 'c', 'sys_us'):.0f}) | "
+              f"{median_of(name, 'c1', 'p50_ms'):.3f} | {median_of(name, 'c1', 'p99_ms'):.3f} |")
+
+    def rps(a: str, b: str) -> Callable[[dict[str, Row]], float]:
+        return lambda r: r[a]["c"]["rps"] / r[b]["c"]["rps"]
+
+    def p99_delta(a: str, b: str) -> Callable[[dict[str, Row]], float]:
+        return lambda r: r[a]["c"]["p99_ms"] - r[b]["c"]["p99_ms"]
+
+    def added_c1(r: dict[str, Row]) -> float:
+        base = r["direct"]["c1"]["p50_ms"]
+        return (r["sidecar-batch"]["c1"]["p50_ms"] - base) / max(r["sync-insert"]["c1"]["p50_ms"] - base, 1e-9)
+
+    print("\nratios (each within a round; median, then every round):")
+    ratio(f"sidecar-batch / sidecar-unattested req/s at c={c}", rps("sidecar-batch", "sidecar-unattested"),
+          ("sidecar-batch", "sidecar-unattested"), ">= 0.90", lambda v: v >= 0.90)
+    ratio("sidecar-batch p99 - sidecar-unattested p99 (ms)", p99_delta("sidecar-batch", "sidecar-unattested"),
+          ("sidecar-batch", "sidecar-unattested"), "<= +1 ms", lambda v: v <= 1.0)
+    ratio("sidecar-none / sidecar-unattested req/s", rps("sidecar-none", "sidecar-unattested"),
+          ("sidecar-none", "sidecar-unattested"))
+    ratio("sidecar-always / sidecar-unattested req/s", rps("sidecar-always", "sidecar-unattested"),
+          ("sidecar-always", "sidecar-unattested"))
+    ratio("sidecar-unattested / plain-proxy req/s", rps("sidecar-unattested", "plain-proxy"),
+          ("sidecar-unattested", "plain-proxy"))
+    ratio("sidecar-batch / plain-proxy req/s", rps("sidecar-batch", "plain-proxy"), ("sidecar-batch", "plain-proxy"))
+    ratio("sidecar-batch p99 - plain-proxy p99 (ms)", p99_delta("sidecar-batch", "plain-proxy"),
+          ("sidecar-batch", "plain-proxy"))
+    ratio("plain-proxy / nginx req/s", rps("plain-proxy", "nginx"), ("plain-proxy", "nginx"))
+    ratio("sidecar-batch / nginx req/s", rps("sidecar-batch", "nginx"), ("sidecar-batch", "nginx"))
+    ratio("sidecar-batch / sync-insert req/s", rps("sidecar-batch", "sync-insert"), ("sidecar-batch", "sync-insert"),
+          ">= 2", lambda v: v >= 2.0)
+    ratio("added p50 at c=1 over direct, sidecar-batch / sync-insert", added_c1,
+          ("sidecar-batch", "sync-insert", "direct"), "<= 0.33", lambda v: v <= 0.33)
 
 
 if __name__ == "__main__":
