@@ -42,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
@@ -67,7 +68,7 @@ def _socket(port: int) -> socket.socket:
     return sock
 
 
-async def _serve(handler, port: int) -> None:  # noqa: ANN001
+async def _serve(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], port: int) -> None:
     server = web.Server(handler, access_log=None, auto_decompress=False)
     await asyncio.get_running_loop().create_server(server, sock=_socket(port), backlog=4096)
     await asyncio.Event().wait()

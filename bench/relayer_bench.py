@@ -62,6 +62,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -306,7 +307,7 @@ async def phase_latency(admin_dsn: str, rate: float, seconds: float) -> dict[str
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2), "max_ms": round(latencies[-1], 2)}
 
 
-PAYLOAD = {"amount_minor": 100, "currency": "KES", "destination_account": "ACC1"}
+PAYLOAD: dict[str, Any] = {"amount_minor": 100, "currency": "KES", "destination_account": "ACC1"}
 
 
 async def time_procrastinate(admin_dsn: str, name: str, rows: int, concurrency: int,
@@ -414,7 +415,7 @@ async def main(args: argparse.Namespace) -> None:
         results["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)  # type: ignore[index]
         print(json.dumps(results, indent=2))
     finally:
-        if server is not None:
+        if server is not None and root is not None:
             server.stop()
             shutil.rmtree(root, ignore_errors=True)
 

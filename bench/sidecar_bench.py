@@ -73,7 +73,8 @@ class Processes:
 
     def start(self, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         log = open(LOG, "ab")  # noqa: SIM115 - kept by the child
-        process = subprocess.Popen(argv, stdout=log, stderr=log, **kwargs)  # type: ignore[call-overload]
+        process: subprocess.Popen[bytes] = subprocess.Popen(argv, stdout=log, stderr=log,  # type: ignore[call-overload]
+                                                            **kwargs)
         log.close()
         self.running.append(process)
         return process
