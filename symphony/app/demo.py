@@ -48,7 +48,7 @@ JWT_ISSUER = "symphony-demo"
 JWT_AUDIENCE = "symphony-ingress"
 TARGET_ENV = "SYMPHONY_DEMO_TARGET"
 DEFAULT_TARGET = "http://127.0.0.1:8080"
-DEMO_RAILS = ("swiftpay", "mobimoney")
+DEMO_RAILS = ("swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022")
 
 
 # -- files and participants ------------------------------------------------------------
@@ -166,7 +166,8 @@ def policy_version_for(args: argparse.Namespace, participant: str) -> int:
 
 def _body(rng: random.Random, invalid: bool) -> bytes:
     rail = rng.choice(DEMO_RAILS)
-    account = f"2547{rng.randrange(10**7, 10**8)}" if rail == "mobimoney" else f"ACC{rng.randrange(10**6)}"
+    mobile = rail in ("mobimoney", "mtn_momo", "airtel_money")
+    account = f"2547{rng.randrange(10**7, 10**8)}" if mobile else f"ACC{rng.randrange(10**6)}"
     body = {"amount_minor": 0 if invalid else rng.randrange(100, 500_000), "currency": "KES", "rail": rail,
             "destination_account": account, "client_reference": f"demo-{uuid.uuid4().hex[:12]}"}
     return json.dumps(body, separators=(",", ":")).encode()
