@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("repair.audit_cli", "audit the record: gap, ghosts, seq-gaps, verify-chain"),
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
+    "reconcile": ("repair.reconcile_cli", "match a rail's statement to the outbox; incidents for every difference"),
     "verify": ("symphony.app.commands.verify", "verify checkpoints, proofs and journal copies offline (files and public keys only)"),
     "witness": ("witness.cli", "cosign checkpoints consistent with the last one seen (C2SP tlog-witness)"),
     "journal": ("journal.cli", "verify or dump a journal stream"),
