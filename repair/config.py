@@ -50,6 +50,8 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     evidence_issuer: str = "symphony"
     evidence_cert_ttl_hours: float = 4.0
     evidence_policy_propagation_seconds: float = 60.0
+    reconcile_statement_dir: str = ""
+    reconcile_rails: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +73,9 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
             raise ValueError("chain_batch_rows must be in [1, 1000000]")
         if not 0 <= self.dashboard_port <= 65535 or not 0 <= self.metrics_port <= 65535:
             raise ValueError("ports must be in [0, 65535]")
+        for rail, kind in self.reconcile_rails.items():
+            if kind not in ("mtn_momo", "airtel_money", "iso20022"):
+                raise ValueError(f"reconcile_rails.{rail} must be mtn_momo, airtel_money or iso20022")
         if not 5 <= self.dashboard_chart_minutes <= 7 * 24 * 60:
             raise ValueError("dashboard_chart_minutes must be in [5, 10080]")
         if self.evidence_environment not in ("sandbox", "staging", "production"):

@@ -131,8 +131,12 @@ async def overview_data(conn: asyncpg.Connection, settings: RepairConfig) -> dic
               for key in ("ingress_count", "executions", "handled", "gap", "open_incidents", "dead_letters")}
     totals["status"] = ("CRITICAL_GAP" if totals["gap"] else
                         "ACTION_REQUIRED" if totals["open_incidents"] or totals["dead_letters"] else "HEALTHY")
+    from repair import reconcile  # the rails' statements (repair/reconcile.py)
+
+    rails = await reconcile.summary(conn)
     return {"generated_at": dt.datetime.now(dt.timezone.utc), "participants": participants, "totals": totals,
-            "incidents": incidents, "streams": streams, "instances": instances, "series": series}
+            "incidents": incidents, "streams": streams, "instances": instances, "series": series,
+            "rail_reconciliation": rails}
 
 
 def _badge(status: str) -> str:
@@ -158,6 +162,7 @@ def _stream_row(s: dict[str, Any]) -> str:
 
 def render_overview(data: dict[str, Any]) -> str:
     t = data["totals"]
+    r = data["rail_reconciliation"]
     rows = []
     for p in data["participants"]:
         rows.append(
@@ -196,6 +201,10 @@ def render_overview(data: dict[str, Any]) -> str:
 executions <b id="total-executions">{t["executions"]}</b>, handled <b id="total-handled">{t["handled"]}</b>,
 gap <b id="total-gap">{t["gap"]}</b>, open incidents <b id="total-incidents">{t["open_incidents"]}</b>,
 dead letters <b id="total-dead-letters">{t["dead_letters"]}</b>.</p>
+<p id="rail-reconciliation">Rail statements reconciled: <b id="rail-statements">{r["statements"]}</b>
+({r["lines"]} lines, {r["matched"]} matched); open <b id="rail-unmatched">{r["unmatched_open"]}</b> RAIL_UNMATCHED,
+<b id="rail-mismatched">{r["mismatched_open"]}</b> RAIL_MISMATCH, of which <b id="rail-critical">{r["critical_open"]}</b>
+critical (money moved without an outbox row, or not as the outbox says).</p>
 <h2>Participants</h2>
 <table id="participants"><tr><th class="l">participant</th><th>ingress</th><th>executions</th><th>handled</th>
 <th>ghosts</th><th>gap</th><th>integrity score</th><th>open incidents</th><th>dead letters</th>

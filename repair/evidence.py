@@ -294,6 +294,13 @@ def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResult
     }
 
 
+async def _rail_reconciliation(conn: asyncpg.Connection) -> dict[str, int]:
+    """What the rails' own statements said (repair/reconcile.py): statements, lines, open incidents."""
+    from repair import reconcile
+
+    return await reconcile.summary(conn)
+
+
 async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path, results: TestResults,
                 artifacts: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
     """The unsigned bundle and the numbers CI gates on."""
@@ -342,5 +349,6 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
             "measured_policy_propagation_seconds": _numeric_property(results, "policy_propagation_seconds")},
         "dlq_metrics": {"records_entered": dlq["records_entered"], "records_recovered": dlq["records_recovered"],
                         "records_terminal": dlq["records_terminal"]},
+        "rail_reconciliation": await _rail_reconciliation(conn),
     }
     return bundle, gates

@@ -24,6 +24,8 @@ import asyncpg
 import pytest
 
 from repair import reconcile
+from repair.config import RepairConfig
+from repair.worker import run_cycle
 from symphony import iso20022
 from tests.conftest import symphony_cli
 from tests.relayer.conftest import Processes, add_payments, processes, wait_until  # noqa: F401
@@ -118,16 +120,24 @@ async def test_statement_reconciles_and_every_kind_of_difference_is_an_incident(
 
 async def test_scheduled_run_ingests_each_statement_once(database_url: str, db: asyncpg.Connection,
                                                          processes: Processes, tmp_path: Path) -> None:
-    """A statement dropped in <dir>/<rail>/ is reconciled by the scheduled run once, never twice."""
-    url, _ = await _execute("mtn_momo", 3, database_url, db, processes, tmp_path)
+    """A statement dropped in <dir>/<rail>/ is reconciled by the repair cycle (the schedule) once, never
+    twice; a doctored one dropped later opens its incidents on the next cycle."""
+    url, _ = await _execute("mtn_momo", 5, database_url, db, processes, tmp_path)
     folder = tmp_path / "statements" / "mtn_momo"
     folder.mkdir(parents=True)
-    (folder / "day-1.csv").write_bytes(await _statement(url))
-    first = await reconcile.reconcile_directory(db, tmp_path / "statements", {"mtn_momo": "mtn_momo"})
-    assert [(r.rail, r.lines, r.matched, r.clean) for r in first] == [("mtn_momo", 3, 3, True)]
-    again = await reconcile.reconcile_directory(db, tmp_path / "statements", {"mtn_momo": "mtn_momo"})
-    assert again == []
-    assert await db.fetchval("SELECT count(*) FROM rail_statements") == 1
+    original = await _statement(url)
+    (folder / "day-1.csv").write_bytes(original)
+    settings = RepairConfig(reconcile_statement_dir=str(tmp_path / "statements"),
+                            reconcile_rails={"mtn_momo": "mtn_momo"})
+    for _ in range(2):
+        result = await run_cycle(db, settings, "repair:test")
+        assert not [e for e in result.errors if e.startswith("reconcile")], result.errors
+    rows = await db.fetch("SELECT lines, matched, unmatched, mismatched, missing FROM rail_statements")
+    assert [tuple(r) for r in rows] == [(5, 5, 0, 0, 0)]
+    (folder / "day-2.csv").write_bytes(_doctor_csv("mtn_momo", original))
+    await run_cycle(db, settings, "repair:test")
+    assert await db.fetchval("SELECT count(*) FROM rail_statements") == 2
+    assert await db.fetchval("SELECT count(*) FROM repair_incidents WHERE kind LIKE 'RAIL_%'") == 4
 
 
 def test_a_statement_of_another_format_is_a_usage_error(tmp_path: Path, database_url: str) -> None:
