@@ -16,9 +16,12 @@ Formats read (the simulators produce them from their stores, rail_sim/real_rails
     iso20022      camt.053.001.08: one booked DBIT Ntry per transfer, read one <Ntry> at a time
                   (xml.etree iterparse) and decoded with the pyiso20022 models
 
-Memory stays bounded: the file is streamed, lines go to a temporary table in
-COPY batches of `batch_lines`, and the matching runs in PostgreSQL. Progress
-goes to stderr when it is a terminal.
+Memory stays bounded and Python does no work per CSV line: after its header is
+checked, a CSV statement is streamed in 1 MiB chunks straight into a temporary
+table (COPY ... CSV), and PostgreSQL derives each line's outbox id, expected
+handle (rail_handle_v1, the SQL twin of symphony.rail_handles) and minor amount,
+then matches. A camt.053 is decoded entry by entry and COPYed in batches of
+`batch_lines`. Progress goes to stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -98,35 +101,54 @@ def _row(kind: str, line_no: int, handle: str, reference: str, amount: str, curr
     return (line_no, handle, outbox_id, expected, amount_minor, currency, account, rail_txn, booked)
 
 
-_CSV_LAYOUTS = {
-    # kind: (handle, reference, amount, currency, account, rail txn, date, status column, status that counts)
-    "mtn_momo": ("Reference Id", "External Transaction Id", "Amount", "Currency", "To", "Id", "Date", "Status",
-                 "SUCCESSFUL"),
-    "airtel_money": ("Transaction ID", "Reference", "Amount", "Currency", "MSISDN", "Airtel Money ID",
-                     "Transaction Date", "Status", "TS"),
+CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "mtn_momo": ("Id", "External Transaction Id", "Reference Id", "Date", "Status", "Type", "To", "Amount",
+                 "Currency"),
+    "airtel_money": ("Transaction ID", "Airtel Money ID", "Reference", "Transaction Date", "Status", "MSISDN",
+                     "Amount", "Currency"),
 }
+CHUNK_BYTES = 1 << 20
 
 
-def read_csv(kind: str, stream: IO[str]) -> Iterator[Row]:
-    layout = _CSV_LAYOUTS[kind]
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
-        return
+def csv_header(kind: str, path: Path) -> int:
+    """Check the statement's header; the byte offset where its lines begin."""
+    with path.open("rb") as handle:
+        first = handle.readline()
     try:
-        index = [header.index(name) for name in layout[:8]]
-    except ValueError as exc:
-        raise StatementError(f"not a {kind} statement: {exc}") from None
-    counted = layout[8]
-    h, r, a, c, acc, txn, when, status = index
-    for line_no, cells in enumerate(reader, start=2):
-        if not cells:
-            continue
-        if len(cells) < len(header):
-            raise StatementError(f"line {line_no}: {len(cells)} columns, expected {len(header)}")
-        if cells[status] != counted:
-            continue
-        yield _row(kind, line_no, cells[h], cells[r], cells[a], cells[c], cells[acc], cells[txn], cells[when])
+        header = next(csv.reader([first.decode("utf-8-sig")]))
+    except (UnicodeDecodeError, StopIteration, csv.Error):
+        raise StatementError(f"not a {kind} statement: no readable header") from None
+    if tuple(header) != CSV_COLUMNS[kind]:
+        raise StatementError(f"not a {kind} statement: header {header[:9]!r}, expected {list(CSV_COLUMNS[kind])}")
+    return len(first)
+
+
+async def copy_csv(conn: asyncpg.Connection, kind: str, path: Path, progress: Progress) -> int:
+    """Stream the CSV lines into recon_raw (COPY), then into recon_lines (one INSERT ... SELECT)."""
+    offset = csv_header(kind, path)
+    await conn.execute(QUERIES["create_raw"], timeout=TIMEOUT_SECONDS)
+    await conn.execute(QUERIES["clear_raw"], timeout=TIMEOUT_SECONDS)
+    columns = [f"c{index}" for index in range(1, len(CSV_COLUMNS[kind]) + 1)]
+
+    async def chunks() -> Any:
+        newlines = 0
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+                newlines += chunk.count(b"\n")
+                progress.update(newlines)
+                yield chunk
+
+    try:
+        await conn.copy_to_table("recon_raw", source=chunks(), columns=columns, format="csv",
+                                 timeout=TIMEOUT_SECONDS)
+        inserted = await conn.execute(QUERIES[f"lines_from_{kind}_csv"], timeout=TIMEOUT_SECONDS)
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.BadCopyFileFormatError) as exc:
+        raise StatementError(f"not a readable {kind} statement: {exc}"[:300]) from None
+    await conn.execute(QUERIES["clear_raw"], timeout=TIMEOUT_SECONDS)
+    total = int(inserted.split()[-1])
+    progress.update(total, final=True)
+    return total
 
 
 def read_camt053(stream: IO[bytes]) -> Iterator[Row]:
@@ -160,14 +182,11 @@ def read_camt053(stream: IO[bytes]) -> Iterator[Row]:
 
 
 def read_statement(kind: str, path: Path) -> Iterator[Row]:
-    if kind not in FORMATS:
-        raise StatementError(f"no statement format for rail kind {kind!r} (known: {', '.join(FORMATS)})")
-    if kind == "iso20022":
-        with path.open("rb") as binary:
-            yield from read_camt053(binary)
-        return
-    with path.open("r", newline="", encoding="utf-8") as text:
-        yield from read_csv(kind, text)
+    """The lines of a statement decoded in Python (camt.053; the CSVs go straight to COPY)."""
+    if kind != "iso20022":
+        raise StatementError(f"{kind} statements are read by COPY, not line by line")
+    with path.open("rb") as binary:
+        yield from read_camt053(binary)
 
 
 def file_sha256(path: Path) -> bytes:
@@ -199,8 +218,6 @@ class Progress:
 
 
 async def load_lines(conn: asyncpg.Connection, rows: Iterator[Row], batch_lines: int, progress: Progress) -> int:
-    await conn.execute(QUERIES["create_lines"], timeout=TIMEOUT_SECONDS)
-    await conn.execute(QUERIES["clear_lines"], timeout=TIMEOUT_SECONDS)
     batch: list[Row] = []
     total = 0
     for row in rows:
@@ -213,8 +230,6 @@ async def load_lines(conn: asyncpg.Connection, rows: Iterator[Row], batch_lines:
     if batch:
         await conn.copy_records_to_table("recon_lines", records=batch, columns=COLUMNS, timeout=TIMEOUT_SECONDS)
         total += len(batch)
-    await conn.execute(QUERIES["index_lines"], timeout=TIMEOUT_SECONDS)
-    await conn.execute("ANALYZE recon_lines", timeout=TIMEOUT_SECONDS)
     progress.update(total, final=True)
     return total
 
@@ -246,7 +261,21 @@ async def reconcile(conn: asyncpg.Connection, rail: str, kind: str, path: Path, 
         report.already_ingested = True
         return report
     progress = progress or Progress(f"reconcile {rail}")
-    report.lines = await load_lines(conn, read_statement(kind, path), batch_lines, progress)
+    if kind not in FORMATS:
+        raise StatementError(f"no statement format for rail kind {kind!r} (known: {', '.join(FORMATS)})")
+    await conn.execute(QUERIES["session_memory"], timeout=TIMEOUT_SECONDS)
+    try:
+        await conn.execute(QUERIES["session_temp_buffers"], timeout=TIMEOUT_SECONDS)
+    except asyncpg.InvalidParameterValueError:
+        pass  # this session used a temporary table before: it keeps its temp_buffers
+    await conn.execute(QUERIES["create_lines"], timeout=TIMEOUT_SECONDS)
+    await conn.execute(QUERIES["clear_lines"], timeout=TIMEOUT_SECONDS)
+    if kind in CSV_COLUMNS:
+        report.lines = await copy_csv(conn, kind, path, progress)
+    else:
+        report.lines = await load_lines(conn, read_statement(kind, path), batch_lines, progress)
+    await conn.execute(QUERIES["index_lines"], timeout=TIMEOUT_SECONDS)
+    await conn.execute(QUERIES["analyze_lines"], timeout=TIMEOUT_SECONDS)
     findings = await conn.fetch(QUERIES["findings"], rail, timeout=TIMEOUT_SECONDS)
     counts = await conn.fetchrow(QUERIES["counts"], rail, timeout=TIMEOUT_SECONDS)
     await open_incidents(conn, findings)

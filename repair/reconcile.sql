@@ -15,11 +15,53 @@ CREATE TEMPORARY TABLE IF NOT EXISTS recon_lines (
     booked_on       date
 ) ON COMMIT PRESERVE ROWS;
 
+-- name: create_raw
+-- The statement's CSV cells as the rail wrote them (COPY ... CSV HEADER), in file order.
+CREATE TEMPORARY TABLE IF NOT EXISTS recon_raw (
+    line_no bigint GENERATED ALWAYS AS IDENTITY (START WITH 2),
+    c1 text, c2 text, c3 text, c4 text, c5 text, c6 text, c7 text, c8 text, c9 text
+) ON COMMIT PRESERVE ROWS;
+
 -- name: clear_lines
 TRUNCATE recon_lines;
 
+-- name: clear_raw
+TRUNCATE recon_raw RESTART IDENTITY;
+
+-- name: lines_from_mtn_momo_csv
+-- Id, External Transaction Id, Reference Id, Date, Status, Type, To, Amount, Currency;
+-- SUCCESSFUL lines only. The reference names the outbox row; the handle it should
+-- carry is rail_handle_v1 (migration 0100). OFFSET 0 keeps the inner select from
+-- being flattened, so each cell is parsed once per line.
+INSERT INTO recon_lines (line_no, handle, outbox_id, expected_handle, amount_minor, currency, account, rail_txn,
+                         booked_on)
+SELECT line_no, handle, outbox_id, rail_handle_of_digest_v1('mtn_momo', digest),
+       CASE WHEN minor = trunc(minor) THEN minor::bigint END, currency, account, rail_txn, booked_on
+FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c3 AS handle, CASE WHEN c2 ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+                  THEN c2::uuid END AS outbox_id,
+             c8::numeric * CASE currency_exponent_v1(c9) WHEN 0 THEN 1 WHEN 3 THEN 1000 ELSE 100 END AS minor,
+             c9 AS currency, c7 AS account, c1 AS rail_txn, left(c4, 10)::date AS booked_on
+      FROM recon_raw WHERE c5 = 'SUCCESSFUL' OFFSET 0) AS cells OFFSET 0) AS line;
+
+-- name: lines_from_airtel_money_csv
+-- Transaction ID, Airtel Money ID, Reference, Transaction Date, Status, MSISDN, Amount, Currency;
+-- TS lines only.
+INSERT INTO recon_lines (line_no, handle, outbox_id, expected_handle, amount_minor, currency, account, rail_txn,
+                         booked_on)
+SELECT line_no, handle, outbox_id, rail_handle_of_digest_v1('airtel_money', digest),
+       CASE WHEN minor = trunc(minor) THEN minor::bigint END, currency, account, rail_txn, booked_on
+FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c1 AS handle, CASE WHEN c3 ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+                  THEN c3::uuid END AS outbox_id,
+             c7::numeric * CASE currency_exponent_v1(c8) WHEN 0 THEN 1 WHEN 3 THEN 1000 ELSE 100 END AS minor,
+             c8 AS currency, c6 AS account, c2 AS rail_txn, left(c4, 10)::date AS booked_on
+      FROM recon_raw WHERE c5 = 'TS' OFFSET 0) AS cells OFFSET 0) AS line;
+
 -- name: index_lines
 CREATE INDEX IF NOT EXISTS recon_lines_outbox_idx ON recon_lines (outbox_id);
+
+-- name: analyze_lines
+-- Statistics for the planner: the temporary table has none until analysed.
+ANALYZE recon_lines;
 
 -- name: findings
 -- Every finding of the statement for rail $1, as (kind, dedup_key, severity,
@@ -86,11 +128,18 @@ WHERE o.rail = $1 AND o.status = 'SUCCESS'
 
 -- name: counts
 -- Lines, and lines matched to a row of rail $1 by handle.
-SELECT count(*) AS lines,
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM payment_outbox o WHERE o.id = l.outbox_id AND o.rail = $1)
-                         AND l.handle = l.expected_handle) AS matched,
-       min(booked_on) AS period_from, max(booked_on) AS period_to
-FROM recon_lines l;
+SELECT count(*) AS lines, count(o.id) AS matched, min(l.booked_on) AS period_from, max(l.booked_on) AS period_to
+FROM recon_lines l
+LEFT JOIN payment_outbox o ON o.id = l.outbox_id AND o.rail = $1 AND l.handle = l.expected_handle;
+
+-- name: session_memory
+-- The matching sorts every line by handle: give this session room to do it in memory.
+SET work_mem = '128MB';
+
+-- name: session_temp_buffers
+-- Room for the temporary tables in memory; PostgreSQL accepts it only before the
+-- session's first use of a temporary table (the caller ignores a refusal).
+SET temp_buffers = '128MB';
 
 -- name: statement_seen
 SELECT ingested_at FROM rail_statements WHERE statement_sha256 = $1;

@@ -35,3 +35,34 @@ CREATE TABLE rail_statements (
 );
 
 CREATE INDEX rail_statements_rail_idx ON rail_statements (rail, ingested_at);
+
+-- The rail handle of an outbox row, as symphony/rail_handles.py defines it (a test
+-- compares the two for every kind): reconciliation derives it in the database so
+-- a statement can be COPYed in and matched without a Python step per line.
+-- rail_handle_of_digest_v1 takes d = sha256(uuid_send(id)), so a statement line
+-- hashes its reference once (pass a column, not an expression, so the planner
+-- inlines it: one expression without FROM).
+CREATE FUNCTION rail_handle_of_digest_v1(p_kind text, d bytea) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE p_kind
+        WHEN 'mtn_momo' THEN encode(set_byte(set_byte(substring(d FROM 1 FOR 16), 6, (get_byte(d, 6) & 15) | 64),
+                                             8, (get_byte(d, 8) & 63) | 128), 'hex')::uuid::text
+        WHEN 'airtel_money' THEN left(encode(d, 'hex'), 30)
+        WHEN 'iso20022' THEN left(encode(d, 'hex'), 35)
+        ELSE encode(d, 'hex') END
+$$;
+
+CREATE FUNCTION rail_handle_v1(p_kind text, p_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT rail_handle_of_digest_v1(p_kind, sha256(uuid_send(p_id)))
+$$;
+
+-- ISO 4217 minor-unit exponent, as symphony/money.py defines it.
+CREATE FUNCTION currency_exponent_v1(p_currency text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_currency IN ('BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX', 'UYI',
+                            'VND', 'VUV', 'XAF', 'XOF', 'XPF') THEN 0
+        WHEN p_currency IN ('BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND') THEN 3
+        ELSE 2 END
+$$;

@@ -148,3 +148,18 @@ def test_a_statement_of_another_format_is_a_usage_error(tmp_path: Path, database
                           database_url)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "not a mtn_momo statement" in result.stderr
+
+
+async def test_sql_twins_of_the_handle_and_exponent_agree_with_the_core(db: asyncpg.Connection) -> None:
+    """rail_handle_v1 / currency_exponent_v1 (migration 0100) equal symphony.rail_handles / symphony.money."""
+    from symphony import money
+    from symphony.rail_handles import HANDLE_OF_KIND
+
+    ids = [uuid.uuid4() for _ in range(300)] + [uuid.UUID(int=0), uuid.UUID(int=2**128 - 1)]
+    for kind, derive in HANDLE_OF_KIND.items():
+        rows = await db.fetch("SELECT i, rail_handle_v1($1, i) AS h FROM unnest($2::uuid[]) AS i", kind, ids)
+        assert len(rows) == len(ids)
+        assert all(r["h"] == derive(r["i"]) for r in rows), kind
+    currencies = sorted(money.ZERO_DECIMAL | money.THREE_DECIMAL | {"KES", "USD", "EUR", "TZS"})
+    rows = await db.fetch("SELECT c, currency_exponent_v1(c) AS e FROM unnest($1::text[]) AS c", currencies)
+    assert {r["c"]: r["e"] for r in rows} == {c: money.exponent(c) for c in currencies}
