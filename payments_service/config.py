@@ -17,7 +17,8 @@ class ServiceConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):
     signature_max_age_seconds: int = 300
     idempotency_lock_ttl_seconds: float = 30.0
     idempotency_retention_seconds: float = 86_400.0
-    rails: list[str] = msgspec.field(default_factory=lambda: ["swiftpay", "mobimoney"])
+    rails: list[str] = msgspec.field(default_factory=lambda: ["swiftpay", "mobimoney", "mtn_momo", "airtel_money",
+                                                              "iso20022"])
     retry_budget: int = 5
     admin_host: str = "127.0.0.1"
     admin_port: int = 9481

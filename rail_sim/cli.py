@@ -23,9 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="listen port")
     parser.add_argument("--state-dir", help="directory of the durable idempotency store (default: memory only)")
+    parser.add_argument("--credentials-file",
+                        help="JSON object of the credentials callers must present (real-rail profiles; default: "
+                             "$SYMPHONY_RAIL_SIM_CREDENTIALS_FILE); never pass secrets as arguments")
     parser.add_argument("--fsync", action="store_true", help="fsync the store after each execution")
     parser.add_argument("--settle-ms", type=float, default=50.0,
-                        help="mobimoney: delay from acceptance to the final state (default 50)")
+                        help="asynchronous profiles: delay from acceptance to the final state (default 50)")
     parser.add_argument("--seed", type=int, help="random seed for fault sampling")
     parser.add_argument("--faults", default="{}", help="initial faults as a JSON object (see rail_sim/faults.py)")
     for name in ("error-rate", "timeout-rate", "drop-after-execute-rate", "latency-ms-median", "latency-ms-p99",
@@ -49,8 +52,24 @@ def faults_from(args: argparse.Namespace) -> Faults:
         raise ConfigError(f"invalid rail-sim faults: {exc}") from None
 
 
+def credentials_from(args: argparse.Namespace) -> dict[str, str]:
+    """The credentials file named by --credentials-file or the environment ({} when neither)."""
+    import os
+
+    path = args.credentials_file or os.environ.get("SYMPHONY_RAIL_SIM_CREDENTIALS_FILE", "")
+    if not path:
+        return {}
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=dict[str, str])
+    except OSError as exc:
+        raise ConfigError(f"cannot read the rail-sim credentials file {path}: {exc.strerror or exc}") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"the rail-sim credentials file {path} is not a JSON object of strings: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     faults = faults_from(args)
+    credentials = credentials_from(args)
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port must be in 0..65535")
     lifecycle.configure_logging("rail-sim", args.log_level)
@@ -58,4 +77,5 @@ def run(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir) if args.state_dir else None
     return lifecycle.run(lambda: serve(args.profile, args.host, args.port, faults, state_dir, fsync=args.fsync,
-                                       settle_ms=args.settle_ms, seed=args.seed))
+                                       settle_ms=args.settle_ms, seed=args.seed,
+                                       credentials=credentials))

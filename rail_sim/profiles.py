@@ -1,4 +1,5 @@
-"""Two payment operators that behave differently.
+"""Two invented payment operators that behave differently (the three real-rail
+shapes, mtn_momo, airtel_money and iso20022, are in rail_sim/real_rails.py).
 
 swiftpay (synchronous, JSON, Stripe-like):
     POST /v1/transfers   header Idempotency-Key (required)
@@ -47,6 +48,8 @@ class Simulator(Protocol):
     profile: str
     store: ExecutionStore
     settle_ms: float
+    credentials: dict[str, str]
+    tokens: dict[str, float]
 
     async def before_execute(self, request: web.Request, *, error_body: dict[str, object],
                              error_status: int = 503) -> web.StreamResponse | None: ...
@@ -56,7 +59,7 @@ class Simulator(Protocol):
 
 Handler = Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
 
-PROFILES = ("swiftpay", "mobimoney")
+PROFILES = ("swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022")
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
@@ -193,4 +196,8 @@ def add_routes(sim: Simulator, app: web.Application) -> None:
         app.router.add_post("/api/v2/disbursements", bind(mobimoney_disburse))
         app.router.add_get("/api/v2/disbursements/{request_id}", bind(mobimoney_status))
     else:
-        raise AssertionError(f"unknown profile {sim.profile}")
+        # The published shapes of real rails (rail_sim/real_rails.py).
+        from rail_sim import real_rails
+
+        for method, path, route in real_rails.routes(sim.profile):
+            app.router.add_route(method, path, bind(route))

@@ -1,6 +1,7 @@
 """The simulator's HTTP server: one operator profile plus the /_sim control API.
 
     GET  /_sim/stats    executions per key and per reference, requests, replays
+    GET  /_sim/statement  the end-of-day statement of a real-rail profile (CSV or camt.053)
     GET  /_sim/faults   the current fault settings
     POST /_sim/faults   change some of them at runtime (JSON object, merged)
     GET  /healthz, GET /metrics
@@ -30,8 +31,12 @@ log = logging.getLogger("rail-sim")
 
 class Simulator:
     def __init__(self, profile: str, faults: Faults, store: ExecutionStore, *, settle_ms: float = 50.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, credentials: dict[str, str] | None = None) -> None:
         assert profile in profiles.PROFILES, profile
+        # What the real-rail profiles check callers against (never logged), and
+        # the bearer tokens they issued (token -> expiry, epoch seconds).
+        self.credentials: dict[str, str] = dict(credentials or {})
+        self.tokens: dict[str, float] = {}
         self.profile = profile
         self.faults = faults
         self.store = store
@@ -92,6 +97,14 @@ def build_app(sim: Simulator) -> web.Application:
     async def stats(_: web.Request) -> web.Response:
         return web.json_response({"profile": sim.profile, **sim.store.stats()})
 
+    async def statement(_: web.Request) -> web.Response:
+        from rail_sim.real_rails import STATEMENTS
+
+        if sim.profile not in STATEMENTS:
+            return web.json_response({"error": f"{sim.profile} publishes no statement"}, status=404)
+        content_type, render = STATEMENTS[sim.profile]
+        return web.Response(body=render(sim.store), content_type=content_type)
+
     async def get_faults(_: web.Request) -> web.Response:
         return web.Response(body=msgspec.json.encode(sim.faults), content_type="application/json")
 
@@ -113,6 +126,7 @@ def build_app(sim: Simulator) -> web.Application:
         return web.Response(body=generate_latest(sim.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/_sim/stats", stats)
+    app.router.add_get("/_sim/statement", statement)
     app.router.add_get("/_sim/faults", get_faults)
     app.router.add_post("/_sim/faults", set_faults)
     app.router.add_get("/healthz", healthz)
@@ -121,9 +135,9 @@ def build_app(sim: Simulator) -> web.Application:
 
 
 async def serve(profile: str, host: str, port: int, faults: Faults, state_dir: Path | None, *,
-                fsync: bool, settle_ms: float, seed: int | None) -> int:
+                fsync: bool, settle_ms: float, seed: int | None, credentials: dict[str, str] | None = None) -> int:
     store = ExecutionStore(state_dir / f"{profile}.jsonl" if state_dir else None, fsync=fsync)
-    sim = Simulator(profile, faults, store, settle_ms=settle_ms, seed=seed)
+    sim = Simulator(profile, faults, store, settle_ms=settle_ms, seed=seed, credentials=credentials)
     shutdown = lifecycle.Shutdown()
     shutdown.install()
     runner = web.AppRunner(build_app(sim), access_log=None, handler_cancellation=True)

@@ -32,6 +32,8 @@ class Execution(msgspec.Struct, kw_only=True):
     amount_minor: int
     executed_at: float
     settle_at: float  # when an asynchronous operator reports the final state
+    currency: str = ""  # the real-rail profiles record what moved, for their statements
+    account: str = ""
 
 
 class ExecutionStore:
@@ -70,6 +72,11 @@ class ExecutionStore:
 
     def get(self, key: str) -> Execution | None:
         return self._by_key.get(key)
+
+    def executions(self) -> list[Execution]:
+        """Every execution, oldest first (the statements are made from these)."""
+        with self._lock:
+            return sorted(self._by_key.values(), key=lambda execution: execution.executed_at)
 
     def note_request(self, key: str) -> None:
         self.requests_per_key[key] += 1

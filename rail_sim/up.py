@@ -1,11 +1,20 @@
 """`symphony up` runs one simulator per profile, each with a durable store in
 `<data_dir>/rail-sim/`, and writes their URLs to `<data_dir>/rail-sim/endpoints.json`
-so the relayer's generated configuration can point at them."""
+so the relayer's generated configuration can point at them.
+
+The real-rail profiles (mtn_momo, airtel_money, iso20022) check credentials: `up`
+makes random ones once per data dir in `<data_dir>/rail-sim/credentials.json`
+(mode 0600), which the simulators and the generated relayer configuration name by
+path; the secrets themselves never appear on a command line."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sys
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rail_sim.profiles import PROFILES
@@ -14,6 +23,21 @@ if TYPE_CHECKING:
     from symphony.components import ChildSpec, UpContext
 
 ENDPOINTS_FILE = ("rail-sim", "endpoints.json")
+CREDENTIALS_FILE = ("rail-sim", "credentials.json")
+
+
+def ensure_credentials(path: Path) -> Path:
+    """Random credentials for every real-rail profile, made once (0600, never overwritten)."""
+    if path.exists():
+        return path
+    values = {"subscription_key": secrets.token_hex(16), "api_user": str(uuid.uuid4()),
+              "api_key": secrets.token_hex(16), "client_id": secrets.token_hex(8),
+              "client_secret": secrets.token_hex(16), "pin": secrets.token_urlsafe(24),
+              "username": "symphony", "password": secrets.token_urlsafe(18)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(values, handle)
+    return path
 
 
 def components(ctx: UpContext) -> list[ChildSpec]:
@@ -21,12 +45,14 @@ def components(ctx: UpContext) -> list[ChildSpec]:
 
     specs = []
     endpoints = {}
+    credentials = ensure_credentials(ctx.path(*CREDENTIALS_FILE))
     for profile in PROFILES:
         port = ctx.free_port()
         url = f"http://127.0.0.1:{port}"
         endpoints[profile] = url
         argv = [sys.executable, "-m", "symphony", "rail-sim", "--profile", profile, "--port", str(port),
-                "--state-dir", str(ctx.path("rail-sim", profile, ".keep").parent)]
+                "--state-dir", str(ctx.path("rail-sim", profile, ".keep").parent),
+                "--credentials-file", str(credentials)]
         specs.append(ChildSpec(name=f"rail-sim-{profile}", argv=argv, wait_port=port,
                                endpoints={"url": url, "stats": f"{url}/_sim/stats"}))
     ctx.path(*ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2) + "\n")

@@ -14,7 +14,15 @@ import msgspec
 
 from symphony.config import DaemonConfig, check_range
 
-ADAPTER_KINDS = ("swiftpay", "mobimoney", "noop")
+ADAPTER_KINDS = ("swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022", "noop")
+# Kinds that accept, then settle later: a call may poll the rail's status after it.
+ASYNCHRONOUS_KINDS = ("mobimoney", "mtn_momo", "airtel_money", "iso20022")
+# Kinds that need credentials (relayer/credentials.py: a file, overridden by the environment).
+CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "mtn_momo": ("subscription_key", "api_user", "api_key"),
+    "airtel_money": ("client_id", "client_secret", "pin"),
+    "iso20022": (),  # username/password optional: HTTP Basic when given
+}
 
 
 class RailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -28,6 +36,16 @@ class RailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     breaker_reset_seconds: float = 10.0
     status_poll_interval_seconds: float = 0.05
     status_poll_max_seconds: float = 5.0
+    # Real-rail adapters: where the credentials are (a JSON object in a file that
+    # only the relayer's user can read; SYMPHONY_RAIL_<NAME>_<FIELD> overrides a field).
+    credentials_file: str = ""
+    # mtn_momo: the X-Target-Environment header (sandbox, mtnuganda, ...).
+    target_environment: str = "sandbox"
+    # airtel_money: the X-Country header (ISO 3166 alpha-2).
+    country: str = "KE"
+    # iso20022: the agents of the pacs.008 (the participant's settlement bank and the creditor's).
+    debtor_agent_bic: str = "SYMPKENAXXX"
+    creditor_agent_bic: str = "RTGSKENAXXX"
 
     def __post_init__(self) -> None:
         if self.kind not in ADAPTER_KINDS:
@@ -40,11 +58,18 @@ class RailConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         check_range(self, "breaker_reset_seconds", 0, 3600, low_open=True, label="rail")
         if not 0 < self.status_poll_interval_seconds <= self.status_poll_max_seconds <= 600:
             raise ValueError("need 0 < status_poll_interval_seconds <= status_poll_max_seconds <= 600")
+        if len(self.country) != 2 or not self.country.isalpha():
+            raise ValueError("rail country must be an ISO 3166 alpha-2 code")
+        if not (8 <= len(self.debtor_agent_bic) <= 11 and 8 <= len(self.creditor_agent_bic) <= 11):
+            raise ValueError("rail debtor_agent_bic and creditor_agent_bic must be BICs (8 or 11 characters)")
 
     @property
     def worst_case_seconds(self) -> float:
-        extra = self.status_poll_max_seconds + self.timeout_seconds if self.kind == "mobimoney" else 0.0
-        return self.timeout_seconds + extra
+        if self.kind not in ASYNCHRONOUS_KINDS:
+            return self.timeout_seconds
+        # A status query before the submit, the submit, polling, and (real rails) a token request.
+        token = self.timeout_seconds if self.kind != "mobimoney" else 0.0
+        return 2 * self.timeout_seconds + self.status_poll_max_seconds + token
 
 
 class RelayerConfig(DaemonConfig, kw_only=True, forbid_unknown_fields=True):

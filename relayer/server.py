@@ -13,7 +13,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from relayer import adapters
+from relayer import real_adapters
 from relayer.config import RelayerConfig
 from relayer.metrics import RelayerMetrics
 from relayer.store import OutboxStore
@@ -49,7 +49,7 @@ async def main(settings: RelayerConfig, database_url: str) -> int:
                              init=OutboxStore.init_connection)
     metrics = RelayerMetrics()
     store = OutboxStore(pool, worker_id)
-    rail_adapters = {name: adapters.build(name, rail) for name, rail in settings.rails.items()}
+    rail_adapters = {name: real_adapters.build_any(name, rail) for name, rail in settings.rails.items()}
     relayer = Relayer(settings, store, rail_adapters, metrics, database_url=database_url)
 
     async def database_ready() -> tuple[bool, str]:

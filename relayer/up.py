@@ -1,4 +1,4 @@
-"""The relayer's part in `symphony up`: one relayer driving both simulated rails.
+"""The relayer's part in `symphony up`: one relayer driving every simulated rail.
 
 Its configuration is generated into <data_dir>/config/relayer.toml from the
 simulator URLs that rail_sim.up wrote to <data_dir>/rail-sim/endpoints.json.
@@ -23,8 +23,11 @@ def components(ctx: UpContext) -> list[ChildSpec]:
     endpoints: dict[str, str] = json.loads(endpoints_file.read_text())
     admin_port = ctx.free_port()
     lines = [f"admin_port = {admin_port}", 'worker_id = "relayer-up"', "lease_seconds = 30.0"]
+    credentials = ctx.data_dir / "rail-sim" / "credentials.json"  # made by rail_sim.up, mode 0600
     for rail, url in sorted(endpoints.items()):
         lines += [f"[rails.{rail}]", f'kind = "{rail}"', f'url = "{url}"', "timeout_seconds = 5.0"]
+        if credentials.exists():
+            lines.append(f'credentials_file = "{credentials}"')
     config = ctx.path("config", "relayer.toml")
     config.write_text("\n".join(lines) + "\n")
     return [ChildSpec(

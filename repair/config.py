@@ -59,6 +59,8 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     evidence_issuer: str = "symphony"
     evidence_cert_ttl_hours: float = 4.0
     evidence_policy_propagation_seconds: float = 60.0
+    reconcile_statement_dir: str = ""
+    reconcile_rails: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,6 +86,9 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         config.check_range(self, "dashboard_pending_age_seconds_max", 1, 86_400 * 7)
         config.check_range(self, "dashboard_session_seconds", 60, 86_400 * 7)
         config.check_range(self, "dashboard_sessions_max", 1, 100_000)
+        for rail, kind in self.reconcile_rails.items():
+            if kind not in ("mtn_momo", "airtel_money", "iso20022"):
+                raise ValueError(f"reconcile_rails.{rail} must be mtn_momo, airtel_money or iso20022")
         if self.evidence_environment not in ("sandbox", "staging", "production"):
             raise ValueError("evidence_environment must be sandbox, staging or production")
         if bool(self.dashboard_tls_cert) != bool(self.dashboard_tls_key):

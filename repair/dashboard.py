@@ -34,7 +34,7 @@ from aiohttp import web
 
 from repair import dashboard_auth as auth
 from repair import dashboard_pages as pages
-from repair import proofs, report, svg
+from repair import proofs, reconcile, report, svg
 from repair.config import RepairConfig
 from repair.participant_cli import QUERIES as PARTICIPANT_QUERIES
 from repair.store import QUERIES, TIMEOUT_SECONDS
@@ -204,6 +204,7 @@ async def overview_data(conn: asyncpg.Connection, settings: RepairConfig) -> dic
     data: dict[str, Any] = {"rails": [], "breakers": []}
     conditions = [reason for check in CONDITION_CHECKS for reason in await check(conn, settings, data)]
     totals["status"] = overall_status(totals, conditions)
+    data["rail_reconciliation"] = await reconcile.summary(conn)
     admin_events = [dict(r) for r in await conn.fetch(PARTICIPANT_QUERIES["participant_events"], None,
                                                       ADMIN_EVENTS_SHOWN_MAX, timeout=TIMEOUT_SECONDS)]
     return {"generated_at": dt.datetime.now(dt.timezone.utc), "participants": participants, "totals": totals,
@@ -261,6 +262,7 @@ def _rails_html(data: dict[str, Any]) -> str:
 
 def render_overview(data: dict[str, Any], *, csrf: str | None = None, refresh_seconds: int = 0) -> str:
     t = data["totals"]
+    r = data["rail_reconciliation"]
     rows = []
     for p in data["participants"]:
         rows.append(
@@ -305,6 +307,10 @@ gap <b id="total-gap">{t["gap"]}</b>, unattested executions <b id="total-unattes
 (pending <b id="total-pending">{t["pending_executions"]}</b>), open incidents <b id="total-incidents">{t["open_incidents"]}</b>,
 dead letters <b id="total-dead-letters">{t["dead_letters"]}</b>.</p>
 {_conditions_html(data["conditions"])}
+<p id="rail-reconciliation">Rail statements reconciled: <b id="rail-statements">{r["statements"]}</b>
+({r["lines"]} lines, {r["matched"]} matched); open <b id="rail-unmatched">{r["unmatched_open"]}</b> RAIL_UNMATCHED,
+<b id="rail-mismatched">{r["mismatched_open"]}</b> RAIL_MISMATCH, of which <b id="rail-critical">{r["critical_open"]}</b>
+critical (money moved without an outbox row, or not as the outbox says).</p>
 <h2>Participants</h2>
 <table id="participants"><tr><th class="l">participant</th><th>ingress</th><th>executions</th><th>handled</th>
 <th>ghosts</th><th>gap</th><th title="executions whose INGRESS PostgreSQL does not hold">unattested</th>

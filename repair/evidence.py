@@ -451,6 +451,13 @@ def _provenance(settings: RepairConfig, git: dict[str, Any], results: TestResult
     }
 
 
+async def _rail_reconciliation(conn: asyncpg.Connection) -> dict[str, int]:
+    """What the rails' own statements said (repair/reconcile.py): statements, lines, open incidents."""
+    from repair import reconcile
+
+    return await reconcile.summary(conn)
+
+
 async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path, results: TestResults,
                 artifacts: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
     """The unsigned bundle and the numbers CI gates on."""
@@ -501,5 +508,6 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
         "dlq_metrics": {"records_entered": dlq["records_entered"], "records_recovered": dlq["records_recovered"],
                         "records_terminal": dlq["records_terminal"]},
         "log_anchors": {"checkpoints": await log_checkpoints(conn), "gap_statements": await gap_statements(conn)},
+        "rail_reconciliation": await _rail_reconciliation(conn),
     }
     return bundle, gates

@@ -158,8 +158,29 @@ async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str
     except asyncpg.PostgresError as exc:
         log.error("chain verification failed: %s", exc)
         result.errors.append(f"chain: {exc}")
+    if settings.reconcile_statement_dir:
+        await _reconcile_statements(conn, settings, result)
     beat()
     return result
+
+
+async def _reconcile_statements(conn: asyncpg.Connection, settings: RepairConfig, result: CycleResult) -> None:
+    """The scheduled part of repair/reconcile.py: new statement files, each once."""
+    from pathlib import Path
+
+    from repair import reconcile
+
+    try:
+        reports = await reconcile.reconcile_directory(conn, Path(settings.reconcile_statement_dir),
+                                                      settings.reconcile_rails)
+    except (asyncpg.PostgresError, reconcile.StatementError, OSError) as exc:
+        log.error("statement reconciliation failed: %s", exc)
+        result.errors.append(f"reconcile: {exc}")
+        return
+    for report in reports:
+        log.info("statement reconciled", extra={"rail": report.rail, "source": report.source, "lines": report.lines,
+                                                "matched": report.matched, "unmatched": report.unmatched,
+                                                "mismatched": report.mismatched, "missing": report.missing})
 
 
 async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) -> int:

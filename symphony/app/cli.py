@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
     "participant": ("repair.participant_cli", "list, show, suspend, reinstate or revoke the tokens of a participant"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
+    "reconcile": ("repair.reconcile_cli", "match a rail's statement to the outbox; incidents for every difference"),
     "verify": ("symphony.app.commands.verify", "verify checkpoints, proofs and journal copies offline (files and public keys only)"),
     "proof": ("repair.proof_cli", "prove from PostgreSQL that a record is in its stream's log (tlog-proof file)"),
     "witness": ("witness.cli", "cosign checkpoints consistent with the last one seen (C2SP tlog-witness)"),

@@ -60,7 +60,7 @@ JWT_AUDIENCE = "symphony-ingress"
 TARGET_ENV = "SYMPHONY_DEMO_TARGET"
 RUN_STATE_FILE = ("run", "up.json")  # written by `symphony up` (symphony/app/up.py)
 SIDECAR_CHILD, SIDECAR_ENDPOINT = "sidecar", "ingress"
-DEMO_RAILS = ("swiftpay", "mobimoney")
+DEMO_RAILS = ("swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022")
 QUERIES = queries.load(__package__, "demo.sql")
 
 
@@ -178,7 +178,8 @@ def policy_version_for(args: argparse.Namespace, participant: str) -> int:
 
 def _body(rng: random.Random, invalid: bool) -> bytes:
     rail = rng.choice(DEMO_RAILS)
-    account = f"2547{rng.randrange(10**7, 10**8)}" if rail == "mobimoney" else f"ACC{rng.randrange(10**6)}"
+    mobile = rail in ("mobimoney", "mtn_momo", "airtel_money")
+    account = f"2547{rng.randrange(10**7, 10**8)}" if mobile else f"ACC{rng.randrange(10**6)}"
     body = {"amount_minor": 0 if invalid else rng.randrange(100, 500_000), "currency": "KES", "rail": rail,
             "destination_account": account, "client_reference": f"demo-{uuid.uuid4().hex[:12]}"}
     return json.dumps(body, separators=(",", ":")).encode()

@@ -112,7 +112,8 @@ class Processes:
 
     def relayer(self, name: str, database_url: str, rails: dict[str, tuple[str, str]], *,
                 extra_toml: str = "", lease_seconds: float = 3.0, concurrency: int = 16,
-                wait: bool = True, shutdown_seconds: float = 5.0) -> tuple[subprocess.Popen[bytes], int]:
+                wait: bool = True, shutdown_seconds: float = 5.0,
+                rail_toml: str = "") -> tuple[subprocess.Popen[bytes], int]:
         admin_port = free_port()
         lines = [f'worker_id = "{name}"', f"admin_port = {admin_port}", "poll_interval_seconds = 0.2",
                  "backoff_base_seconds = 0.05", "backoff_max_seconds = 0.5", f"lease_seconds = {lease_seconds}",
@@ -120,7 +121,7 @@ class Processes:
         for rail, (kind, url) in rails.items():
             lines += [f"[rails.{rail}]", f'kind = "{kind}"', f'url = "{url}"', "timeout_seconds = 1.0",
                       f"concurrency = {concurrency}", "breaker_failure_threshold = 5", "breaker_reset_seconds = 0.5",
-                      "status_poll_interval_seconds = 0.02", "status_poll_max_seconds = 0.5"]
+                      "status_poll_interval_seconds = 0.02", "status_poll_max_seconds = 0.5", rail_toml]
         config = self.tmp_path / f"{name}.toml"
         config.write_text("\n".join(lines) + "\n")
         child = self.start(name, "relayer", "--config", str(config), "--database-url", database_url)

@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from symphony.app.chaos.system import System, cli, query, setting
+from symphony.rail_handles import HANDLE_OF_KIND
 from symphony.rail_key import rail_key
 
 ZOMBIE_MTTR_MAX_SECONDS = 60.0
@@ -156,11 +157,18 @@ async def _check_chain(system: System, report: Report) -> None:
         add("chain", f"audit seq-gaps exit {code}: {seq_gaps}")
 
 
+def _handle(rail: str, outbox_id: uuid.UUID) -> str:
+    """The handle the rail named `rail` sees (rail_key for rails without a derivation of their own)."""
+    return HANDLE_OF_KIND[rail](outbox_id) if rail in HANDLE_OF_KIND else rail_key(outbox_id)
+
+
 async def _check_rails(system: System, report: Report) -> list[Any]:
     """Rails: at most one execution per key; every execution is an outbox row's key."""
     url, add, measures = system.database_url, report.add, report.measures
     outbox = await query(url, "outbox_rows")
-    keys = {rail_key(r["id"]): r for r in outbox}
+    # Each rail sees its own handle of the row (symphony.rail_handles); under `up`
+    # a rail's name is its adapter kind.
+    keys = {(r["rail"], _handle(r["rail"], r["id"])): r for r in outbox}
     import aiohttp
 
     executions: dict[str, dict[str, int]] = {}
@@ -172,15 +180,13 @@ async def _check_rails(system: System, report: Report) -> list[Any]:
             for key, count in stats.get("double_executions_by_key", {}).items():
                 add("rails", f"{rail}: key {key} executed {count} times")
             for key in executions[rail]:
-                row = keys.get(key)
-                if row is None:
-                    add("rails", f"{rail}: key {key} executed with no outbox row")
-                elif row["rail"] != rail:
-                    add("rails", f"{rail}: key {key} belongs to an outbox row of rail {row['rail']}")
+                if (rail, key) not in keys:
+                    add("rails", f"{rail}: key {key} executed with no outbox row of that rail")
     for row in outbox:
-        if row["status"] == "SUCCESS" and executions.get(row["rail"], {}).get(rail_key(row["id"]), 0) != 1:
+        handle = _handle(row["rail"], row["id"])
+        if row["status"] == "SUCCESS" and executions.get(row["rail"], {}).get(handle, 0) != 1:
             add("rails", f"outbox {row['id']} is SUCCESS but {row['rail']} counts "
-                         f"{executions.get(row['rail'], {}).get(rail_key(row['id']), 0)} executions of its key")
+                         f"{executions.get(row['rail'], {}).get(handle, 0)} executions of its key")
     measures["rail_executions"] = {rail: sum(v.values()) for rail, v in executions.items()}
     return outbox
 
