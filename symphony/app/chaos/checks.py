@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
