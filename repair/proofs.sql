@@ -1,5 +1,8 @@
 -- SQL of inclusion and consistency proofs from PostgreSQL (repair/proofs.py):
 -- `symphony proof` and the dashboard's /api/proof/*. Code uses QUERIES["name"].
+-- The checkpoint covering a record and a checkpoint's cosignatures are the SQL
+-- functions log_checkpoint_covering_v1 and log_cosignatures_of_v1 (migration
+-- 0155), shared by the queries below.
 
 -- name: record_by_attestation
 -- The record of attestation $1 to prove (its INGRESS, else its lowest type),
@@ -19,18 +22,7 @@ FROM (SELECT a.node_id, a.stream_id, a.stream_seq, a.canonical,
       WHERE a.attestation_id = $1 AND ($2::text IS NULL OR a.node_id = $2) AND a.record_type <> 1
       ORDER BY (a.record_type = 2) DESC, a.record_type, a.shipped_at
       LIMIT 1) r
-LEFT JOIN LATERAL (
-    SELECT c.tree_size, c.root, c.origin, c.note,
-           coalesce((SELECT string_agg(s.line, '' ORDER BY s.witness) FROM log_cosignatures s
-                     WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                       AND s.tree_size = c.tree_size), '') AS cosignatures
-    FROM log_checkpoints c
-    WHERE c.node_id = r.node_id AND c.stream_id = r.stream_id AND c.epoch = r.epoch AND c.tree_size >= r.stream_seq
-      AND ($3 OR EXISTS (SELECT 1 FROM log_cosignatures s
-                         WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                           AND s.tree_size = c.tree_size))
-    ORDER BY c.tree_size DESC
-    LIMIT 1) c ON true;
+LEFT JOIN LATERAL log_checkpoint_covering_v1(r.node_id, r.stream_id, r.epoch, r.stream_seq, $3) c ON true;
 
 -- name: record_by_seq
 -- Record seq $3 of stream ($1 node, $2 stream) in epoch $4 (NULL: the stream's
@@ -39,18 +31,7 @@ LEFT JOIN LATERAL (
 SELECT a.node_id, a.stream_id, a.stream_seq, a.canonical, a.epoch,
        c.tree_size, c.root, c.origin, c.note, c.cosignatures
 FROM ingress_attestations a
-LEFT JOIN LATERAL (
-    SELECT c.tree_size, c.root, c.origin, c.note,
-           coalesce((SELECT string_agg(s.line, '' ORDER BY s.witness) FROM log_cosignatures s
-                     WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                       AND s.tree_size = c.tree_size), '') AS cosignatures
-    FROM log_checkpoints c
-    WHERE c.node_id = a.node_id AND c.stream_id = a.stream_id AND c.epoch = a.epoch AND c.tree_size >= a.stream_seq
-      AND ($5 OR EXISTS (SELECT 1 FROM log_cosignatures s
-                         WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                           AND s.tree_size = c.tree_size))
-    ORDER BY c.tree_size DESC
-    LIMIT 1) c ON true
+LEFT JOIN LATERAL log_checkpoint_covering_v1(a.node_id, a.stream_id, a.epoch, a.stream_seq, $5) c ON true
 WHERE a.node_id = $1 AND a.stream_id = $2 AND a.stream_seq = $3
   AND a.epoch = coalesce($4::bytea, (SELECT j.epoch FROM journal_checkpoints j
                                      WHERE j.node_id = $1 AND j.stream_id = $2));
@@ -62,9 +43,7 @@ SELECT epoch FROM journal_checkpoints WHERE node_id = $1 AND stream_id = $2;
 -- name: checkpoint_at
 -- The checkpoint of stream ($1, $2, epoch $3) at tree size $4, if one was kept.
 SELECT c.tree_size, c.root, c.origin, c.note,
-       coalesce((SELECT string_agg(s.line, '' ORDER BY s.witness) FROM log_cosignatures s
-                 WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                   AND s.tree_size = c.tree_size), '') AS cosignatures
+       log_cosignatures_of_v1(c.node_id, c.stream_id, c.epoch, c.tree_size) AS cosignatures
 FROM log_checkpoints c
 WHERE c.node_id = $1 AND c.stream_id = $2 AND c.epoch = $3 AND c.tree_size = $4;
 
