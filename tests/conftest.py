@@ -26,6 +26,7 @@ from symphony.db import connect, migrate
 # The `evidence` marker (a test proves a named result of the evidence bundle).
 pytest_plugins = ["tests.evidence_plugin"]
 from symphony.embedded import EmbeddedPostgres, EmbeddedState
+from tests.notify_sink import NotifySink
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "symphony_template"
@@ -146,3 +147,13 @@ def symphony_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
         capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO_ROOT,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture
+def notify_sink(tmp_path: Path) -> Iterator[NotifySink]:
+    """A stand-in for systemd's notify socket in this test's directory (tests/notify_sink.py)."""
+    sink = NotifySink(tmp_path)
+    try:
+        yield sink
+    finally:
+        sink.close()

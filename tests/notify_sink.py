@@ -3,15 +3,19 @@
 A daemon started with NOTIFY_SOCKET pointing here and WATCHDOG_USEC set sends
 READY=1, WATCHDOG=1 and STOPPING=1 datagrams to it exactly as it would to
 systemd. The helpers wait for messages with a deadline and observe a window in
-which no ping may arrive (a stalled work loop).
+which no ping may arrive (a stalled work loop); `held_lock` stalls a daemon on
+a real blocked dependency. Tests get a sink from the `notify_sink` fixture
+(tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +23,8 @@ import asyncpg
 WAIT_SECONDS = 30.0
 # 1 s: pings every 0.25 s while healthy, none once a loop is 0.5 s late.
 WATCHDOG_USEC = 1_000_000
+# Three watchdog periods: how long a stalled daemon must stay silent.
+WINDOW_SECONDS = 3 * WATCHDOG_USEC / 1_000_000
 
 
 class NotifySink:
@@ -71,6 +77,12 @@ class NotifySink:
             await asyncio.sleep(0.05)
         return count + self.pings()
 
+    async def assert_silent(self, what: str, lead_seconds: float = WINDOW_SECONDS / 3) -> None:
+        """No WATCHDOG=1 for WINDOW_SECONDS, after `lead_seconds` in which a ping
+        already on its way may still arrive (it is not the point)."""
+        await self.pings_during(lead_seconds)
+        assert await self.pings_during(WINDOW_SECONDS) == 0, what
+
     def close(self) -> None:
         self.socket.close()
 
@@ -90,3 +102,18 @@ async def wait_for_lock_waiter(db: asyncpg.Connection, process: subprocess.Popen
         if time.monotonic() > deadline:
             raise AssertionError("no session of the daemon ever waited on the test's lock")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def held_lock(database_url: str, tables: str) -> AsyncIterator[None]:
+    """Another session holds an ACCESS EXCLUSIVE lock on `tables` for the block,
+    then rolls back: whatever the daemon waits on it with goes on."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        yield
+        await transaction.rollback()
+    finally:
+        await blocker.close()

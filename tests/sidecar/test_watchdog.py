@@ -16,51 +16,39 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.notify_sink import WATCHDOG_USEC, NotifySink
+from tests.notify_sink import WINDOW_SECONDS, NotifySink
 from tests.sidecar.conftest import Keys, Sidecar, Upstream
-
-WINDOW_SECONDS = 3 * WATCHDOG_USEC / 1_000_000
-
-
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[NotifySink]:
-    sink = NotifySink(tmp_path)
-    try:
-        yield sink
-    finally:
-        sink.close()
 
 
 async def test_sidecar_pings_only_while_every_worker_ticks(
-        sink: NotifySink, sidecar_factory: Callable[..., Sidecar], module_database_url: str,
+        notify_sink: NotifySink, sidecar_factory: Callable[..., Sidecar], module_database_url: str,
         upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pings while both workers tick; none while one is stopped; pings after it continues."""
-    for key, value in sink.env().items():
+    for key, value in notify_sink.env().items():
         monkeypatch.setenv(key, value)
     sidecar = sidecar_factory(module_database_url, upstream.url, workers=2,
                               extra={"heartbeat_interval_seconds": 0.1})
-    await sink.wait_pings(3, sidecar.process, "sidecar pings while its workers tick")
-    assert any(message.startswith("READY=1") for message in sink.messages)
+    await notify_sink.wait_pings(3, sidecar.process, "sidecar pings while its workers tick")
+    assert any(message.startswith("READY=1") for message in notify_sink.messages)
     workers = sidecar.worker_pids()
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGSTOP)
     try:
-        await sink.pings_during(WINDOW_SECONDS / 2)  # a ping already on its way is not the point
-        assert await sink.pings_during(WINDOW_SECONDS) == 0, "the sidecar pinged while a worker was stuck"
+        await notify_sink.assert_silent("the sidecar pinged while a worker was stuck", lead_seconds=WINDOW_SECONDS / 2)
         assert sidecar.process.poll() is None
     finally:
         os.kill(workers[1], signal.SIGCONT)
-    await sink.wait_pings(2, sidecar.process, "sidecar pings again once the worker runs")
+    await notify_sink.wait_pings(2, sidecar.process, "sidecar pings again once the worker runs")
     assert sidecar.stop() == 0
 
 
 async def test_sidecar_stops_pinging_while_a_worker_is_blocked_on_a_file(
-        sink: NotifySink, sidecar_factory: Callable[..., Sidecar], module_database_url: str,
+        notify_sink: NotifySink, sidecar_factory: Callable[..., Sidecar], module_database_url: str,
         upstream: Upstream, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A blocked dependency, not a signal: the worker's JWKS file becomes a FIFO with no
     writer (as a hung file system would), its next reload blocks the worker's event loop;
@@ -68,19 +56,18 @@ async def test_sidecar_stops_pinging_while_a_worker_is_blocked_on_a_file(
     jwks = tmp_path / "jwks.json"
     content = keys.jwks.read_bytes()
     jwks.write_bytes(content)
-    for key, value in sink.env().items():
+    for key, value in notify_sink.env().items():
         monkeypatch.setenv(key, value)
     sidecar = sidecar_factory(module_database_url, upstream.url, workers=1,
                               extra={"heartbeat_interval_seconds": 0.1, "jwks_file": str(jwks),
                                      "jwks_reload_seconds": 0.2})
-    await sink.wait_pings(3, sidecar.process, "sidecar pings while its worker ticks")
+    await notify_sink.wait_pings(3, sidecar.process, "sidecar pings while its worker ticks")
     fifo = tmp_path / "jwks.fifo"
     os.mkfifo(fifo)
     held = tmp_path / "jwks.fifo.held"
     os.link(fifo, held)  # a second name, to feed the FIFO after the path is restored
     os.replace(fifo, jwks)  # the next reload opens it and blocks: no writer
-    await sink.pings_during(WINDOW_SECONDS / 2)  # a ping already on its way is not the point
-    assert await sink.pings_during(WINDOW_SECONDS) == 0, "the sidecar pinged while its worker was blocked"
+    await notify_sink.assert_silent("the sidecar pinged while its worker was blocked", lead_seconds=WINDOW_SECONDS / 2)
     assert sidecar.process.poll() is None
     regular = tmp_path / "jwks.regular"
     regular.write_bytes(content)
@@ -90,5 +77,5 @@ async def test_sidecar_stops_pinging_while_a_worker_is_blocked_on_a_file(
         os.write(writer, content)
     finally:
         os.close(writer)
-    await sink.wait_pings(2, sidecar.process, "sidecar pings again once the file answers")
+    await notify_sink.wait_pings(2, sidecar.process, "sidecar pings again once the file answers")
     assert sidecar.stop() == 0
