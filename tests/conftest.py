@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,13 @@ async def own_postgres(name: str, *, fast: bool = True) -> AsyncIterator[tuple[E
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def symphony_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,

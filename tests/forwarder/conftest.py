@@ -23,19 +23,13 @@ import pytest
 
 import journal
 from symphony.attestation import RecordType
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.forwarder import records as fake
 
 NODE = "node-p"
 START_TIMEOUT_SECONDS = 30.0
 CATCH_UP_TIMEOUT_SECONDS = 90.0
 SEGMENT_BYTES = 64 * 1024  # the journal's minimum: many segments, so rotation and release happen
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stream_dir(journal_dir: Path, stream_id: int) -> Path:

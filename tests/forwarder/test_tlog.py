@@ -33,16 +33,15 @@ from symphony.tlog import checkpoint, merkle, note, proof, tiles
 from tests import independent_verifier
 from tests.forwarder.conftest import NODE, REPO_ROOT, ForwarderProcess, fill, open_writer, wait_for
 from tests.forwarder.tlog_helpers import (
-    DASHBOARD_TOKEN,
     PREFIX,
     WITNESS_NAME,
     Witness,
     cut,
     signer,
-    start_dashboard,
     stored_tiles,
     tree_from_rows,
 )
+from tests.repair.dashboard_helpers import TOKEN, start_dashboard
 
 Factory = Callable[..., ForwarderProcess]
 
@@ -221,13 +220,14 @@ async def test_witness_cosigns_catches_up_and_proofs_verify_offline(
             assert forwarder.terminate() == 0
 
             # The dashboard's API serves the same proof, behind its authentication.
-            dashboard, base = start_dashboard(database_url, tmp_path)
+            dashboard, port = await start_dashboard(database_url, tmp_path)
+            base = f"http://127.0.0.1:{port}"
             try:
                 async with aiohttp.ClientSession() as http:
                     url = f"{base}/api/proof/inclusion?node={NODE}&stream=0&seq=5"
                     async with http.get(url) as answer:
                         assert answer.status == 401
-                    bearer = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+                    bearer = {"Authorization": f"Bearer {TOKEN}"}
                     async with http.get(url, headers=bearer) as answer:
                         assert answer.status == 200
                         served = await answer.read()

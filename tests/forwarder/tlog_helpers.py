@@ -100,28 +100,3 @@ class Witness:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(20)
         self.process = None
-
-
-DASHBOARD_TOKEN = "tlog-test-token-0123456789abcdef"
-
-
-def start_dashboard(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`symphony dashboard` on 127.0.0.1 with a bearer token; returns (process, base URL)."""
-    import socket
-
-    token_file = tmp_path / "dashboard-token"
-    token_file.write_text(DASHBOARD_TOKEN + "\n")
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "dashboard", "--database-url", database_url,
-                                "--port", str(port), "--token-file", str(token_file)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"dashboard exited: {process.stderr.read().decode() if process.stderr else ''}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return process, f"http://127.0.0.1:{port}"
-        time.sleep(0.05)  # poll interval while waiting for the port
-    process.kill()
-    raise AssertionError("dashboard did not listen")

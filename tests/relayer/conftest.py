@@ -19,15 +19,9 @@ import pytest
 
 from relayer.store import OutboxStore
 from symphony.db import create_pool
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 WAIT_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,33 +26,17 @@ from aiohttp import web
 
 from repair import dashboard, svg
 from repair.config import RepairConfig
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
+from tests.repair.browser import chromium_path
 from tests.repair.conftest import cycle
+from tests.repair.dashboard_helpers import TOKEN, start_dashboard
 from tests.repair.helpers import Stream, add_participant, ago, executed_payment
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-TOKEN = "supervisor-token-0123456789abcdef"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
                   "--window-size=1280,2400"]
 BROWSER_TIMEOUT_SECONDS = 120
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        if found := shutil.which(name):
-            return found
-    result = subprocess.run([str(REPO_ROOT / "scripts" / "ensure_chromium.sh")], capture_output=True, text=True,
-                            timeout=900)
-    if result.returncode != 0:
-        pytest.skip(f"headless Chromium cannot be installed here: {result.stderr.strip()}")
-    return result.stdout.strip().splitlines()[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _known_data(db: asyncpg.Connection, settings: RepairConfig) -> None:
@@ -69,26 +52,6 @@ async def _known_data(db: asyncpg.Connection, settings: RepairConfig) -> None:
     await stream.ingress("bank-a", at=ago(minutes=5))  # the ghost
     await stream.heartbeat(ago(seconds=1))
     await cycle(db, settings)
-
-
-async def _start_dashboard(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "symphony", "dashboard", "--database-url", database_url, "--port", str(port),
-         "--token-file", str(token_file)], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(600):
-        if process.poll() is not None:
-            raise AssertionError(f"dashboard exited: {process.stderr.read().decode()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return process, port
-        except OSError:
-            await asyncio.sleep(0.05)
-    process.kill()
-    raise AssertionError("dashboard did not listen within 30 s")
 
 
 async def _token_proxy(target_port: int) -> tuple[web.AppRunner, int]:
@@ -109,7 +72,7 @@ async def _token_proxy(target_port: int) -> tuple[web.AppRunner, int]:
     app.on_cleanup.append(close_session)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, port
 
@@ -137,9 +100,9 @@ def _cells(dom: str, participant: str) -> dict[str, str]:
 
 async def test_dashboard_in_headless_chromium(db: asyncpg.Connection, database_url: str, tmp_path: Path,
                                               settings: RepairConfig) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     await _known_data(db, settings)
-    process, port = await _start_dashboard(database_url, tmp_path)
+    process, port = await start_dashboard(database_url, tmp_path)
     proxy, proxy_port = await _token_proxy(port)
     try:
         async with aiohttp.ClientSession() as session:

@@ -16,10 +16,7 @@ ends the session. On failure a screenshot and the DOM go to test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -30,10 +27,13 @@ from repair.config import RepairConfig
 from tests.conftest import REPO_ROOT
 from tests.repair.browser import Browser, chromium_path
 from tests.repair.conftest import cycle, open_incidents
+from tests.repair.dashboard_helpers import TOKEN, form_csrf, login_csrf, start_dashboard
 from tests.repair.helpers import Stream, ago, executed_payment
-from tests.repair.test_dashboard import TOKEN, _free_port
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+# Refresh the page every second; a payment pending a minute counts as stuck.
+DASHBOARD_ENV = {"SYMPHONY_REPAIR_DASHBOARD_REFRESH_SECONDS": "1",
+                 "SYMPHONY_REPAIR_DASHBOARD_PENDING_AGE_SECONDS_MAX": "60"}
 
 
 async def _outage(db: asyncpg.Connection, settings: RepairConfig) -> tuple[Stream, object]:
@@ -67,44 +67,15 @@ async def _recovery(db: asyncpg.Connection, settings: RepairConfig, stream: Stre
     assert await open_incidents(db) == []
 
 
-def _start_dashboard(database_url: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    port = _free_port()
-    env = {**os.environ, "SYMPHONY_REPAIR_DASHBOARD_REFRESH_SECONDS": "1",
-           "SYMPHONY_REPAIR_DASHBOARD_PENDING_AGE_SECONDS_MAX": "60"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "symphony", "dashboard", "--database-url", database_url, "--port", str(port),
-         "--token-file", str(token_file)], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
-    return process, port
-
-
-async def _wait_listening(process: subprocess.Popen[bytes], port: int) -> None:
-    import asyncio
-
-    for _ in range(600):
-        if process.poll() is not None:
-            raise AssertionError(f"dashboard exited: {process.stderr.read().decode()}")  # type: ignore[union-attr]
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("dashboard did not listen within 30 s")
-
-
 async def test_supervisor_logs_in_and_sees_the_outage_then_health(
         db: asyncpg.Connection, database_url: str, tmp_path: Path, settings: RepairConfig,
         request: pytest.FixtureRequest) -> None:
     chromium_path()  # installs Chromium if needed (or skips where it cannot be installed)
     stream, outbox_id = await _outage(db, settings)
-    process, port = _start_dashboard(database_url, tmp_path)
+    process, port = await start_dashboard(database_url, tmp_path, env=DASHBOARD_ENV)
     base = f"http://127.0.0.1:{port}"
     browser: Browser | None = None
     try:
-        await _wait_listening(process, port)
         browser = await Browser.start(tmp_path / "profile")
         # Like a person: open the dashboard, get the login form, type the token.
         await browser.goto(base + "/")
@@ -172,10 +143,9 @@ async def test_login_and_logout_refuse_forged_forms(database_url: str, tmp_path:
     """Goal: CSRF and token checks on the two state-changing forms. Method: a
     real dashboard; plain HTTP requests: a login POST without the form's CSRF
     cookie, with a wrong token, then a good one; a logout without its token."""
-    process, port = _start_dashboard(database_url, tmp_path)
+    process, port = await start_dashboard(database_url, tmp_path, env=DASHBOARD_ENV)
     base = f"http://127.0.0.1:{port}"
     try:
-        await _wait_listening(process, port)
         # Secure cookies over plain HTTP on 127.0.0.1, as browsers allow for loopback.
         jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
@@ -189,15 +159,11 @@ async def test_login_and_logout_refuse_forged_forms(database_url: str, tmp_path:
                 set_cookie = r.headers.getall("Set-Cookie")
             assert any("__Host-symphony_login_csrf=" in c and "Secure" in c and "HttpOnly" in c
                        and "SameSite=Strict" in c and "Path=/" in c for c in set_cookie), set_cookie
-            csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-            assert csrf
-            async with http.post(base + "/login", data={"token": "wrong-token-0123456789", "csrf": csrf.group(1)},
+            async with http.post(base + "/login", data={"token": "wrong-token-0123456789", "csrf": form_csrf(form)},
                                  allow_redirects=False) as r:
                 assert r.status == 401 and "Wrong token" in await r.text()
-            async with http.get(base + "/login") as r:
-                csrf = re.search(r'name="csrf" value="([^"]+)"', await r.text())
-            assert csrf
-            async with http.post(base + "/login", data={"token": TOKEN, "csrf": csrf.group(1), "next": "//evil.test/"},
+            async with http.post(base + "/login", data={"token": TOKEN, "csrf": await login_csrf(http, base),
+                                                         "next": "//evil.test/"},
                                  allow_redirects=False) as r:
                 assert r.status == 303 and r.headers["Location"] == "/"  # never off-site
                 session_cookie = [c for c in r.headers.getall("Set-Cookie") if "__Host-symphony_session=" in c]

@@ -9,21 +9,16 @@ the CA signed and whose URI SAN has the configured prefix gets the page.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 from cryptography import x509
 
-from tests.conftest import REPO_ROOT
 from tests.pki import Authority
-from tests.repair.test_dashboard import _free_port
+from tests.repair.dashboard_helpers import start_dashboard
 
 SUPERVISORS = "spiffe://symphony.test/supervisor/"
 
@@ -53,24 +48,12 @@ async def test_a_supervisor_certificate_opens_the_dashboard_and_nothing_else_doe
     participant = supervisors.issue("bank-a", x509.UniformResourceIdentifier(
         "spiffe://symphony.test/participant/bank-a"))
     impostor = rogue.issue("mallory", x509.UniformResourceIdentifier(SUPERVISORS + "mallory"))
-    port = _free_port()
-    env = {**os.environ, "SYMPHONY_REPAIR_DASHBOARD_TLS_CERT": str(server[0]),
-           "SYMPHONY_REPAIR_DASHBOARD_TLS_KEY": str(server[1]),
+    env = {"SYMPHONY_REPAIR_DASHBOARD_TLS_CERT": str(server[0]), "SYMPHONY_REPAIR_DASHBOARD_TLS_KEY": str(server[1]),
            "SYMPHONY_REPAIR_DASHBOARD_CLIENT_CA": str(supervisors.ca_file),
            "SYMPHONY_REPAIR_DASHBOARD_CLIENT_URI_PREFIXES": f'["{SUPERVISORS}"]',
            "SYMPHONY_REPAIR_DASHBOARD_TOKEN_FILE": ""}
-    process = subprocess.Popen([sys.executable, "-m", "symphony", "dashboard", "--database-url", database_url,
-                                "--port", str(port)], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process, port = await start_dashboard(database_url, tmp_path, token=None, env=env)
     try:
-        for _ in range(600):
-            assert process.poll() is None, f"dashboard exited: {process.stderr.read().decode()}"  # type: ignore[union-attr]
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         assert await _status(port, supervisors.ca_file, alice) == 200
         assert await _status(port, supervisors.ca_file, None) == 401
         assert await _status(port, supervisors.ca_file, participant) == 401  # right CA, not a supervisor

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,18 +35,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from symphony import attestation as att
 from symphony import upstream_headers as uh
 from symphony.db import connect
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 
 ISSUER = "symphony-test"
 AUDIENCE = "symphony-ingress"
 PARTICIPANTS = ("bank-a", "mfi-b")
 WAIT_SECONDS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64(value: int, length: int | None = None) -> str:

@@ -30,17 +30,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from symphony.tlog import checkpoint, merkle, note
+from tests.conftest import free_port
 from witness.cli import keygen
 
 LOG_NAME = "symphony.example/test/node-a"
 ORIGIN = f"{LOG_NAME}/0/{'ab' * 16}"
 WITNESS_NAME = "witness.example/w1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -103,7 +98,7 @@ def log() -> Log:
 def witness(tmp_path: Path, log: Log) -> Iterator[WitnessProcess]:
     cosigner = keygen(WITNESS_NAME, tmp_path / "witness.key")
     assert (tmp_path / "witness.key").stat().st_mode & 0o777 == 0o600
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     config = tmp_path / "witness.toml"
     config.write_text(f'name = "{WITNESS_NAME}"\nkey_file = "{tmp_path / "witness.key"}"\n'
                       f'state_dir = "{tmp_path / "state"}"\n'
@@ -265,5 +260,5 @@ async def test_the_log_side_client_submits_catches_up_and_reports_refusals(
                                                   cp.size, prove, key)
     assert isinstance(refused, witness_client.Refused) and refused.status == 422
     with pytest.raises(witness_client.WitnessUnavailable):
-        await witness_client.add_checkpoint(http, f"http://127.0.0.1:{_free_port()}", signed, cp, cp.size, prove, key,
+        await witness_client.add_checkpoint(http, f"http://127.0.0.1:{free_port()}", signed, cp, cp.size, prove, key,
                                             timeout_seconds=2)
