@@ -21,6 +21,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from symphony.files import write_atomically
+
 PREFIX = "symphony_sidecar_"
 COUNTERS = {
     "requests": ("Requests answered, by route template, HTTP status and disposition", ("route", "status", "disposition")),
@@ -118,9 +120,7 @@ class WorkerStats:
             "gauges": self.gauges,
             "process": process_figures(),
         }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(snapshot))
-        temporary.replace(self.path)
+        write_atomically(self.path, json.dumps(snapshot).encode(), durable=False)
 
 
 def process_figures() -> dict[str, float]:

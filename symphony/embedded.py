@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from symphony.errors import StartupError
+from symphony.files import write_atomically
 
 STATE_FILE = "embedded-db.json"
 PASSWORD_FILE = "pg-password"
@@ -82,12 +83,7 @@ class EmbeddedState:
             return None
 
     def write(self, data_dir: Path) -> None:
-        path = data_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.__dict__, handle)
-        os.replace(tmp, path)
+        write_atomically(data_dir / STATE_FILE, json.dumps(self.__dict__).encode(), 0o600, durable=False)
 
 
 class EmbeddedPostgres:

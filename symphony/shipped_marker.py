@@ -23,10 +23,11 @@ directory takes its marker with it, as it should (a new epoch).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import msgspec
+
+from symphony.files import write_atomically
 
 FILE_NAME = "forwarder-shipped.json"
 VERSION = 1
@@ -55,9 +56,7 @@ def write(stream_dir: Path, node_id: str, stream_id: int, epoch: bytes, seq: int
     """Replace the marker atomically (raises OSError)."""
     assert len(epoch) == 16 and len(chain_hash) == 32 and seq >= 0
     marker = ShippedMarker(VERSION, node_id, stream_id, epoch.hex(), seq, chain_hash.hex())
-    temporary = stream_dir / f".{FILE_NAME}.tmp"
-    temporary.write_bytes(msgspec.json.encode(marker) + b"\n")
-    os.replace(temporary, stream_dir / FILE_NAME)
+    write_atomically(stream_dir / FILE_NAME, msgspec.json.encode(marker) + b"\n", durable=False)
 
 
 def read(stream_dir: Path) -> ShippedMarker | None:

@@ -53,6 +53,7 @@ from symphony.components import ChildSpec, UpContext
 from symphony.db import connect, dsn, migrate, roles
 from symphony.embedded import EmbeddedPostgres, wait_for_port
 from symphony.errors import EXIT_RUNTIME, StartupError
+from symphony.files import write_atomically
 from symphony.tlog import origins
 
 # Start order: what others depend on first. Stopped in reverse.
@@ -183,9 +184,7 @@ def _write_run_state(data_dir: Path, children: list[tuple[ChildSpec, subprocess.
     state = {"up_pid": os.getpid(),
              "children": {spec.name: {"pid": process.pid, "endpoints": spec.endpoints,
                                       "restarts": counts.get(spec.name, 0)} for spec, process in children}}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(state, indent=2) + "\n").encode(), durable=False)
 
 
 async def _migrate(url: str) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any, LiteralString
 
 from symphony.db.queries import load
 from symphony.errors import EXIT_USAGE, SymphonyError
+from symphony.files import write_atomically
 
 QUERIES = load(__package__, "queries.sql")
 
@@ -196,10 +197,9 @@ def kill9(pid: int) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """A fault or clock file the daemons re-read: never seen half written (not fsync'd)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (text + "\n").encode(), durable=False)
 
 
 # -- the system's database and CLI ---------------------------------------------------------------------
