@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -118,26 +119,66 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+@contextlib.contextmanager
+def server_user_dir(name: str) -> Iterator[Path]:
+    """A fresh directory for an embedded PostgreSQL's data (or a whole `symphony
+    up`), removed afterwards. Not under pytest's tmp_path: as root the server
+    runs as another user, who must traverse every parent directory, and every
+    pytest session that starts (anyone's, on a shared machine) sets
+    /tmp/pytest-of-root back to mode 0700, locking the server out of its own
+    data directory mid-test."""
+    root = Path(tempfile.mkdtemp(prefix=f"symphony-{name}-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+UP_READY_SECONDS = 240
+
+
+def wait_up_ready(process: subprocess.Popen[str]) -> list[str]:
+    """The lines `symphony up` printed up to its "ready" line, waited for with a
+    deadline (UP_READY_SECONDS); fails with what it printed, and its stderr when
+    it exited, otherwise."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + UP_READY_SECONDS
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.strip() == "ready":
+            return lines
+    stderr = process.stderr.read() if process.stderr is not None and process.poll() is not None else ""
+    raise AssertionError(f"symphony up not ready (exit {process.poll()}): {lines}\n{stderr[-3000:]}")
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """server_user_dir for one test: where a test's own `symphony up` keeps its data."""
+    with server_user_dir("test") as root:
+        yield root
+
+
 @contextlib.asynccontextmanager
 async def own_postgres(name: str, *, fast: bool = True) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
     """A migrated PostgreSQL of the test's own, for tests that crash it
     (`server.kill()`) and start it again (`server.restart()`); yields the
     server and its URL, and removes it afterwards."""
-    # Outside pytest's tmp_path: as root the server runs as another user, who
-    # cannot enter /tmp/pytest-of-root (mode 0700).
-    root = Path(tempfile.mkdtemp(prefix=f"symphony-{name}-"))
-    server = EmbeddedPostgres(root, fast=fast)
-    try:
-        url = server.start().dsn
-        conn = await connect(url)
+    with server_user_dir(name) as root:
+        server = EmbeddedPostgres(root, fast=fast)
         try:
-            await migrate.apply(conn)
+            url = server.start().dsn
+            conn = await connect(url)
+            try:
+                await migrate.apply(conn)
+            finally:
+                await conn.close()
+            yield server, url
         finally:
-            await conn.close()
-        yield server, url
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+            server.stop()
 
 
 def free_port() -> int:

@@ -19,10 +19,7 @@ import pytest
 
 from symphony import config
 from symphony.errors import ConfigError
-from tests.conftest import REPO_ROOT, symphony_cli
-
-READY_TIMEOUT_SECONDS = 240
-
+from tests.conftest import REPO_ROOT, symphony_cli, wait_up_ready
 
 def _postgres_processes_for(pgdata: Path) -> list[int]:
     """PIDs of postgres processes whose command line names this data dir."""
@@ -47,8 +44,13 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, 
     assert fragment in lines[0]
 
 
-def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path, server_dir: Path) -> None:
+    """Goal: `symphony up` starts every daemon on an embedded PostgreSQL, says
+    "ready", and on SIGTERM stops them and the server, exit 0, leaving no
+    postgres process and no state file. Method: a real `up` process; its data
+    directory is outside pytest's tmp_path (tests/conftest.py: server_user_dir),
+    where the unprivileged server user can always reach it."""
+    data_dir = server_dir / "data"
     up_config = tmp_path / "up.toml"
     up_config.write_text("embedded_fast = true\n")
     env = {key: value for key, value in os.environ.items() if key != "SYMPHONY_DATABASE_URL"}
@@ -56,18 +58,8 @@ def test_up_reaches_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         [sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir), "--config", str(up_config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env,
     )
-    lines: list[str] = []
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if line.strip() == "ready":
-                break
-        assert lines and lines[-1] == "ready", (lines, process.poll())
+        lines = wait_up_ready(process)
         # Every daemon of the system is up, none skipped.
         for endpoint in ("sidecar ingress:", "service ", "relayer ", "forwarder ", "repair ", "dashboard "):
             assert any(line.startswith(endpoint) for line in lines), (endpoint, lines)

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT, symphony_cli
+from tests.conftest import REPO_ROOT, server_user_dir, symphony_cli
 
 READY_TIMEOUT_SECONDS = 240
 RESTART_TIMEOUT_SECONDS = 60
@@ -73,8 +73,12 @@ def _hold_port(port: int) -> socket.socket | None:
 
 
 @pytest.fixture(scope="module")
-def running_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningUp]:
-    data_dir = tmp_path_factory.mktemp("up-first-run")
+def running_up() -> Iterator[RunningUp]:
+    with server_user_dir("up-first-run") as data_dir:  # the server user must reach it
+        yield from _running_up(data_dir)
+
+
+def _running_up(data_dir: Path) -> Iterator[RunningUp]:
     config = data_dir / "up.toml"
     config.write_text("embedded_fast = true\n")  # default restart policy on purpose
     out_path = data_dir / "up.out"

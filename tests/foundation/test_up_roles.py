@@ -27,9 +27,8 @@ import asyncpg
 
 from symphony.db import connect, roles
 from symphony.embedded import EmbeddedState
-from tests.conftest import REPO_ROOT, symphony_cli
+from tests.conftest import REPO_ROOT, symphony_cli, wait_up_ready
 
-READY_TIMEOUT_SECONDS = 240
 SETTLE_TIMEOUT_SECONDS = 120
 # Children that talk to PostgreSQL, and the daemon (role) each one is.
 DATABASE_CHILDREN = {"sidecar": "sidecar", "service": "service", "forwarder": "forwarder",
@@ -127,31 +126,17 @@ async def _backends(admin_dsn: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def _wait_ready(process: subprocess.Popen[str]) -> list[str]:
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.strip() == "ready":
-            break
-    assert lines and lines[-1] == "ready", (lines, process.poll())
-    return lines
-
-
-def test_up_children_have_no_secret_in_argv_and_each_connects_as_its_own_role(tmp_path: Path) -> None:
+def test_up_children_have_no_secret_in_argv_and_each_connects_as_its_own_role(
+        tmp_path: Path, server_dir: Path) -> None:
     """Goal: issue 12 item 5 and issue 11 item 2 on a real `symphony up` (see the module docstring)."""
-    data_dir = tmp_path / "data"
+    data_dir = server_dir / "data"  # the server user must reach it (tests/conftest.py: server_user_dir)
     (tmp_path / "up.toml").write_text("embedded_fast = true\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith("SYMPHONY_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "symphony", "up", "--data-dir", str(data_dir), "--config", str(tmp_path / "up.toml")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
     try:
-        lines = _wait_ready(process)
+        lines = wait_up_ready(process)
         assert any(line.startswith("database roles: one login role per daemon") for line in lines), lines
         ingress = next(line.split(": ", 1)[1] for line in lines if line.startswith("sidecar ingress:"))
         state = EmbeddedState.read(data_dir)
