@@ -52,13 +52,13 @@ import io
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Protocol
 
 import msgspec
 from aiohttp import web
 
+from rail_sim.profiles import Handler, Simulator
 from rail_sim.store import Execution, ExecutionStore
 from symphony import iso20022, money
 
@@ -69,20 +69,7 @@ AIRTEL_CSV_COLUMNS = ("Transaction ID", "Airtel Money ID", "Reference", "Transac
                       "Amount", "Currency")
 
 
-class Simulator(Protocol):
-    profile: str
-    store: ExecutionStore
-    settle_ms: float
-    credentials: dict[str, str]
-    tokens: dict[str, float]
-
-    async def before_execute(self, request: web.Request, *, error_body: dict[str, object],
-                             error_status: int = 503) -> web.StreamResponse | None: ...
-
-    async def after_execute(self, request: web.Request, *, new_execution: bool) -> web.StreamResponse | None: ...
-
-
-Route = Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
+Route = Handler
 
 
 def _json(status: int, body: object) -> web.Response:
@@ -213,19 +200,25 @@ async def momo_status(sim: Simulator, request: web.Request) -> web.StreamRespons
     return _json(200, _momo_state(execution, time.time()))
 
 
-def momo_statement(store: ExecutionStore) -> bytes:
-    """The disbursement account's transaction history as the partner portal exports it (CSV)."""
+def _successful_csv(store: ExecutionStore, columns: tuple[str, ...],
+                    row: Callable[[Execution, str], tuple[str, ...]]) -> bytes:
+    """A CSV statement: `columns`, then `row(execution, settled at ISO 8601)` of
+    each successful execution (a statement lists settled money only)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(MTN_CSV_COLUMNS)
+    writer.writerow(columns)
     for execution in store.executions():
-        if execution.outcome != "SUCCESSFUL":
-            continue
-        when = dt.datetime.fromtimestamp(execution.settle_at, dt.UTC).isoformat(timespec="seconds")
-        writer.writerow((execution.transfer_id, execution.reference, execution.key, when, "SUCCESSFUL", "TRANSFER",
-                         execution.account, money.major_text(execution.amount_minor, execution.currency),
-                         execution.currency))
+        if execution.outcome == "SUCCESSFUL":
+            when = dt.datetime.fromtimestamp(execution.settle_at, dt.UTC).isoformat(timespec="seconds")
+            writer.writerow(row(execution, when))
     return out.getvalue().encode()
+
+
+def momo_statement(store: ExecutionStore) -> bytes:
+    """The disbursement account's transaction history as the partner portal exports it (CSV)."""
+    return _successful_csv(store, MTN_CSV_COLUMNS, lambda execution, when: (
+        execution.transfer_id, execution.reference, execution.key, when, "SUCCESSFUL", "TRANSFER",
+        execution.account, money.major_text(execution.amount_minor, execution.currency), execution.currency))
 
 
 # -- Airtel Money -----------------------------------------------------------------
@@ -357,16 +350,9 @@ async def airtel_enquiry(sim: Simulator, request: web.Request) -> web.StreamResp
 
 def airtel_statement(store: ExecutionStore) -> bytes:
     """The disbursement wallet's transaction statement (CSV), successful transactions only."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(AIRTEL_CSV_COLUMNS)
-    for execution in store.executions():
-        if execution.outcome != "SUCCESSFUL":
-            continue
-        when = dt.datetime.fromtimestamp(execution.settle_at, dt.UTC).isoformat(timespec="seconds")
-        writer.writerow((execution.key, execution.transfer_id, execution.reference, when, "TS", execution.account,
-                         money.major_text(execution.amount_minor, execution.currency), execution.currency))
-    return out.getvalue().encode()
+    return _successful_csv(store, AIRTEL_CSV_COLUMNS, lambda execution, when: (
+        execution.key, execution.transfer_id, execution.reference, when, "TS", execution.account,
+        money.major_text(execution.amount_minor, execution.currency), execution.currency))
 
 
 # -- ISO 20022 RTGS ---------------------------------------------------------------
