@@ -33,31 +33,13 @@ import time
 import uuid
 from decimal import Decimal, InvalidOperation
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import msgspec
 from aiohttp import web
 
-from rail_sim.store import Execution, ExecutionStore
+from rail_sim.handlers import Handler, Simulator
+from rail_sim.store import Execution
 
-
-class Simulator(Protocol):
-    """What a profile uses of `rail_sim.server.Simulator` (a Protocol, so this
-    module needs nothing of the server's and the two do not import each other)."""
-
-    profile: str
-    store: ExecutionStore
-    settle_ms: float
-    credentials: dict[str, str]
-    tokens: dict[str, float]
-
-    async def before_execute(self, request: web.Request, *, error_body: dict[str, object],
-                             error_status: int = 503) -> web.StreamResponse | None: ...
-
-    async def after_execute(self, request: web.Request, *, new_execution: bool) -> web.StreamResponse | None: ...
-
-
-Handler = Callable[[Simulator, web.Request], Awaitable[web.StreamResponse]]
 
 PROFILES = ("swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022")
 

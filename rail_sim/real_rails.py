@@ -58,7 +58,7 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 from aiohttp import web
 
-from rail_sim.profiles import Handler, Simulator
+from rail_sim.handlers import Handler, Simulator
 from rail_sim.store import Execution, ExecutionStore
 from symphony import iso20022, money
 

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"database: embedded PostgreSQL on {dsn.redact(url)} (data {embedded.pgdata})", flush=True)
         else:
             print(f"database: {dsn.redact(url)}", flush=True)
-        applied = asyncio.run(_migrate(url))
+        applied = asyncio.run(migrate.apply_url(url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date", flush=True)
         provisioned = asyncio.run(_provision_roles(url, data_dir))
         if provisioned.refused is None:
@@ -185,14 +185,6 @@ def _write_run_state(data_dir: Path, children: list[tuple[ChildSpec, subprocess.
              "children": {spec.name: {"pid": process.pid, "endpoints": spec.endpoints,
                                       "restarts": counts.get(spec.name, 0)} for spec, process in children}}
     write_atomically(path, (json.dumps(state, indent=2) + "\n").encode(), durable=False)
-
-
-async def _migrate(url: str) -> list[str]:
-    conn = await connect(url)
-    try:
-        return await migrate.apply(conn)
-    finally:
-        await conn.close()
 
 
 async def _provision_roles(url: str, data_dir: Path) -> roles.Provisioned:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
+from symphony.db import connect
 from symphony.errors import DatabaseError
 
 # Any fixed 64-bit number works; this one is "symphony" in ASCII.
@@ -99,6 +100,15 @@ async def apply(conn: asyncpg.Connection, directory: Path | None = None) -> list
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+async def apply_url(url: str) -> list[str]:
+    """`apply` on a connection of its own to `url` (closed afterwards)."""
+    conn = await connect(url)
+    try:
+        return await apply(conn)
+    finally:
+        await conn.close()
 
 
 async def pending(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:

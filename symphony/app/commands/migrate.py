@@ -34,21 +34,13 @@ def run(args: argparse.Namespace) -> int:
     url = dsn.resolve(flag_url=args.database_url, flag_data_dir=args.data_dir)
     if args.check:
         return asyncio.run(_check(url, max(0.0, args.wait_seconds)))
-    applied = asyncio.run(_migrate(url))
+    applied = asyncio.run(migrate.apply_url(url))
     if applied:
         for name in applied:
             print(f"applied {name}")
     else:
         print("database is up to date")
     return 0
-
-
-async def _migrate(url: str) -> list[str]:
-    conn = await connect(url)
-    try:
-        return await migrate.apply(conn)
-    finally:
-        await conn.close()
 
 
 async def _pending(url: str) -> list[str]:
