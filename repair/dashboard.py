@@ -391,12 +391,9 @@ def _query_epoch(request: web.Request) -> bytes | None:
     if not value:
         return None
     try:
-        epoch = bytes.fromhex(value)
+        return proofs.epoch_from_hex(value)
     except ValueError:
-        epoch = b""
-    if len(epoch) != 16:
-        raise web.HTTPBadRequest(text="epoch must be 32 hex digits\n")
-    return epoch
+        raise web.HTTPBadRequest(text="epoch must be 32 hex digits\n") from None
 
 
 async def _proof_inclusion(request: web.Request) -> web.Response:

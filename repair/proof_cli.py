@@ -53,12 +53,9 @@ def _epoch(value: str | None) -> bytes | None:
     if value is None:
         return None
     try:
-        epoch = bytes.fromhex(value)
+        return proofs.epoch_from_hex(value)
     except ValueError:
-        epoch = b""
-    if len(epoch) != 16:
-        raise SymphonyError(f"--epoch {value!r} is not 32 hex digits", exit_code=2)
-    return epoch
+        raise SymphonyError(f"--epoch {value!r} is not 32 hex digits", exit_code=2) from None
 
 
 def _write(path: str, data: bytes) -> None:

@@ -34,6 +34,17 @@ class NotFound(SymphonyError):
         super().__init__(message, exit_code=1)
 
 
+def epoch_from_hex(value: str) -> bytes:
+    """A stream epoch given as 32 hex digits (the CLI's --epoch, the API's ?epoch=)."""
+    try:
+        epoch = bytes.fromhex(value)
+    except ValueError:
+        epoch = b""
+    if len(epoch) != 16:
+        raise ValueError(f"epoch {value!r} is not 32 hex digits")
+    return epoch
+
+
 @dataclass(frozen=True)
 class Inclusion:
     node_id: str

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from repair import proofs
+
 EPOCH, ROOT = bytes(range(16)), bytes(32)
 COVERING = "SELECT tree_size, cosignatures FROM log_checkpoint_covering_v1('n1', 0, $1, $2, $3)"
 
@@ -52,3 +54,11 @@ async def test_proof_roles_may_call_the_functions(db: asyncpg.Connection) -> Non
         await db.execute("SET LOCAL ROLE symphony_sidecar")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await db.fetch(COVERING, EPOCH, 1, False)
+
+
+def test_epoch_from_hex_takes_32_hex_digits_only() -> None:
+    """The epoch parser the CLI and the dashboard share: 16 bytes as hex, anything else refused."""
+    assert proofs.epoch_from_hex("ab" * 16) == bytes([0xAB]) * 16
+    for bad in ("", "ab" * 15, "ab" * 17, "zz" * 16):
+        with pytest.raises(ValueError, match="not 32 hex digits"):
+            proofs.epoch_from_hex(bad)
