@@ -31,16 +31,16 @@ TRUNCATE recon_raw RESTART IDENTITY;
 -- name: lines_from_mtn_momo_csv
 -- Id, External Transaction Id, Reference Id, Date, Status, Type, To, Amount, Currency;
 -- SUCCESSFUL lines only. The reference names the outbox row; the handle it should
--- carry is rail_handle_v1 (migration 0100). OFFSET 0 keeps the inner select from
--- being flattened, so each cell is parsed once per line.
+-- carry is rail_handle_v1 (migration 0100); cells are parsed by
+-- outbox_id_of_reference_v1 and minor_units_of_v1 (migration 0156). OFFSET 0
+-- keeps the inner select from being flattened, so each cell is parsed once per line.
 INSERT INTO recon_lines (line_no, handle, outbox_id, expected_handle, amount_minor, currency, account, rail_txn,
                          booked_on)
 SELECT line_no, handle, outbox_id, rail_handle_of_digest_v1('mtn_momo', digest),
        CASE WHEN minor = trunc(minor) THEN minor::bigint END, currency, account, rail_txn, booked_on
-FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c3 AS handle, CASE WHEN c2 ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-                  THEN c2::uuid END AS outbox_id,
-             c8::numeric * CASE currency_exponent_v1(c9) WHEN 0 THEN 1 WHEN 3 THEN 1000 ELSE 100 END AS minor,
-             c9 AS currency, c7 AS account, c1 AS rail_txn, left(c4, 10)::date AS booked_on
+FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c3 AS handle,
+             outbox_id_of_reference_v1(c2) AS outbox_id, minor_units_of_v1(c8, c9) AS minor, c9 AS currency,
+             c7 AS account, c1 AS rail_txn, left(c4, 10)::date AS booked_on
       FROM recon_raw WHERE c5 = 'SUCCESSFUL' OFFSET 0) AS cells OFFSET 0) AS line;
 
 -- name: lines_from_airtel_money_csv
@@ -50,10 +50,9 @@ INSERT INTO recon_lines (line_no, handle, outbox_id, expected_handle, amount_min
                          booked_on)
 SELECT line_no, handle, outbox_id, rail_handle_of_digest_v1('airtel_money', digest),
        CASE WHEN minor = trunc(minor) THEN minor::bigint END, currency, account, rail_txn, booked_on
-FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c1 AS handle, CASE WHEN c3 ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
-                  THEN c3::uuid END AS outbox_id,
-             c7::numeric * CASE currency_exponent_v1(c8) WHEN 0 THEN 1 WHEN 3 THEN 1000 ELSE 100 END AS minor,
-             c8 AS currency, c6 AS account, c2 AS rail_txn, left(c4, 10)::date AS booked_on
+FROM (SELECT *, sha256(uuid_send(outbox_id)) AS digest FROM (SELECT line_no, c1 AS handle,
+             outbox_id_of_reference_v1(c3) AS outbox_id, minor_units_of_v1(c7, c8) AS minor, c8 AS currency,
+             c6 AS account, c2 AS rail_txn, left(c4, 10)::date AS booked_on
       FROM recon_raw WHERE c5 = 'TS' OFFSET 0) AS cells OFFSET 0) AS line;
 
 -- name: index_lines
