@@ -29,7 +29,6 @@ the last line, so a row cannot claim one key and be signed by another.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from symphony.errors import SymphonyError
+from symphony.keys import private_key_from_pem, public_key_pem, write_new_private_key
 
 HEADER = "symphony-attestation-archive-v1"
 PRIVATE_KEY_FILE = "archive-signing.pem"
@@ -113,12 +113,9 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SymphonyError(f"the archive signing key {path} is readable by others; chmod 600 it", exit_code=2)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise SymphonyError(f"{path} is not a PEM private key: {exc}", exit_code=2) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SymphonyError(f"{path} is not an Ed25519 private key", exit_code=2)
-    return key
+        return private_key_from_pem(data)
+    except ValueError as exc:
+        raise SymphonyError(f"the archive signing key {path} is {exc}", exit_code=2) from None
 
 
 def load_public_key(value: str) -> Ed25519PublicKey:
@@ -152,15 +149,8 @@ def ensure_key_pair(data_dir: Path) -> tuple[Path, Path, bool]:
     private_path, public_path = keys / PRIVATE_KEY_FILE, keys / PUBLIC_KEY_FILE
     created = False
     if not private_path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        write_new_private_key(private_path)
         created = True
     if created or not public_path.exists():
-        public = load_private_key(private_path).public_key()
-        public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo))
+        public_path.write_bytes(public_key_pem(load_private_key(private_path).public_key()))
     return private_path, public_path, created

@@ -14,22 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from symphony.errors import ConfigError
 from symphony.files import write_atomically
+from symphony.keys import private_key_from_pem
 from symphony.tlog import checkpoint, note, origins
 
 
 def load_log_key(path: Path) -> Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return private_key_from_pem(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"node log key {path} is unreadable: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"node log key {path} is not an Ed25519 private key")
-    return key
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from symphony.keys import private_key_from_pem, public_key_from_pem, public_key_pem, write_new_private_key
+
+
 PREFIX = "x-symphony-"
 ATTESTATION_ID = "X-Symphony-Attestation-Id"
 STREAM = "X-Symphony-Stream"
@@ -315,29 +318,21 @@ class HlcVerifier:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SignatureError(f"{path} is not an Ed25519 private key")
-    return key
+    try:
+        return private_key_from_pem(path.read_bytes())
+    except ValueError as exc:
+        raise SignatureError(f"{path}: {exc}") from None
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError(f"{path} is not an Ed25519 public key")
-    return key
+    try:
+        return public_key_from_pem(path.read_bytes())
+    except ValueError as exc:
+        raise SignatureError(f"{path}: {exc}") from None
 
 
 def write_keypair(private_path: Path, public_path: Path) -> None:
-    """Create a new Ed25519 key pair (private key file mode 0600)."""
-    import os
-
-    key = Ed25519PrivateKey.generate()
+    """Create a new Ed25519 key pair (private key file mode 0600), replacing one there."""
     private_path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    key = write_new_private_key(private_path, overwrite=True)
+    public_path.write_bytes(public_key_pem(key.public_key()))

@@ -11,15 +11,12 @@ unreadable state or key).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from symphony import config, lifecycle
 from symphony.arguments import add_config_argument
 from symphony.errors import ConfigError, StartupError
+from symphony.keys import private_key_from_pem, write_new_private_key
 from symphony.tlog import checkpoint
 from witness.config import WitnessConfig, trusted_logs
 
@@ -37,26 +34,19 @@ def load_cosigner(name: str, key_file: str) -> checkpoint.Cosigner:
         raise ConfigError("key_file is required (make one with `symphony witness keygen`)")
     path = Path(key_file)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = private_key_from_pem(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise StartupError(f"witness key {path} is unreadable: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise StartupError(f"witness key {path} is not an Ed25519 private key")
     return checkpoint.Cosigner(name, key)
 
 
 def keygen(name: str, key_file: Path) -> checkpoint.Cosigner:
     """Write a new key (refusing to overwrite one) and return its cosigner."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
     key_file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        key = write_new_private_key(key_file)
     except FileExistsError:
         raise ConfigError(f"{key_file} exists; not overwriting a witness key") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
     return checkpoint.Cosigner(name, key)
 
 

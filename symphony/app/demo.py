@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from symphony.db import dsn, queries
 from symphony.errors import EXIT_FINDINGS, EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyError
+from symphony.keys import private_key_from_pem, write_new_private_key
 from symphony.upstream_headers import key_id, write_keypair
 
 if TYPE_CHECKING:
@@ -74,12 +75,7 @@ def ensure_keys(data_dir: Path) -> None:
     if not (keys / "sidecar-upstream.pem").exists():
         write_keypair(keys / "sidecar-upstream.pem", keys / "sidecar-upstream.pub.pem")
     if not (keys / "demo-issuer.pem").exists() or not (keys / "jwks.json").exists():
-        private = Ed25519PrivateKey.generate()
-        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        fd = os.open(keys / "demo-issuer.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        private = write_new_private_key(keys / "demo-issuer.pem", overwrite=True)
         (keys / "jwks.json").write_text(json.dumps(jwks_for(private), indent=2) + "\n")
 
 
@@ -138,11 +134,12 @@ def make_token(data_dir: Path, participant: str, *, ttl_seconds: int, policy_ver
 
     path = data_dir / "keys" / "demo-issuer.pem"
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        private = private_key_from_pem(path.read_bytes())
     except FileNotFoundError:
         raise SymphonyError(f"no demo issuer key at {path}; run `symphony up --data-dir {data_dir}` once",
                             exit_code=EXIT_USAGE) from None
-    assert isinstance(private, Ed25519PrivateKey)
+    except ValueError as exc:
+        raise SymphonyError(f"the demo issuer key {path} is {exc}", exit_code=EXIT_USAGE) from None
     issued = int(time.time() if now is None else now)
     claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": participant, "pv": policy_version,
               "iat": issued, "nbf": issued, "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex}
