@@ -481,6 +481,9 @@ async def main(args: argparse.Namespace) -> None:
         if not args.only_real_rails:
             results["relayer_noop"] = await phase_noop(admin_dsn, args.rows, args.analyze)
         if args.only_real_rails:
+            # The swiftpay simulator (one HTTP call per dispatch) as the same run's reference.
+            results["relayer_http"] = await phase_http(admin_dsn, args.http_rows)
+            print(f"swiftpay: {results['relayer_http']}", file=sys.stderr, flush=True)
             for rail in args.real_rails.split(","):
                 results[f"relayer_{rail}"] = await phase_real_rail(admin_dsn, rail, args.http_rows,
                                                                    args.real_rail_concurrency)
@@ -512,7 +515,8 @@ if __name__ == "__main__":
                         help="real-rail simulators to measure after the swiftpay one (comma-separated; '' for none)")
     parser.add_argument("--real-rail-concurrency", type=int, default=256,
                         help="the relayer's rail concurrency against each real-rail simulator (default 256)")
-    parser.add_argument("--only-real-rails", action="store_true", help="measure only the real-rail simulators")
+    parser.add_argument("--only-real-rails", action="store_true",
+                        help="measure only the simulators: swiftpay (the reference) and the real rails")
     parser.add_argument("--versus-rows", type=int, default=5_000, help="rows for the comparison with procrastinate")
     parser.add_argument("--concurrency", default="10,200", help="concurrencies of the comparison (comma-separated)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison, alternating who goes first")
