@@ -132,6 +132,8 @@ async def test_scheduled_run_ingests_each_statement_once(database_url: str, db: 
         assert not [e for e in result.errors if e.startswith("reconcile")], result.errors
     rows = await db.fetch("SELECT lines, matched, unmatched, mismatched, missing FROM rail_statements")
     assert [tuple(r) for r in rows] == [(5, 5, 0, 0, 0)]
+    # A third pass finds nothing new to read (the file is known by its SHA-256).
+    assert await reconcile.reconcile_directory(db, tmp_path / "statements", {"mtn_momo": "mtn_momo"}) == []
     (folder / "day-2.csv").write_bytes(_doctor_csv("mtn_momo", original))
     await run_cycle(db, settings, "repair:test")
     assert await db.fetchval("SELECT count(*) FROM rail_statements") == 2
