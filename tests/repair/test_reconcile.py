@@ -236,3 +236,24 @@ def test_camt053_that_is_not_well_formed_is_refused_whole(tmp_path: Path) -> Non
     path.write_bytes(data[:-40])
     with pytest.raises(reconcile.StatementError, match="well-formed"):
         _cells(path)
+
+
+def test_camt053_entry_the_fast_path_skips_is_still_checked(tmp_path: Path) -> None:
+    """Goal: the fast path hands expat everything it does not take whole, so markup it would not accept
+    is still refused. Method: a statement whose second entry carries ']]>' in its account (not well-formed
+    character data): the fast pattern must refuse that entry and the reader must refuse the statement;
+    the same statement with a plain account reads."""
+    import datetime as dt
+
+    entries = [iso20022.StatementEntry(tx_id=f"{n:035d}", end_to_end_id=uuid.uuid4().hex, amount=Decimal("1.00"),
+                                       currency="KES", creditor_account="ACC", reference=f"R{n}",
+                                       booked_on=dt.date(2026, 12, 5)) for n in range(3)]
+    data = iso20022.camt053_build("STMT", "SETTLEMENT", "KES", entries)
+    good = tmp_path / "good.xml"
+    good.write_bytes(data)
+    assert len(_cells(good)) == 3
+    bad = tmp_path / "bad.xml"
+    second = data.index(b"<Id>ACC</Id>", data.index(b"<Ntry>", data.index(b"<Ntry>") + 1))
+    bad.write_bytes(data[:second] + b"<Id>A]]>C</Id>" + data[second + len(b"<Id>ACC</Id>"):])
+    with pytest.raises(reconcile.StatementError):
+        _cells(bad)
