@@ -12,6 +12,17 @@ unless --database-url is given), each measurement in a fresh database:
    at the relayer's own design point (rail concurrency 2 000, claims of 1 000);
 2. relayer + the HTTP rail simulator (swiftpay profile, zero added latency) as a
    separate process: dispatches/s with both on this machine;
+2b. relayer + each real-rail simulator (mtn_momo, airtel_money, iso20022,
+   `--real-rails`) as a separate process, settling at once (`--settle-ms 0`),
+   with random credentials in a 0600 file as `up` makes them and payees the
+   mobile money shapes accept (an MSISDN: an account like "ACC1" settles
+   FAILED on MTN and Airtel, and a bench counting only SUCCESS rows would wait
+   for ever; that is why an earlier attempt hung). MTN MoMo is asynchronous in
+   its published shape: POST 202, then GET until SUCCESSFUL, so each dispatch
+   is two HTTP calls and a status poll interval (`status_poll_interval_seconds`);
+   Airtel and the RTGS answer final at once when the transfer settles at once.
+   Every wait in this bench has a deadline (`--phase-timeout`), and rows that
+   end FAILED stop the phase with their response code instead of a hang;
 3. insert-to-rail-call latency: a separate process inserts payments (intent +
    outbox row, one transaction each, as the service does) at a fixed rate while
    the relayer (LISTEN/NOTIFY) dispatches to the no-op rail; p50/p99 of
@@ -70,7 +81,7 @@ import msgspec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from relayer import adapters  # noqa: E402
+from relayer import adapters, real_adapters  # noqa: E402
 from relayer.config import RelayerConfig  # noqa: E402
 from relayer.store import OutboxStore  # noqa: E402
 from relayer.worker import Relayer  # noqa: E402
@@ -100,15 +111,15 @@ async def fresh_database(admin_dsn: str, name: str) -> str:
     return dsn
 
 
-async def bulk_insert(dsn: str, rows: int, rail: str) -> None:
+async def bulk_insert(dsn: str, rows: int, rail: str, account: str = "ACC1") -> None:
     conn = await connect(dsn)
     try:
-        await insert_rows(conn, rows, rail)
+        await insert_rows(conn, rows, rail, account=account)
     finally:
         await conn.close()
 
 
-async def insert_rows(conn: asyncpg.Connection, rows: int, rail: str, first: int = 0) -> None:
+async def insert_rows(conn: asyncpg.Connection, rows: int, rail: str, first: int = 0, account: str = "ACC1") -> None:
     """Payment intents and their outbox rows, INSERT_CHUNK a statement (numbered from first + 1)."""
     for start in range(first, first + rows, INSERT_CHUNK):
         count = min(INSERT_CHUNK, first + rows - start)
@@ -117,27 +128,31 @@ async def insert_rows(conn: asyncpg.Connection, rows: int, rail: str, first: int
             """WITH i AS (
                  INSERT INTO payment_intents (participant_id, idempotency_key, amount_minor, currency, rail,
                                               destination_account, attestation_id)
-                 SELECT 'bench', 'k' || s, 100, 'KES', $1, 'ACC1', s FROM unnest($2::bigint[]) AS s
+                 SELECT 'bench', 'k' || s, 100, 'KES', $1, $3, s FROM unnest($2::bigint[]) AS s
                  RETURNING intent_id, attestation_id)
                INSERT INTO payment_outbox (intent_id, participant_id, attestation_id, ingress_node_id,
                                            ingress_stream_id, ingress_seq, rail, payload)
                SELECT intent_id, 'bench', attestation_id, 'bench', 0, attestation_id, $1,
                       jsonb_build_object('amount_minor', 100, 'currency', 'KES',
-                                         'destination_account', 'ACC1')
-               FROM i""", rail, seqs)
+                                         'destination_account', $3::text)
+               FROM i""", rail, seqs, account)
 
 
-def relayer_settings(rail: str, kind: str, url: str, concurrency: int) -> RelayerConfig:
+def relayer_settings(rail: str, kind: str, url: str, concurrency: int, **rail_extra: object) -> RelayerConfig:
     return msgspec.convert({
-        "rails": {rail: {"kind": kind, "url": url, "concurrency": concurrency, "timeout_seconds": 10}},
+        "rails": {rail: {"kind": kind, "url": url, "concurrency": concurrency, "timeout_seconds": 10,
+                         **rail_extra}},
         "batch_size": 1000, "completion_batch_max": 2000, "lease_seconds": 60, "poll_interval_seconds": 0.2,
         "worker_id": "bench", "admin_port": 0}, RelayerConfig)
+
+
+PHASE_TIMEOUT_SECONDS = 300.0
 
 
 async def run_relayer_until(dsn: str, settings: RelayerConfig, rail: str, rows: int,
                             record_calls: bool = False) -> tuple[float, Relayer]:
     pool = await create_pool(dsn, min_size=2, max_size=4, init=OutboxStore.init_connection)
-    built = {name: adapters.build(name, cfg) for name, cfg in settings.rails.items()}
+    built = {name: real_adapters.build_any(name, cfg) for name, cfg in settings.rails.items()}
     for adapter in built.values():
         if isinstance(adapter, adapters.NoopAdapter):
             adapter.record_calls = record_calls
@@ -146,10 +161,27 @@ async def run_relayer_until(dsn: str, settings: RelayerConfig, rail: str, rows: 
     started = time.perf_counter()
     task = asyncio.create_task(relayer.run(stop))
     succeeded = relayer.metrics.succeeded.labels(rail)
-    while succeeded._value.get() < rows or relayer.pending:  # noqa: SLF001 - reading our own counter
-        await asyncio.sleep(0.005)
-        if task.done():
-            task.result()
+    deadline = started + PHASE_TIMEOUT_SECONDS
+    watcher = await connect(dsn)
+    next_check = started + 1.0
+    try:
+        while succeeded._value.get() < rows or relayer.pending:  # noqa: SLF001 - reading our own counter
+            await asyncio.sleep(0.005)
+            if task.done():
+                task.result()
+            if time.perf_counter() > next_check:
+                next_check = time.perf_counter() + 1.0
+                failed = await watcher.fetch("SELECT last_response_code, count(*) AS n FROM payment_outbox "
+                                             "WHERE status = 'FAILED' GROUP BY 1")
+                if failed or time.perf_counter() > deadline:
+                    stop.set()
+                    await task
+                    await pool.close()
+                    raise RuntimeError(f"{rail}: {succeeded._value.get():.0f} of {rows} rows SUCCESS after "  # noqa: SLF001
+                                       f"{time.perf_counter() - started:.0f} s; FAILED by code: "
+                                       f"{ {r['last_response_code']: r['n'] for r in failed} }")
+    finally:
+        await watcher.close()
     elapsed = time.perf_counter() - started
     stop.set()
     await task
@@ -238,19 +270,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_simulator(profile: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "symphony", "rail-sim", "--profile", profile, "--port", str(port),
+                             "--log-level", "warning", *extra], cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+async def wait_port(port: int, sim: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if sim.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator on port {port} did not start (exit {sim.poll()})") from None
+            await asyncio.sleep(0.05)
+
+
 async def phase_http(admin_dsn: str, rows: int) -> dict[str, float]:
     dsn = await fresh_database(admin_dsn, "bench_http")
     await bulk_insert(dsn, rows, "swiftpay")
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "symphony", "rail-sim", "--profile", "swiftpay", "--port", str(port),
-                            "--log-level", "warning"], cwd=REPO, stdin=subprocess.DEVNULL)
+    sim = start_simulator("swiftpay", port)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
+        await wait_port(port, sim)
         settings = relayer_settings("swiftpay", "swiftpay", f"http://127.0.0.1:{port}", 64)
         elapsed, _ = await run_relayer_until(dsn, settings, "swiftpay", rows)
     finally:
@@ -258,6 +301,34 @@ async def phase_http(admin_dsn: str, rows: int) -> dict[str, float]:
         sim.wait(10)
     await check_all_success(dsn, rows)
     return {"rows": rows, "seconds": round(elapsed, 3), "dispatches_per_second": round(rows / elapsed)}
+
+
+# A payee every real-rail shape accepts (MTN and Airtel want an MSISDN of 8-15 digits).
+REAL_RAIL_PAYEE = "256700000001"
+
+
+async def phase_real_rail(admin_dsn: str, rail: str, rows: int, concurrency: int) -> dict[str, float]:
+    """Dispatches/s from the relayer to one real-rail simulator (a separate process), settling at once."""
+    from rail_sim.up import ensure_credentials
+
+    dsn = await fresh_database(admin_dsn, f"bench_{rail}")
+    await bulk_insert(dsn, rows, rail, account=REAL_RAIL_PAYEE)
+    folder = Path(tempfile.mkdtemp(prefix="symphony-bench-rail-"))
+    credentials = ensure_credentials(folder / "credentials.json")
+    port = free_port()
+    sim = start_simulator(rail, port, "--settle-ms", "0", "--credentials-file", str(credentials))
+    try:
+        await wait_port(port, sim)
+        settings = relayer_settings(rail, rail, f"http://127.0.0.1:{port}", concurrency,
+                                    credentials_file=str(credentials), status_poll_interval_seconds=0.05)
+        elapsed, _ = await run_relayer_until(dsn, settings, rail, rows)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    await check_all_success(dsn, rows)
+    return {"rows": rows, "concurrency": concurrency, "seconds": round(elapsed, 3),
+            "dispatches_per_second": round(rows / elapsed)}
 
 
 async def insert_paced(dsn: str, rate: float, seconds: float) -> int:
@@ -407,8 +478,23 @@ async def main(args: argparse.Namespace) -> None:
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                         "load_average_1min_before": round(os.getloadavg()[0], 2)},
         }
-        results["relayer_noop"] = await phase_noop(admin_dsn, args.rows, args.analyze)
+        if not args.only_real_rails:
+            results["relayer_noop"] = await phase_noop(admin_dsn, args.rows, args.analyze)
+        if args.only_real_rails:
+            # The swiftpay simulator (one HTTP call per dispatch) as the same run's reference.
+            results["relayer_http"] = await phase_http(admin_dsn, args.http_rows)
+            print(f"swiftpay: {results['relayer_http']}", file=sys.stderr, flush=True)
+            for rail in args.real_rails.split(","):
+                results[f"relayer_{rail}"] = await phase_real_rail(admin_dsn, rail, args.http_rows,
+                                                                   args.real_rail_concurrency)
+                print(f"{rail}: {results[f'relayer_{rail}']}", file=sys.stderr, flush=True)
+            results["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)  # type: ignore[index]
+            print(json.dumps(results, indent=2))
+            return
         results["relayer_http"] = await phase_http(admin_dsn, args.http_rows)
+        for rail in [r for r in args.real_rails.split(",") if r]:
+            results[f"relayer_{rail}"] = await phase_real_rail(admin_dsn, rail, args.http_rows,
+                                                               args.real_rail_concurrency)
         results["latency"] = await phase_latency(admin_dsn, args.rate, args.seconds)
         results["versus_procrastinate"] = await phase_versus(
             admin_dsn, args.versus_rows, [int(c) for c in args.concurrency.split(",")], args.rounds, args.analyze)
@@ -425,6 +511,12 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="admin DSN of a PostgreSQL 18 (default: embedded, fsync off)")
     parser.add_argument("--rows", type=int, default=20_000, help="rows for the no-op relayer phase")
     parser.add_argument("--http-rows", type=int, default=4_000, help="rows for the HTTP simulator phase")
+    parser.add_argument("--real-rails", default="mtn_momo,airtel_money,iso20022",
+                        help="real-rail simulators to measure after the swiftpay one (comma-separated; '' for none)")
+    parser.add_argument("--real-rail-concurrency", type=int, default=256,
+                        help="the relayer's rail concurrency against each real-rail simulator (default 256)")
+    parser.add_argument("--only-real-rails", action="store_true",
+                        help="measure only the simulators: swiftpay (the reference) and the real rails")
     parser.add_argument("--versus-rows", type=int, default=5_000, help="rows for the comparison with procrastinate")
     parser.add_argument("--concurrency", default="10,200", help="concurrencies of the comparison (comma-separated)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison, alternating who goes first")

@@ -88,8 +88,11 @@ ERRORS: dict[int, dict[str, str]] = {
                                          "retry after Retry-After seconds",
           "IDEMPOTENCY_KEY_BUSY": "the key's record changed between two statements; retry",
           "ATTESTATION_REPLAYED": "this attestation (sidecar-signed headers) was already used by another request"},
-    422: {"INVALID_BODY": "the body is not a valid payment (unknown or missing field, wrong type, duplicate JSON "
-                          "key, amount not positive, currency not an ISO 4217 code, unknown rail, lengths)",
+    422: {"INVALID_BODY": "the body is not a valid payment (unknown or missing field, wrong type, amount not "
+                          "positive, unknown rail, lengths)",
+          "DUPLICATE_JSON_KEY": "the body names a member twice (also through a \\u escape)",
+          "CURRENCY_NOT_ACCEPTED": "currency is not an active ISO 4217 currency with minor units (funds, precious "
+                                   "metals, test and no-currency codes are refused)",
           "IDEMPOTENCY_KEY_MISMATCH": "this Idempotency-Key was used with a different request (method, path, body)",
           "IDEMPOTENCY_KEY_REUSED": "this Idempotency-Key named an earlier payment whose key record has expired",
           "LIMIT_PER_PAYMENT": "the amount exceeds the participant's per-payment limit",

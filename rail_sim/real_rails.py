@@ -401,7 +401,7 @@ async def iso_pacs008(sim: Simulator, request: web.Request) -> web.StreamRespons
     if refused is not None:
         return refused
     try:
-        transfer = iso20022.pacs008_parse(await request.read())
+        transfer = iso20022.pacs008_read(await request.read())
         amount_minor = money.to_minor(transfer.amount, transfer.currency)
     except (iso20022.MessageError, ValueError, AssertionError) as exc:
         return _iso_report("UNKNOWN", "pacs.008.001.08", iso20022.Status("", "RJCT", "FF01", str(exc)[:35]), 400)
@@ -437,7 +437,7 @@ async def iso_pacs028(sim: Simulator, request: web.Request) -> web.StreamRespons
     if refused is not None:
         return refused
     try:
-        tx_id = iso20022.pacs028_parse(await request.read())
+        tx_id = iso20022.pacs028_read(await request.read())
     except iso20022.MessageError as exc:
         return _iso_report("UNKNOWN", "pacs.028.001.03", iso20022.Status("", "RJCT", "FF01", str(exc)[:35]), 400)
     fault = await sim.before_execute(request, error_body={"error": "RTGS unavailable"})

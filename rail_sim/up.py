@@ -1,6 +1,7 @@
 """`symphony up` runs one simulator per profile, each with a durable store in
 `<data_dir>/rail-sim/`, and writes their URLs to `<data_dir>/rail-sim/endpoints.json`
-so the relayer's generated configuration can point at them.
+so the relayer's generated configuration can point at them. `up` prints, for each
+real-rail simulator, the URL of its end-of-day statement (`/_sim/statement`).
 
 The real-rail profiles (mtn_momo, airtel_money, iso20022) check credentials: `up`
 makes random ones once per data dir in `<data_dir>/rail-sim/credentials.json`
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from symphony.components import ChildSpec, UpContext
 
 ENDPOINTS_FILE = ("rail-sim", "endpoints.json")
+# The profiles that publish a statement (GET /_sim/statement, rail_sim/real_rails.py).
+STATEMENT_PROFILES = ("mtn_momo", "airtel_money", "iso20022")
 CREDENTIALS_FILE = ("rail-sim", "credentials.json")
 
 
@@ -53,8 +56,11 @@ def components(ctx: UpContext) -> list[ChildSpec]:
         argv = [sys.executable, "-m", "symphony", "rail-sim", "--profile", profile, "--port", str(port),
                 "--state-dir", str(ctx.path("rail-sim", profile, ".keep").parent),
                 "--credentials-file", str(credentials)]
-        specs.append(ChildSpec(name=f"rail-sim-{profile}", argv=argv, wait_port=port,
-                               endpoints={"url": url, "stats": f"{url}/_sim/stats"}))
+        shown = {"url": url, "stats": f"{url}/_sim/stats"}
+        if profile in STATEMENT_PROFILES:
+            # The rail's end-of-day statement, for `symphony reconcile` (or the repair schedule's folder).
+            shown["statement"] = f"{url}/_sim/statement"
+        specs.append(ChildSpec(name=f"rail-sim-{profile}", argv=argv, wait_port=port, endpoints=shown))
     ctx.path(*ENDPOINTS_FILE).write_text(json.dumps(endpoints, indent=2) + "\n")
     ctx.rail_urls = endpoints  # type: ignore[attr-defined]
     return specs

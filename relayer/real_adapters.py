@@ -282,7 +282,7 @@ class Iso20022Adapter(_AsyncRail):
         if status >= 500 or status == 429:
             return Outcome(Kind.TRANSIENT, f"HTTP_{status}", f"iso20022 answered {status}")
         try:
-            report = iso20022.pacs002_parse(data)
+            report = iso20022.pacs002_read(data)
         except iso20022.MessageError:
             return Outcome(Kind.AMBIGUOUS, f"AMBIGUOUS_HTTP_{status}", "no readable pacs.002")
         if report.status == "ACSC":

@@ -26,7 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--statement", required=True, metavar="FILE", help="the rail's statement file")
     parser.add_argument("--kind", choices=FORMATS,
                         help="the statement's format / adapter kind (default: the rail's name)")
-    parser.add_argument("--batch-lines", type=int, default=20_000, help="lines per COPY batch (default 20000)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,12 +35,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.statement)
     if not path.is_file():
         raise SymphonyError(f"no statement file at {path}", exit_code=EXIT_USAGE)
-    if not 100 <= args.batch_lines <= 1_000_000:
-        raise SymphonyError("--batch-lines must be in [100, 1000000]", exit_code=EXIT_USAGE)
     _, url = common.settings_and_dsn(args)
 
     async def work(conn: asyncpg.Connection) -> Report:
-        return await reconcile(conn, args.rail, kind, path, batch_lines=args.batch_lines)
+        return await reconcile(conn, args.rail, kind, path)
 
     try:
         report = common.with_connection(url, work)

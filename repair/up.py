@@ -1,6 +1,9 @@
 """repair's part in `symphony up`: the repair daemon and the regulator dashboard, each
 connecting as its own database role (DSN in the environment, never in argv).
 
+Repair reconciles the rails' statements on its cycle: `up` points it at
+`<data_dir>/statements/<rail>/` for each real-rail simulator it runs.
+
 It also creates the archive signing key pair of the data dir (once):
 `<data_dir>/keys/archive-signing.pem` (mode 0600, the archiver's) and
 `archive-signing.pub`, which `up` prints so an auditor can pin it
@@ -9,6 +12,7 @@ It also creates the archive signing key pair of the data dir (once):
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -37,12 +41,28 @@ def evidence_key(ctx: UpContext) -> str:
     return f"{public} ({kid}; private key {private}, mode 0600)"
 
 
+# Rails whose statements repair reads, by the simulator profile `up` runs for them
+# (rail_sim/up.py writes <data_dir>/rail-sim/endpoints.json; the rail's name is its profile).
+STATEMENT_FORMATS = ("mtn_momo", "airtel_money", "iso20022")
+
+
+def statement_folders(ctx: UpContext) -> tuple[str, dict[str, str]]:
+    """<data_dir>/statements/<rail>/ for every real rail `up` runs: the scheduled reconciliation's folders."""
+    endpoints_file = ctx.data_dir / "rail-sim" / "endpoints.json"
+    rails = json.loads(endpoints_file.read_text()) if endpoints_file.exists() else {}
+    kinds = {rail: rail for rail in sorted(rails) if rail in STATEMENT_FORMATS}
+    for rail in kinds:
+        ctx.path("statements", rail, ".keep").parent.mkdir(exist_ok=True)
+    return str(ctx.data_dir / "statements"), kinds
+
+
 def components(ctx: UpContext) -> list[ChildSpec]:
     metrics_port = ctx.free_port()
     dashboard_port = ctx.free_port()
     token_file = dashboard_token(ctx)
     private_key, public_key, _ = archive_signature.ensure_key_pair(ctx.data_dir)
     evidence_public_key = evidence_key(ctx)
+    statements, statement_kinds = statement_folders(ctx)
     base = [sys.executable, "-m", "symphony"]
     return [
         ChildSpec(
@@ -50,13 +70,17 @@ def components(ctx: UpContext) -> list[ChildSpec]:
             argv=[*base, "repair"],
             endpoints={"metrics": f"http://127.0.0.1:{metrics_port}/metrics",
                        "archive public key": f"{public_key} (pin it: audit verify-chain --archive-public-key)",
-                       "evidence public key": evidence_public_key},
+                       "evidence public key": evidence_public_key,
+                       "statements": f"{statements}/<rail>/ (a rail's statement file put there is reconciled "
+                                     "once, on the next cycle)"},
             wait_port=metrics_port,
             env={"SYMPHONY_DATABASE_URL": ctx.dsn_for("repair"),
                  "SYMPHONY_REPAIR_METRICS_PORT": str(metrics_port),
                  "SYMPHONY_REPAIR_INSTANCE_ID": f"{ctx.node_id}-repair",
                  "SYMPHONY_REPAIR_ARCHIVE_SIGNING_KEY": str(private_key),
-                 "SYMPHONY_REPAIR_ARCHIVE_PUBLIC_KEY": str(public_key)},
+                 "SYMPHONY_REPAIR_ARCHIVE_PUBLIC_KEY": str(public_key),
+                 "SYMPHONY_REPAIR_RECONCILE_STATEMENT_DIR": statements,
+                 "SYMPHONY_REPAIR_RECONCILE_RAILS": json.dumps(statement_kinds)},
         ),
         ChildSpec(
             name="dashboard",

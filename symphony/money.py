@@ -2,25 +2,34 @@
 
 Intents carry `amount_minor` (an integer of the currency's minor unit). Mobile
 money and ISO 20022 rails carry major units as decimals ("12.34"; "1500" for a
-currency without minor units). The exponent is ISO 4217's: 0 for the currencies
-listed in ZERO_DECIMAL, 3 for THREE_DECIMAL, 2 otherwise.
+currency without minor units). The exponent is ISO 4217's, read from the
+`iso4217` package (table A.1 as the maintenance agency publishes it; the
+payments service takes its list of accepted currencies from the same package,
+payments_service/currencies.py). One table, one place: reconciliation passes
+EXPONENTS to PostgreSQL as a parameter instead of keeping a copy in SQL.
+
+A code the table does not list, or lists without minor units (XXX, XTS, the
+precious metals, XDR, ...), has no exponent: `exponent` raises ValueError, so
+an amount in it can be neither sent nor read.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-ZERO_DECIMAL = frozenset({"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI",
-                          "VND", "VUV", "XAF", "XOF", "XPF"})
-THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+import iso4217
+
+# ISO 4217 code -> minor-unit exponent, for every code of table A.1 that has one.
+EXPONENTS: dict[str, int] = {c.code: c.exponent for c in iso4217.Currency if c.exponent is not None}
+assert len(EXPONENTS) > 100 and EXPONENTS["KES"] == 2 and EXPONENTS["UGX"] == 0, "the ISO 4217 table did not load"
 
 
 def exponent(currency: str) -> int:
-    """ISO 4217 minor-unit exponent of `currency`."""
-    assert len(currency) == 3, currency
-    if currency in ZERO_DECIMAL:
-        return 0
-    return 3 if currency in THREE_DECIMAL else 2
+    """ISO 4217 minor-unit exponent of `currency` (ValueError if it has none)."""
+    try:
+        return EXPONENTS[currency]
+    except KeyError:
+        raise ValueError(f"{currency[:8]!r} is not an ISO 4217 currency with minor units") from None
 
 
 def to_major(amount_minor: int, currency: str) -> Decimal:

@@ -5,7 +5,10 @@ Then (1) read /proc/<pid>/cmdline of every process descending from `up` and
 find none of the database passwords (the embedded superuser's and each login
 role's) nor a DSN with credentials; (2) drive real payments through the
 sidecar and wait until they are executed on the rail and their attestations
-shipped, which exercises the service's, relayer's and forwarder's grants; (3)
+shipped, which exercises the service's, relayer's and forwarder's grants;
+(2b) fetch the end-of-day statement of each of the three real rails from the
+URL `up` prints, drop it into <data_dir>/statements/<rail>/, and wait until the
+repair daemon's schedule (under its own role) has reconciled all three clean; (3)
 map each child's TCP connections to PostgreSQL backends (its socket inodes ->
 local ports -> pg_stat_activity.client_port) and check that each connects as
 its own login role, which is neither a superuser nor the tables' owner.
@@ -21,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -113,6 +117,15 @@ async def _repair_cycle_errors(admin_dsn: str) -> tuple[bool, list[str]]:
         await conn.close()
 
 
+async def _statements(admin_dsn: str) -> list[dict[str, object]]:
+    conn = await connect(admin_dsn)
+    try:
+        return [dict(r) for r in await conn.fetch("SELECT rail, lines, matched, unmatched, mismatched "
+                                                  "FROM rail_statements")]
+    finally:
+        await conn.close()
+
+
 async def _backends(admin_dsn: str) -> list[asyncpg.Record]:
     conn = await connect(admin_dsn)
     try:
@@ -173,6 +186,25 @@ def test_up_children_have_no_secret_in_argv_and_each_connects_as_its_own_role(
         assert asyncio.run(_repair_cycle_errors(state.dsn)) == (True, [])
         for log in (data_dir / "logs").glob("*.log"):
             assert "permission denied" not in log.read_text(errors="replace"), log
+        # (2b) The three real rails run, each publishes its statement, and repair's scheduled
+        # reconciliation (as its own role: temporary tables, rail_statements, open_incident_v1)
+        # reads a statement dropped into <data_dir>/statements/<rail>/.
+        statement_urls = {line.split(" ", 1)[0].removeprefix("rail-sim-"): line.split(": ", 1)[1]
+                          for line in lines if line.startswith("rail-sim-") and " statement: " in line}
+        assert sorted(statement_urls) == ["airtel_money", "iso20022", "mtn_momo"], lines
+        assert any(line.startswith("repair statements: ") for line in lines), lines
+        for rail, url in statement_urls.items():
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                (data_dir / "statements" / rail / "day-1.stmt").write_bytes(answer.read())
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        while len(asyncio.run(_statements(state.dsn))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        reconciled = asyncio.run(_statements(state.dsn))
+        assert sorted(r["rail"] for r in reconciled) == ["airtel_money", "iso20022", "mtn_momo"], reconciled
+        assert sum(r["lines"] for r in reconciled) >= 1, reconciled  # the demo paid through a real rail
+        assert all(r["lines"] == r["matched"] and r["unmatched"] == r["mismatched"] == 0 for r in reconciled), \
+            reconciled
+        assert asyncio.run(_repair_cycle_errors(state.dsn))[1] == []
         gap = symphony_cli("audit", "gap", "--json", "--data-dir", str(data_dir), env=env)
         assert gap.returncode == 0, gap.stdout + gap.stderr
         assert json.loads(gap.stdout)["total"]["unattested"] == 0

@@ -69,7 +69,7 @@ async def service(database_url: str, db: asyncpg.Connection, keys: Keys, process
     config = tmp_path / "service.toml"
     config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\n'
                       f'upstream_public_keys = ["{keys.public}"]\nidempotency_lock_ttl_seconds = 2.0\n'
-                      'rails = ["swiftpay", "mobimoney"]\n')
+                      'rails = ["swiftpay", "mobimoney", "mtn_momo", "airtel_money", "iso20022"]\n')
     child = processes.start("service", "service", "--config", str(config), "--database-url", database_url)
     wait_port(port, child)
     wait_port(admin_port, child)

@@ -39,7 +39,10 @@ CHAOS_SETTINGS = {
     "SYMPHONY_SIDECAR_JOURNAL_SEGMENT_BYTES": str(64 * 1024),
     "SYMPHONY_SIDECAR_UPSTREAM_TIMEOUT_SECONDS": "5",
     "SYMPHONY_FORWARDER_JOURNAL_RETENTION_SECONDS": "2",
-    "SYMPHONY_RELAYER_LEASE_SECONDS": "20",
+    # The shortest lease the relayer accepts for the real rails `up` drives: their worst
+    # call (a status query and a submit of 5 s each, 5 s of polling, a 5 s token request)
+    # plus the 5 s margin (relayer/config.py). 20 s made the relayer refuse to start.
+    "SYMPHONY_RELAYER_LEASE_SECONDS": "25",
     "SYMPHONY_REPAIR_CYCLE_SECONDS": "1",
     "SYMPHONY_REPAIR_LEADER_RETRY_SECONDS": "1",
     "SYMPHONY_REPAIR_GHOST_GRACE_SECONDS": "8",
