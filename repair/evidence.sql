@@ -5,10 +5,27 @@
 SELECT to_regclass($1::text) IS NOT NULL AS present;
 
 -- name: evidence_latest_checkpoints
--- The latest checkpoint of every journal stream (its newest epoch, its largest
--- tree), as the forwarder stored it in log_checkpoints (TLOG design, decision 5).
-SELECT DISTINCT ON (node_id, stream_id)
-       node_id, stream_id, encode(epoch, 'hex') AS epoch, tree_size, encode(root, 'hex') AS root, note,
-       cut_at
-FROM log_checkpoints
-ORDER BY node_id, stream_id, cut_at DESC, tree_size DESC;
+-- The latest *witnessed* checkpoint of every journal stream epoch: the largest
+-- tree a witness cosigned, as the forwarder stored it in log_checkpoints (TLOG
+-- design, decision 5), its note followed by every stored cosignature line (the
+-- note as a C2SP verifier reads it), and the witnesses' names.
+SELECT DISTINCT ON (c.node_id, c.stream_id, c.epoch)
+       c.node_id, c.stream_id, encode(c.epoch, 'hex') AS epoch, c.tree_size, encode(c.root, 'hex') AS root,
+       c.note || w.lines AS note, w.witnesses, c.cut_at
+FROM log_checkpoints c
+JOIN LATERAL (
+    SELECT string_agg(s.line, '' ORDER BY s.witness) AS lines, array_agg(s.witness ORDER BY s.witness) AS witnesses
+    FROM log_cosignatures s
+    WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch AND s.tree_size = c.tree_size
+) w ON w.lines IS NOT NULL
+ORDER BY c.node_id, c.stream_id, c.epoch, c.tree_size DESC;
+
+-- name: evidence_unwitnessed_streams
+-- Stream epochs with checkpoints but none cosigned by a witness (no witness is
+-- configured, or it refused or never answered): named so none is left out silently.
+SELECT c.node_id, c.stream_id, encode(c.epoch, 'hex') AS epoch, max(c.tree_size) AS latest_tree_size
+FROM log_checkpoints c
+WHERE NOT EXISTS (SELECT 1 FROM log_cosignatures s
+                  WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch)
+GROUP BY c.node_id, c.stream_id, c.epoch
+ORDER BY c.node_id, c.stream_id, c.epoch;

@@ -156,14 +156,19 @@ async def sign_due(conn: asyncpg.Connection, settings: RepairConfig, actor: str,
     signer = _cached_signer(settings.gap_statement_signing_key, settings.gap_statement_key_name)
     stored: list[StoredStatement] = []
     for start, end in await due_windows(conn, settings, now or dt.datetime.now(dt.timezone.utc)):
-        # One snapshot for the numbers, the ghosts and the checkpoints.
-        async with conn.transaction(isolation="repeatable_read"):
-            as_of = await conn.fetchval("SELECT now()", timeout=TIMEOUT_SECONDS)
-            statement = await compute(conn, start, end, settings, as_of)
-            signed = gap_statement.sign(statement, signer)
-            inserted = await conn.fetchval(
-                STATEMENT_QUERIES["statement_insert"], start, end, signer.name, statement.body(), signed,
-                statement.total.gap, statement.total.unattested, actor, timeout=TIMEOUT_SECONDS)
+        # One snapshot for the numbers, the ghosts and the checkpoints. A second
+        # signer of the same window inserts nothing, or (its snapshot older than
+        # the other's commit) fails to serialize: either way the first one stands.
+        try:
+            async with conn.transaction(isolation="repeatable_read"):
+                as_of = await conn.fetchval("SELECT now()", timeout=TIMEOUT_SECONDS)
+                statement = await compute(conn, start, end, settings, as_of)
+                signed = gap_statement.sign(statement, signer)
+                inserted = await conn.fetchval(
+                    STATEMENT_QUERIES["statement_insert"], start, end, signer.name, statement.body(), signed,
+                    statement.total.gap, statement.total.unattested, actor, timeout=TIMEOUT_SECONDS)
+        except asyncpg.SerializationError:
+            inserted = None
         if inserted is None:
             log.info("gap statement already stored by another signer", extra={"window_start": start.isoformat()})
             break  # another instance is ahead of this one: it signs the rest
