@@ -292,3 +292,42 @@ async def test_the_repair_daemon_signs_each_closed_window_once_across_instances_
     assert len(statement.ghosts) == 1
     for row in rows:
         assert statements.statement_path(publish, row["window_start"]).read_text() == row["note"]
+
+
+async def test_the_evidence_bundle_carries_the_statements_of_its_period(
+        db: asyncpg.Connection, database_url: str, tmp_path: Path,
+        signing: tuple[RepairConfig, note.Verifier]) -> None:
+    """Goal: `log_anchors.gap_statements` carries each signed statement of the
+    bundle's period verbatim (status available) and the bundle still verifies.
+    Method: sign the world's windows, build the bundle as a process, open the
+    carried note of the ghost's window with the repair key."""
+    settings, vkey = signing
+    start, end = _window()
+    stream = await _world(db, start)
+    await _log_checkpoints(db, stream, start, checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate()))
+    stored = await statements.sign_due(db, settings, "repair:test")
+    assert stored
+    evidence_key = tmp_path / "evidence.pem"
+    _write_key(evidence_key, Ed25519PrivateKey.generate())
+    public = tmp_path / "evidence.pub.pem"
+    public.write_bytes(serialization.load_pem_private_key(evidence_key.read_bytes(), None).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["-c", "user.name=E", "-c", "user.email=e@example.org", "commit", "-q",
+                                  "--allow-empty", "-m", "release"]):
+        assert subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60).returncode == 0
+    out = tmp_path / "bundle.json"
+    built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(evidence_key), "--repo",
+                         str(repo), "--database-url", database_url)
+    assert built.returncode == 1 and "attestation gap = 1" in built.stderr  # the ghost
+    anchors = json.loads(out.read_text())["log_anchors"]
+    carried = anchors["gap_statements"]
+    assert carried["status"] == "available"
+    assert [s["window_start"] for s in carried["statements"]] == [s.window_start.isoformat() for s in stored]
+    first = carried["statements"][0]
+    assert first["gap"] == 1 and first["key_name"] == KEY_NAME
+    statement, _ = gap_statement.open_statement(first["note"].encode(), vkey)
+    assert statement.window_start == start and statement.window_end == end and statement.total.gap == 1
+    assert [c["tree_size"] for c in anchors["checkpoints"]["checkpoints"]] == [4]  # the witnessed one
+    assert symphony_cli("evidence", "verify", str(out), "--public-key", str(public)).returncode == 0
