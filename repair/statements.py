@@ -142,7 +142,7 @@ async def due_windows(conn: asyncpg.Connection, settings: RepairConfig,
             return []  # nothing recorded yet: statements start with the first record's window
         window = window_containing(first, seconds)
     closed_before = now - dt.timedelta(seconds=grace_seconds(settings))
-    due = []
+    due: list[tuple[dt.datetime, dt.datetime]] = []
     while window[1] <= closed_before and len(due) < settings.gap_statement_windows_per_cycle:
         due.append(window)
         window = next_window(window[1], seconds)
@@ -185,7 +185,7 @@ async def sign_due(conn: asyncpg.Connection, settings: RepairConfig, actor: str,
 async def publish_missing(conn: asyncpg.Connection, publish_dir: Path) -> list[Path]:
     """Write the file of each recent stored statement that has none (after a
     crash between commit and write, or a new publish dir)."""
-    written = []
+    written: list[Path] = []
     for row in await conn.fetch(STATEMENT_QUERIES["statements_newest"], REPUBLISH_NEWEST, timeout=TIMEOUT_SECONDS):
         path = statement_path(publish_dir, row["window_start"])
         if path.exists():
