@@ -130,7 +130,8 @@ async def test_a_closed_window_gets_one_signed_statement_equal_to_audit_gap(
     assert statement.participants == expected
     assert "participant bank-a 3 2 0 1 0\n" in body and "total 4 2 1 1 0\n" in body
     ghost_seq = 6  # genesis, (ingress, outcome) x 2, then the ghost's INGRESS
-    assert statement.ghosts == (gap_statement.Ghost("bank-a", "node-a", 0, ghost_seq, statement.ghosts[0].attestation_id),)
+    ghost_id = await db.fetchval("SELECT attestation_id FROM ingress_attestations WHERE stream_seq = $1", ghost_seq)
+    assert statement.ghosts == (gap_statement.Ghost("bank-a", "node-a", 0, ghost_seq, ghost_id),)
     # The cosigned checkpoint (size 4), not the newer one no witness cosigned (size 9).
     assert statement.checkpoints == (gap_statement.CheckpointRef(cosigned.origin, 4, cosigned.root),)
     later = gap_statement.open_statement(statements.statement_path(tmp_path / "tlog", end).read_bytes(), vkey)[0]
