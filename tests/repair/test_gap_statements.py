@@ -32,6 +32,7 @@ from symphony.db import connect
 from symphony.tlog import checkpoint, note, origins
 from tests.conftest import REPO_ROOT, symphony_cli
 from tests.repair.helpers import Stream, executed_payment, now
+from tests.repair.test_reverse_gap import repair_role
 
 WINDOW = 3600
 KEY_NAME = "symphony.example/test/gap-statements"
@@ -191,12 +192,19 @@ async def test_two_signers_at_once_store_one_statement_per_window(
 
 
 async def test_statements_refuse_update_delete_and_truncate(
-        db: asyncpg.Connection, signing: tuple[RepairConfig, note.Verifier]) -> None:
-    """Goal: stored statements are append-only evidence. Method: sign one, then
-    try UPDATE, DELETE, TRUNCATE and an overlapping INSERT as the tables' owner."""
+        db: asyncpg.Connection, database_url: str, signing: tuple[RepairConfig, note.Verifier]) -> None:
+    """Goal: stored statements are append-only evidence, and the repair daemon's
+    own role (not the owner) may sign them. Method: sign as the repair group's
+    login role; that role may not UPDATE, DELETE or TRUNCATE; the tables' owner
+    is refused too (triggers), and an overlapping INSERT breaks the constraint."""
     settings, _ = signing
     await _world(db, _window()[0])
-    assert await statements.sign_due(db, settings, "repair:test")
+    async with repair_role(db, database_url) as conn:
+        assert await statements.sign_due(conn, settings, "repair:test")
+        for sql in ("UPDATE gap_statements SET body = body", "DELETE FROM gap_statements",
+                    "TRUNCATE gap_statements"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
     for sql in ("UPDATE gap_statements SET body = body", "DELETE FROM gap_statements",
                 "TRUNCATE gap_statements"):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
