@@ -340,3 +340,21 @@ async def test_the_evidence_bundle_carries_the_statements_of_its_period(
     assert statement.window_start == start and statement.window_end == end and statement.total.gap == 1
     assert [c["tree_size"] for c in anchors["checkpoints"]["checkpoints"]] == [4]  # the witnessed one
     assert symphony_cli("evidence", "verify", str(out), "--public-key", str(public)).returncode == 0
+
+
+def test_windows_align_to_utc_and_follow_each_other_after_a_length_change() -> None:
+    """Goal: windows are [k*L, (k+1)*L) since the Unix epoch, and after a change of
+    L the next window starts where the last stored one ended and runs to the new
+    boundary (never a hole, never an overlap). Method: the pure window functions."""
+    utc = dt.timezone.utc
+    assert statements.window_containing(dt.datetime(2026, 12, 5, 11, 59, 59, 999_999, tzinfo=utc), 3600) == (
+        dt.datetime(2026, 12, 5, 11, tzinfo=utc), dt.datetime(2026, 12, 5, 12, tzinfo=utc))
+    assert statements.window_containing(dt.datetime(2026, 12, 5, 12, tzinfo=utc), 900)[0] == dt.datetime(
+        2026, 12, 5, 12, tzinfo=utc)
+    # 15-minute windows up to 12:15, then hours: one short window 12:15-13:00, then 13:00-14:00.
+    assert statements.next_window(dt.datetime(2026, 12, 5, 12, 15, tzinfo=utc), 3600) == (
+        dt.datetime(2026, 12, 5, 12, 15, tzinfo=utc), dt.datetime(2026, 12, 5, 13, tzinfo=utc))
+    assert statements.next_window(dt.datetime(2026, 12, 5, 13, tzinfo=utc), 3600) == (
+        dt.datetime(2026, 12, 5, 13, tzinfo=utc), dt.datetime(2026, 12, 5, 14, tzinfo=utc))
+    with pytest.raises(ValueError, match="divide a day"):
+        RepairConfig(gap_statement_window_seconds=7000)
