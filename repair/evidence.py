@@ -43,7 +43,7 @@ from repair import statements
 from repair import verify as chain_verify
 from repair.config import RepairConfig
 from repair.store import QUERIES, TIMEOUT_SECONDS
-from symphony import archive_signature
+from symphony import archive_signature, gap_statement
 from symphony.db import queries
 from symphony.errors import SymphonyError
 
@@ -385,19 +385,24 @@ async def log_checkpoints(conn: asyncpg.Connection) -> dict[str, Any]:
 
 async def gap_statements(conn: asyncpg.Connection, settings: RepairConfig) -> dict[str, Any]:
     """The signed gap statements (repair/statements.py) of the windows that overlap
-    the `evidence_gap_statement_hours` before now, each note verbatim; while
+    the `evidence_gap_statement_hours` before now, each note verbatim with the
+    checkpoint notes it names (and their cosignatures); while
     the table does not exist, an empty list marked not_available."""
     if not await _table_exists(conn, GAP_STATEMENTS_TABLE):
         return {"status": "not_available", "statements": [],
                 "reason": f"this database has no {GAP_STATEMENTS_TABLE} table"}
     until = dt.datetime.now(dt.timezone.utc)
     since = until - dt.timedelta(hours=settings.evidence_gap_statement_hours)
-    stored = await statements.statements_for_window(conn, since, until)
-    return {"status": "available",
-            "period": {"since": since.isoformat(), "until": until.isoformat()},
-            "statements": [{"window_start": s.window_start.isoformat(), "window_end": s.window_end.isoformat(),
-                            "key_name": s.key_name, "gap": s.ghosts, "unattested": s.unattested, "note": s.note}
-                           for s in stored]}
+    carried = []
+    for stored in await statements.statements_for_window(conn, since, until):
+        named = gap_statement.parse(stored.body).checkpoints
+        notes = await conn.fetch(EVIDENCE_QUERIES["evidence_checkpoint_notes"], [c.origin for c in named],
+                                 [c.size for c in named], timeout=TIMEOUT_SECONDS)
+        carried.append({"window_start": stored.window_start.isoformat(), "window_end": stored.window_end.isoformat(),
+                        "key_name": stored.key_name, "gap": stored.ghosts, "unattested": stored.unattested,
+                        "note": stored.note, "checkpoints": [row["note"] for row in notes]})
+    return {"status": "available", "period": {"since": since.isoformat(), "until": until.isoformat()},
+            "statements": carried}
 
 
 def _marked_status(tests: list[dict[str, Any]]) -> str:

@@ -29,3 +29,15 @@ WHERE NOT EXISTS (SELECT 1 FROM log_cosignatures s
                   WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch)
 GROUP BY c.node_id, c.stream_id, c.epoch
 ORDER BY c.node_id, c.stream_id, c.epoch;
+
+-- name: evidence_checkpoint_notes
+-- The checkpoints a gap statement names ($1 origins, $2 tree sizes, pairwise),
+-- each note followed by its stored cosignature lines (a complete C2SP note).
+SELECT c.origin, c.tree_size, c.note || coalesce(string_agg(s.line, '' ORDER BY s.witness), '') AS note
+FROM log_checkpoints c
+JOIN unnest($1::text[], $2::bigint[]) AS named(origin, tree_size)
+  ON named.origin = c.origin AND named.tree_size = c.tree_size
+LEFT JOIN log_cosignatures s
+  ON s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch AND s.tree_size = c.tree_size
+GROUP BY c.node_id, c.stream_id, c.epoch, c.tree_size, c.origin, c.note
+ORDER BY c.origin;

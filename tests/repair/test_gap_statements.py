@@ -313,7 +313,8 @@ async def test_the_evidence_bundle_carries_the_statements_of_its_period(
     settings, vkey = signing
     start, end = _window()
     stream = await _world(db, start)
-    await _log_checkpoints(db, stream, start, checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate()))
+    witness = checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate())
+    _, node_key = await _log_checkpoints(db, stream, start, witness)
     stored = await statements.sign_due(db, settings, "repair:test")
     assert stored
     evidence_key = tmp_path / "evidence.pem"
@@ -340,6 +341,15 @@ async def test_the_evidence_bundle_carries_the_statements_of_its_period(
     assert statement.window_start == start and statement.window_end == end and statement.total.gap == 1
     assert [c["tree_size"] for c in anchors["checkpoints"]["checkpoints"]] == [4]  # the witnessed one
     assert symphony_cli("evidence", "verify", str(out), "--public-key", str(public)).returncode == 0
+    # From the bundle alone: the statement and the cosigned checkpoint it names verify under a policy.
+    assert len(first["checkpoints"]) == 1 and first["checkpoints"][0].count("\u2014 ") == 2  # node + witness
+    note_file, checkpoint_file, policy = tmp_path / "statement", tmp_path / "checkpoint", tmp_path / "policy"
+    note_file.write_text(first["note"])
+    checkpoint_file.write_text(first["checkpoints"][0])
+    policy.write_text(f"log {node_key.vkey()}\nwitness w1 {witness.verifier.vkey()}\nquorum w1\n")
+    checked = symphony_cli("verify", "gap-statement", str(note_file), "--key", vkey.vkey(), "--policy", str(policy),
+                           "--checkpoint", str(checkpoint_file))
+    assert checked.returncode == 0 and "checkpoints_witnessed: 1" in checked.stdout, checked.stdout + checked.stderr
 
 
 def test_windows_align_to_utc_and_follow_each_other_after_a_length_change() -> None:
