@@ -25,7 +25,7 @@ from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import archive_signature, lifecycle
 from symphony.db import RETRYABLE_ERRORS, create_pool
-from symphony.errors import StartupError
+from symphony.errors import StartupError, SymphonyError
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
@@ -171,7 +171,7 @@ async def _gap_statements(conn: asyncpg.Connection, settings: RepairConfig, acto
     """Sign the closed windows' gap statements (repair/statements.py); retried next cycle on failure."""
     try:
         await statements.sign_due(conn, settings, actor)
-    except (asyncpg.PostgresError, OSError) as exc:
+    except (asyncpg.PostgresError, OSError, ValueError, SymphonyError) as exc:  # ValueError: a body refused
         log.error("gap statements not signed: %s", exc)
         result.errors.append(f"gap_statements: {exc}")
 
