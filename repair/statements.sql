@@ -18,24 +18,39 @@ ORDER BY node_id, stream_id, stream_seq
 LIMIT $3;
 
 -- name: statement_checkpoints
--- The checkpoints a statement of [$1, $2) names: one per stream epoch whose log
--- was live in the window (a checkpoint cut before its end and one at or after
--- its start); for each, the largest checkpoint a witness cosigned, or, when no
--- witness cosigned any checkpoint of that epoch, the largest checkpoint.
-WITH live AS (
-    SELECT node_id, stream_id, epoch
-    FROM log_checkpoints
-    GROUP BY node_id, stream_id, epoch
-    HAVING max(cut_at) >= $1 AND min(cut_at) < $2
+-- The checkpoints a statement of [$1, $2) names: one per stream epoch (the
+-- forwarder's current epochs and the ended ones) whose log was live in the
+-- window (a checkpoint cut before its end and one at or after its start); for
+-- each, the largest checkpoint a witness cosigned, or, when no witness cosigned
+-- any checkpoint of that epoch, its largest checkpoint. Index lookups per
+-- epoch (log_checkpoints_cut_idx, the primary keys), never a scan of the log.
+WITH epochs AS (
+    SELECT node_id, stream_id, epoch FROM journal_checkpoints
+    UNION
+    SELECT node_id, stream_id, epoch FROM journal_epochs
+),
+live AS (
+    SELECT e.node_id, e.stream_id, e.epoch
+    FROM epochs e
+    WHERE EXISTS (SELECT 1 FROM log_checkpoints c
+                  WHERE c.node_id = e.node_id AND c.stream_id = e.stream_id AND c.epoch = e.epoch AND c.cut_at < $2)
+      AND EXISTS (SELECT 1 FROM log_checkpoints c
+                  WHERE c.node_id = e.node_id AND c.stream_id = e.stream_id AND c.epoch = e.epoch
+                    AND c.cut_at >= $1)
+),
+chosen AS (
+    SELECT l.node_id, l.stream_id, l.epoch,
+           coalesce((SELECT max(s.tree_size) FROM log_cosignatures s
+                     WHERE s.node_id = l.node_id AND s.stream_id = l.stream_id AND s.epoch = l.epoch),
+                    (SELECT max(c.tree_size) FROM log_checkpoints c
+                     WHERE c.node_id = l.node_id AND c.stream_id = l.stream_id AND c.epoch = l.epoch)) AS tree_size
+    FROM live l
 )
-SELECT DISTINCT ON (c.node_id, c.stream_id, c.epoch) c.origin, c.tree_size, c.root
-FROM log_checkpoints c
-JOIN live l ON l.node_id = c.node_id AND l.stream_id = c.stream_id AND l.epoch = c.epoch
-ORDER BY c.node_id, c.stream_id, c.epoch,
-         EXISTS (SELECT 1 FROM log_cosignatures s
-                 WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
-                   AND s.tree_size = c.tree_size) DESC,
-         c.tree_size DESC;
+SELECT c.origin, c.tree_size, c.root
+FROM chosen x
+JOIN log_checkpoints c
+  ON c.node_id = x.node_id AND c.stream_id = x.stream_id AND c.epoch = x.epoch AND c.tree_size = x.tree_size
+ORDER BY c.origin;
 
 -- name: statement_insert
 -- Store a signed statement once: a second instance (or a restart) that signed

@@ -29,6 +29,10 @@ CREATE TRIGGER gap_statements_append_only
 
 SELECT evidence_refuse_truncate_v1('gap_statements');
 
+-- Which logs were live in a window (repair/statements.sql
+-- statement_checkpoints): per stream epoch, its checkpoints by cut time.
+CREATE INDEX log_checkpoints_cut_idx ON log_checkpoints (node_id, stream_id, epoch, cut_at);
+
 -- Repair signs and stores them; the dashboard reads them.
 GRANT SELECT, INSERT ON gap_statements TO symphony_repair;
 GRANT SELECT ON gap_statements TO symphony_dashboard;
