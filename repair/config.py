@@ -61,6 +61,12 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
     evidence_policy_propagation_seconds: float = 60.0
     reconcile_statement_dir: str = ""
     reconcile_rails: dict[str, str] = msgspec.field(default_factory=dict)
+    gap_statement_signing_key: str = ""
+    gap_statement_key_name: str = "symphony.example/local/gap-statements"
+    gap_statement_window_seconds: int = 3600
+    gap_statement_publish_dir: str = ""
+    gap_statement_windows_per_cycle: int = 24
+    evidence_gap_statement_hours: float = 168.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +92,11 @@ class RepairConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=True
         config.check_range(self, "dashboard_pending_age_seconds_max", 1, 86_400 * 7)
         config.check_range(self, "dashboard_session_seconds", 60, 86_400 * 7)
         config.check_range(self, "dashboard_sessions_max", 1, 100_000)
+        config.check_range(self, "gap_statement_window_seconds", 60, 86_400)
+        if 86_400 % self.gap_statement_window_seconds:
+            raise ValueError("gap_statement_window_seconds must divide a day (86400) so windows align to UTC days")
+        config.check_range(self, "gap_statement_windows_per_cycle", 1, 10_000)
+        config.check_range(self, "evidence_gap_statement_hours", 0, 24 * 400)
         for rail, kind in self.reconcile_rails.items():
             if kind not in ("mtn_momo", "airtel_money", "iso20022"):
                 raise ValueError(f"reconcile_rails.{rail} must be mtn_momo, airtel_money or iso20022")

@@ -39,14 +39,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from repair import statements
 from repair import verify as chain_verify
 from repair.config import RepairConfig
 from repair.store import QUERIES, TIMEOUT_SECONDS
-from symphony import archive_signature
+from symphony import archive_signature, gap_statement
 from symphony.db import queries
 from symphony.errors import SymphonyError
 
-BUNDLE_VERSION = "2.1"  # 2.1: the reverse gap (unattested executions)
+BUNDLE_VERSION = "2.2"  # 2.1: the reverse gap (unattested executions); 2.2: witnessed checkpoints, gap statements
 CANONICALIZATION = "RFC8785-JCS-without-immutability"
 GHOSTS_LISTED_MAX = 1000
 # The JUnit property a marked test carries (`@pytest.mark.evidence(NAME)`), and
@@ -366,25 +367,42 @@ async def _table_exists(conn: asyncpg.Connection, name: str) -> bool:
 
 
 async def log_checkpoints(conn: asyncpg.Connection) -> dict[str, Any]:
-    """Every stream's latest checkpoint (its signed note verbatim), or, while the
-    verifiable log's table does not exist, an empty list marked not_available."""
+    """Every stream epoch's latest witnessed checkpoint (its signed note verbatim
+    with the witnesses' cosignature lines), and the stream epochs that have
+    checkpoints but none witnessed; while the verifiable log's table does not
+    exist, an empty list marked not_available."""
     if not await _table_exists(conn, CHECKPOINTS_TABLE):
-        return {"status": "not_available", "checkpoints": [],
+        return {"status": "not_available", "checkpoints": [], "unwitnessed": [],
                 "reason": f"this database has no {CHECKPOINTS_TABLE} table: the verifiable log "
                           "(signed checkpoints) is not deployed"}
     rows = await conn.fetch(EVIDENCE_QUERIES["evidence_latest_checkpoints"], timeout=TIMEOUT_SECONDS)
+    unwitnessed = await conn.fetch(EVIDENCE_QUERIES["evidence_unwitnessed_streams"], timeout=TIMEOUT_SECONDS)
     return {"status": "available",
-            "checkpoints": [{**dict(row), "cut_at": row["cut_at"].isoformat()} for row in rows]}
+            "checkpoints": [{**dict(row), "witnesses": list(row["witnesses"]), "cut_at": row["cut_at"].isoformat()}
+                            for row in rows],
+            "unwitnessed": [dict(row) for row in unwitnessed]}
 
 
-async def gap_statements(conn: asyncpg.Connection) -> dict[str, Any]:
-    """The signed gap statements of the bundle's period. Seam: nothing produces
-    them yet (issue 14 item 3), so this is always an empty list marked
-    not_available; it says so rather than implying there were none."""
-    present = await _table_exists(conn, GAP_STATEMENTS_TABLE)
-    return {"status": "not_available", "statements": [],
-            "reason": (f"{GAP_STATEMENTS_TABLE} exists but this bundle version does not read it yet"
-                       if present else "no signed gap statements are produced yet")}
+async def gap_statements(conn: asyncpg.Connection, settings: RepairConfig) -> dict[str, Any]:
+    """The signed gap statements (repair/statements.py) of the windows that overlap
+    the `evidence_gap_statement_hours` before now, each note verbatim with the
+    checkpoint notes it names (and their cosignatures); while
+    the table does not exist, an empty list marked not_available."""
+    if not await _table_exists(conn, GAP_STATEMENTS_TABLE):
+        return {"status": "not_available", "statements": [],
+                "reason": f"this database has no {GAP_STATEMENTS_TABLE} table"}
+    until = dt.datetime.now(dt.timezone.utc)
+    since = until - dt.timedelta(hours=settings.evidence_gap_statement_hours)
+    carried = []
+    for stored in await statements.statements_for_window(conn, since, until):
+        named = gap_statement.parse(stored.body).checkpoints
+        notes = await conn.fetch(EVIDENCE_QUERIES["evidence_checkpoint_notes"], [c.origin for c in named],
+                                 [c.size for c in named], timeout=TIMEOUT_SECONDS)
+        carried.append({"window_start": stored.window_start.isoformat(), "window_end": stored.window_end.isoformat(),
+                        "key_name": stored.key_name, "gap": stored.ghosts, "unattested": stored.unattested,
+                        "note": stored.note, "checkpoints": [row["note"] for row in notes]})
+    return {"status": "available", "period": {"since": since.isoformat(), "until": until.isoformat()},
+            "statements": carried}
 
 
 def _marked_status(tests: list[dict[str, Any]]) -> str:
@@ -507,7 +525,8 @@ async def build(conn: asyncpg.Connection, settings: RepairConfig, *, repo: Path,
             "measured_policy_propagation_seconds": _numeric_property(results, "policy_propagation_seconds")},
         "dlq_metrics": {"records_entered": dlq["records_entered"], "records_recovered": dlq["records_recovered"],
                         "records_terminal": dlq["records_terminal"]},
-        "log_anchors": {"checkpoints": await log_checkpoints(conn), "gap_statements": await gap_statements(conn)},
+        "log_anchors": {"checkpoints": await log_checkpoints(conn),
+                        "gap_statements": await gap_statements(conn, settings)},
         "rail_reconciliation": await _rail_reconciliation(conn),
     }
     return bundle, gates

@@ -20,12 +20,12 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from repair import detectors, oncall, store, verify
+from repair import detectors, oncall, statements, store, verify
 from repair.config import RepairConfig
 from repair.leader import Leadership
 from symphony import archive_signature, lifecycle
 from symphony.db import RETRYABLE_ERRORS, create_pool
-from symphony.errors import StartupError
+from symphony.errors import StartupError, SymphonyError
 
 log = logging.getLogger("repair")
 CHAIN_BATCHES_PER_CYCLE = 4
@@ -160,8 +160,20 @@ async def run_cycle(conn: asyncpg.Connection, settings: RepairConfig, actor: str
         result.errors.append(f"chain: {exc}")
     if settings.reconcile_statement_dir:
         await _reconcile_statements(conn, settings, result)
+    if settings.gap_statement_signing_key:
+        beat()
+        await _gap_statements(conn, settings, actor, result)
     beat()
     return result
+
+
+async def _gap_statements(conn: asyncpg.Connection, settings: RepairConfig, actor: str, result: CycleResult) -> None:
+    """Sign the closed windows' gap statements (repair/statements.py); retried next cycle on failure."""
+    try:
+        await statements.sign_due(conn, settings, actor)
+    except (asyncpg.PostgresError, OSError, ValueError, SymphonyError) as exc:  # ValueError: a body refused
+        log.error("gap statements not signed: %s", exc)
+        result.errors.append(f"gap_statements: {exc}")
 
 
 async def _reconcile_statements(conn: asyncpg.Connection, settings: RepairConfig, result: CycleResult) -> None:
@@ -187,6 +199,8 @@ async def serve(settings: RepairConfig, dsn: str, shutdown: lifecycle.Shutdown) 
     """Elect, then run cycles until asked to stop."""
     instance_id = settings.instance_id or default_instance_id()
     actor = f"repair:{instance_id}"
+    if settings.gap_statement_signing_key:  # an unusable key is a configuration error, found at start
+        statements.load_signer(settings.gap_statement_signing_key, settings.gap_statement_key_name)
     metrics = Metrics()
     pool = await create_pool(dsn, min_size=1, max_size=2)
     leadership = Leadership(dsn, settings.leader_lock_key, instance_id)

@@ -25,7 +25,7 @@ from symphony.db import connect, roles
 from tests.foundation.fixtures import add_outbox_row, add_participant, add_record, next_attestation_id
 
 EVIDENCE_TABLES = ["ingress_attestations", "outbox_events", "repair_actions", "attestation_archives",
-                   "journal_checkpoints", "payment_outbox", "payment_intents", "repair_incidents"]
+                   "journal_checkpoints", "payment_outbox", "payment_intents", "repair_incidents", "gap_statements"]
 REFUSED = (asyncpg.InsufficientPrivilegeError,)
 
 

@@ -206,3 +206,21 @@ def test_a_new_user_builds_and_verifies_the_evidence_bundle(running_up: RunningU
     assert out.exists() and built.returncode in (0, 1), built.stdout + built.stderr  # 1: a gap (still signed)
     verified = running_up.cli("evidence", "verify", str(out), "--public-key", str(public))
     assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
+
+
+def test_up_creates_the_gap_statement_key_and_prints_its_verifier_key(running_up: RunningUp) -> None:
+    """Goal: `symphony up` gives repair a gap-statement key (private 0600) and
+    prints where its verifier key and the statements are, so a new user can
+    verify a published statement (docs/verifying.md, "Gap statements"). Method:
+    look at the key files and up's output; repair started with the key (an
+    unusable one would have stopped it at start)."""
+    from symphony.tlog import note
+
+    keys = running_up.data_dir / "keys"
+    private, vkey = keys / "gap-statement.pem", keys / "gap-statement.vkey"
+    assert private.stat().st_mode & 0o777 == 0o600
+    verifier = note.Verifier.parse(vkey.read_text())
+    assert verifier.name == "symphony.example/local/gap-statements" and verifier.signature_type == note.ED25519
+    published = running_up.data_dir / "tlog" / "gap-statements"
+    assert f"repair gap statements: {published}/<window start> (verifier key: {vkey};" in running_up.output()
+    assert running_up.state()["children"]["repair"]["restarts"] == 0

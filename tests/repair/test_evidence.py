@@ -127,8 +127,9 @@ async def test_bundle_validates_signs_verifies_and_detects_tampering(
     assert bundle["bcdr"]["region_failover"]["status"] == "not_run"  # marked but skipped
     assert bundle["log_anchors"]["checkpoints"]["status"] == "available"  # the log's table exists (0120)
     assert bundle["log_anchors"]["checkpoints"]["checkpoints"] == []  # and holds nothing in this world
-    assert bundle["log_anchors"]["gap_statements"] == {
-        "status": "not_available", "statements": [], "reason": "no signed gap statements are produced yet"}
+    assert bundle["log_anchors"]["checkpoints"]["unwitnessed"] == []
+    statements = bundle["log_anchors"]["gap_statements"]  # the table exists (0135); nothing signed in this world
+    assert statements["status"] == "available" and statements["statements"] == []
     assert "public_key" not in bundle["immutability"]["signature"]
     assert bundle["revocation_bounds"]["measured_policy_propagation_seconds"] == 1.7
     assert bundle["revocation_bounds"]["worst_case_revocation_seconds"] == 4 * 3600 + 60
@@ -211,13 +212,13 @@ async def test_a_bundle_re_signed_by_a_forger_with_the_key_embedded_fails(
     assert result.returncode == 2
 
 
-async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_has_them(
+async def test_the_bundle_carries_every_streams_latest_witnessed_checkpoint_with_its_cosignatures(
         db: asyncpg.Connection, database_url: str, tmp_path: Path) -> None:
-    """Goal: once the verifiable log's log_checkpoints table exists, the bundle
-    carries each stream's latest checkpoint (note verbatim). Method: create the
-    table as the TLOG design lays it out (decision 5; the log's migration is not
-    on this branch), insert two checkpoints of one stream and one of another,
-    build the bundle."""
+    """Goal: the bundle anchors each stream epoch on its latest *witnessed*
+    checkpoint, the note carrying the witnesses' cosignature lines, and names the
+    stream epochs no witness cosigned. Method: in log_checkpoints, stream 0 has
+    checkpoints of size 3 (cosigned by two witnesses) and 7 (not cosigned);
+    stream 1 one of size 2 that nobody cosigned; build and verify the bundle."""
     await _clean_world(db)
     epoch = bytes(range(16))
     for stream, size, at in ((0, 3, ago(minutes=2)), (0, 7, ago(minutes=1)), (1, 2, ago(minutes=1))):
@@ -225,6 +226,10 @@ async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_h
                          "record_seq, cut_at) VALUES ('node-a', $1, $2, $3::bigint, $4, $5, $6, $3::bigint + 1, $7)", stream, epoch,
                          size, bytes([size]) * 32, f"origin/{stream}",
                          f"origin/{stream}\n{size}\nroot\n\n\u2014 sig\n", at)
+    for witness in ("w2", "w1"):
+        await db.execute("INSERT INTO log_cosignatures (node_id, stream_id, epoch, tree_size, witness, line, "
+                         "cosigned_at) VALUES ('node-a', 0, $1, 3, $2, $3, 1700000000)", epoch, witness,
+                         f"\u2014 {witness} c2ln\n")
     private, public = _keys(tmp_path)
     out = tmp_path / "bundle.json"
     built = symphony_cli("evidence", "bundle", "--out", str(out), "--signing-key", str(private), "--repo",
@@ -232,9 +237,12 @@ async def test_the_bundle_carries_every_streams_latest_checkpoint_when_the_log_h
     assert built.returncode == 0, built.stderr
     anchors = json.loads(out.read_text())["log_anchors"]["checkpoints"]
     assert anchors["status"] == "available"
-    assert [(c["stream_id"], c["tree_size"], c["root"]) for c in anchors["checkpoints"]] == [
-        (0, 7, "07" * 32), (1, 2, "02" * 32)]
-    assert anchors["checkpoints"][0]["epoch"] == epoch.hex() and anchors["checkpoints"][0]["note"].startswith("origin/0")
+    assert [(c["stream_id"], c["tree_size"], c["root"], c["witnesses"]) for c in anchors["checkpoints"]] == [
+        (0, 3, "03" * 32, ["w1", "w2"])]  # the witnessed 3, not the newer 7 no witness vouched for
+    assert anchors["checkpoints"][0]["epoch"] == epoch.hex()
+    assert anchors["checkpoints"][0]["note"] == "origin/0\n3\nroot\n\n\u2014 sig\n\u2014 w1 c2ln\n\u2014 w2 c2ln\n"
+    assert anchors["unwitnessed"] == [{"node_id": "node-a", "stream_id": 1, "epoch": epoch.hex(),
+                                       "latest_tree_size": 2}]
     assert symphony_cli("evidence", "verify", str(out), "--public-key", str(public)).returncode == 0
 
 

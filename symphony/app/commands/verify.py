@@ -3,10 +3,12 @@
     symphony verify checkpoint FILE --policy POLICY
     symphony verify proof FILE --policy POLICY
     symphony verify journal DIR --checkpoint FILE --policy POLICY
+    symphony verify gap-statement FILE --key VKEY [--policy POLICY --checkpoint FILE ...]
 
 POLICY is a c2sp.org/tlog-policy file: the node keys (`log <vkey>`), the
 witnesses and the quorum the verifier trusts. Nothing here reads the
-operator's database or trusts a key carried by the evidence itself. Exit 0:
+operator's database or trusts a key carried by the evidence itself. VKEY is
+the repair gap-statement key as a C2SP verifier key (or a file holding it). Exit 0:
 verified; 1: the evidence does not verify (what and where is printed);
 2: usage error or unreadable input. docs/verifying.md says what each check
 proves, byte for byte, so it can be re-implemented with hashlib and Ed25519.
@@ -22,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from symphony import gap_statement
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
-from symphony.tlog import checkpoint, merkle, proof
+from symphony.tlog import checkpoint, merkle, note, proof
 from symphony.tlog.policy import Policy, PolicyError
 
 CANONICAL_HEADER = 28  # body_len u32, seq u64, attestation_id u64, type u16, flags u16, reserved u32
@@ -42,12 +45,17 @@ class Report:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("checkpoint", "proof", "journal"), help="what to verify")
-    parser.add_argument("path", help="the checkpoint note, the .tlog-proof file, or the journal stream directory")
-    parser.add_argument("--policy", required=True, metavar="FILE",
-                        help="c2sp.org/tlog-policy file: trusted node keys, witnesses and quorum")
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="journal: the witnessed checkpoint the stream copy must reproduce")
+    parser.add_argument("kind", choices=("checkpoint", "proof", "journal", "gap-statement"), help="what to verify")
+    parser.add_argument("path", help="the checkpoint note, the .tlog-proof file, the journal stream directory, "
+                                     "or the gap statement")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="c2sp.org/tlog-policy file: trusted node keys, witnesses and quorum (required except "
+                             "for gap-statement, where it checks the named checkpoints are witnessed)")
+    parser.add_argument("--checkpoint", metavar="FILE", action="append", default=[],
+                        help="journal: the witnessed checkpoint the stream copy must reproduce; gap-statement: a "
+                             "cosigned checkpoint note the statement names (repeatable, with --policy)")
+    parser.add_argument("--key", metavar="VKEY",
+                        help="gap-statement: the repair gap-statement verifier key (C2SP vkey, or a file with it)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -176,7 +184,61 @@ def _starting_frontier(directory: Path, first_seq: int, report: Report) -> merkl
     return None
 
 
+def load_vkey(value: str) -> note.Verifier:
+    """A C2SP verifier key given inline, or the file that holds one."""
+    text = value
+    if "+" not in value or Path(value).is_file():
+        text = _read(value, "verifier key").decode("utf-8", errors="replace").strip()
+    try:
+        return note.Verifier.parse(text)
+    except note.NoteError as exc:
+        raise ConfigError(f"--key: {exc}") from None
+
+
+def verify_gap_statement(key: note.Verifier, signed: bytes, policy: Policy | None,
+                         checkpoints: list[bytes]) -> tuple[Report, str]:
+    """The statement's signature (by `key` only), its body's format, and, with a
+    policy, that every checkpoint it names is one of `checkpoints` cosigned by
+    the policy's witness quorum. Returns the report and the body."""
+    report = Report()
+    try:
+        statement, body = gap_statement.open_statement(signed, key)
+    except gap_statement.StatementError as exc:
+        report.fail(f"gap statement: {exc}")
+        return report, ""
+    total = statement.total
+    report.facts.update(window_start=gap_statement.format_time(statement.window_start),
+                        window_end=gap_statement.format_time(statement.window_end),
+                        signed_by=key.name, participants=len(statement.participants),
+                        ingress=total.ingress, executions=total.executions, handled=total.handled, gap=total.gap,
+                        unattested=total.unattested, ghosts_listed=len(statement.ghosts),
+                        checkpoints_named=len(statement.checkpoints))
+    if policy is None:
+        return report, body
+    if not statement.checkpoints:
+        report.fail("gap statement: it names no checkpoint, so nothing anchors it to a witnessed log")
+    witnessed: dict[tuple[str, int, bytes], list[str]] = {}
+    for data in checkpoints:
+        try:
+            cp, cosigners = policy.verify(data)
+        except PolicyError as exc:
+            report.fail(f"checkpoint: {exc}")
+            continue
+        witnessed[(cp.origin, cp.size, cp.root)] = sorted(cosigners)
+    for ref in statement.checkpoints:
+        if (ref.origin, ref.size, ref.root) not in witnessed:
+            report.fail(f"checkpoint {ref.origin} size {ref.size}: no given checkpoint file with this root "
+                        "verifies under the policy's witness quorum")
+    report.facts["checkpoints_witnessed"] = sum(
+        (ref.origin, ref.size, ref.root) in witnessed for ref in statement.checkpoints)
+    return report, body
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "gap-statement":
+        return _run_gap_statement(args)
+    if not args.policy:
+        raise ConfigError(f"verify {args.kind} needs --policy FILE")
     policy = load_policy(args.policy)
     if args.kind == "checkpoint":
         report = Report()
@@ -184,13 +246,33 @@ def run(args: argparse.Namespace) -> int:
     elif args.kind == "proof":
         report = verify_proof(policy, _read(args.path, "proof"))
     else:
-        if not args.checkpoint:
-            raise ConfigError("verify journal needs --checkpoint FILE (the witnessed checkpoint to check against)")
+        if len(args.checkpoint) != 1:
+            raise ConfigError("verify journal needs one --checkpoint FILE (the witnessed checkpoint to check against)")
         directory = Path(args.path)
         if not directory.is_dir():
             raise ConfigError(f"{directory} is not a journal stream directory")
-        report = verify_journal(policy, _read(args.checkpoint, "checkpoint"), directory)
-    if args.json:
+        report = verify_journal(policy, _read(args.checkpoint[0], "checkpoint"), directory)
+    return _print(report, args.json)
+
+
+def _run_gap_statement(args: argparse.Namespace) -> int:
+    if not args.key:
+        raise ConfigError("verify gap-statement needs --key VKEY (the repair gap-statement verifier key)")
+    if args.checkpoint and not args.policy:
+        raise ConfigError("verify gap-statement: --checkpoint needs --policy (the witnesses to trust)")
+    key = load_vkey(args.key)
+    policy = load_policy(args.policy) if args.policy else None
+    report, body = verify_gap_statement(key, _read(args.path, "gap statement"), policy,
+                                        [_read(path, "checkpoint") for path in args.checkpoint])
+    if body and not args.json:
+        sys.stdout.write(body)
+    elif body:
+        report.facts["body"] = body
+    return _print(report, args.json)
+
+
+def _print(report: Report, as_json: bool) -> int:
+    if as_json:
         print(json.dumps({"ok": report.ok, "findings": report.findings, **report.facts}, indent=2))
     else:
         for key, value in report.facts.items():
