@@ -117,7 +117,9 @@ def verify_proof(policy: Policy, data: bytes) -> Report:
 def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
     """A copy of a stream against a witnessed checkpoint: every record the
     checkpoint covers must be there, unchanged, in order (the tree's root over
-    them must be the checkpoint's root)."""
+    them must be the checkpoint's root). Records released from the head of the
+    copy must be accounted for by the stream's release log (FORMAT.md F18),
+    each entry anchored on a checkpoint the policy accepts."""
     from journal import JournalError, Reader, parse_genesis, verify
 
     report = Report()
@@ -126,6 +128,7 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
         return report
     try:
         chain = verify(directory)
+        headers = Reader(directory).segments()
     except JournalError as exc:
         report.fail(f"journal: {exc}")
         return report
@@ -137,43 +140,131 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
     if chain.last_seq < cp.size:
         report.fail(f"journal: tail cut: the copy ends at seq {chain.last_seq}, the witnessed checkpoint "
                     f"covers {cp.size} records")
-    frontier = _starting_frontier(directory, chain.first_seq, report)
-    if frontier is None:
+    if not headers or chain.epoch is None:
+        report.fail("journal: the copy holds no segment")
         return report
+    start = _start(policy, directory, headers[0], report)
+    if start is None:
+        return report
+    frontier, roots, expected = start
+    roots.setdefault(cp.size, []).append((cp.root, "the witnessed root"))
+    for seq, (leaf, chain_hash, what) in sorted(expected.items()):
+        if not headers[0].first_seq <= seq <= chain.last_seq:
+            continue  # released, as recorded, or beyond a tail cut (reported above)
+        found = _record(directory, seq)
+        if found is not None and (merkle.leaf_hash(found.canonical) != leaf or found.chain_hash != chain_hash):
+            report.fail(f"journal: record {seq} is not the last record {what} (leaf or chain hash)")
+    end = max(roots)
+
+    def check(size: int) -> None:
+        for root, what in roots.get(size, []):
+            if frontier.root() != root:
+                report.fail(f"journal: records 1..{size} do not reproduce {what}: a record was "
+                            "altered, removed, inserted or reordered, or the stream was rewritten")
+
+    check(frontier.size)
     for record in Reader(directory).records(from_seq=frontier.size + 1):
-        if frontier.size == cp.size or record.seq != frontier.size + 1:
+        if frontier.size >= end or record.seq != frontier.size + 1:
             break
         if record.seq == 1:
             parse_genesis(record.body)
         frontier.append(merkle.leaf_hash(record.canonical))
-    if frontier.size == cp.size and frontier.root() != cp.root:
-        report.fail(f"journal: records 1..{cp.size} do not reproduce the witnessed root: a record was "
-                    "altered, removed, inserted or reordered, or the stream was rewritten")
+        check(frontier.size)
+    if frontier.size < end:
+        report.fail(f"journal: tail cut: the copy's tree ends at {frontier.size} records, a witnessed checkpoint "
+                    f"covers {end}")
     report.facts["records_checked"] = frontier.size
     return report
 
 
-def _starting_frontier(directory: Path, first_seq: int, report: Report) -> merkle.Frontier | None:
-    """Where the tree computation starts: empty at seq 1, or, when the first
-    segments were released (FORMAT.md F15), the frontier of the copy's first
-    CHECKPOINT record (F17). That frontier is not trusted on its own: only if
-    the records after it then reproduce the witnessed root is the whole claim
-    (frontier and records) proven, because the root commits to both."""
-    from journal import Reader, RecordType, parse_checkpoint
+Expected = dict[int, tuple[bytes, bytes, str]]  # seq -> (leaf hash, chain hash, which release names it)
+Roots = dict[int, list[tuple[bytes, str]]]  # tree size -> (root, which checkpoint says so)
 
-    if first_seq == 1:
-        return merkle.Frontier()
-    for record in Reader(directory).records(from_seq=first_seq):
-        if record.type == RecordType.CHECKPOINT:
-            body = parse_checkpoint(record.body)
-            if body.tree_size != record.seq - 1:
-                report.fail(f"journal: the CHECKPOINT at seq {record.seq} claims {body.tree_size} records before it")
-                return None
-            report.facts["verified_from_checkpoint_seq"] = record.seq
-            return merkle.Frontier(body.tree_size, body.frontier)
-    report.fail(f"journal: starts at seq {first_seq} (the records before it were released) and holds no "
-                "CHECKPOINT record to start the tree from")
-    return None
+
+def _start(policy: Policy, directory: Path, oldest: Any, report: Report
+           ) -> tuple[merkle.Frontier, Roots, Expected] | None:
+    """Where the tree computation starts, and what it must reproduce on the way.
+
+    A copy from seq 1 starts from the empty tree. A copy whose first segments
+    were released starts from the frontier of the release entry (FORMAT.md
+    F18) that ends right before its first record; the entries from seq 1 on
+    must be contiguous and each must carry a checkpoint the policy accepts
+    (node key and witness quorum) that covers its range, with an inclusion
+    proof of its last leaf. The frontier is not trusted on its own: the kept
+    records must fold from it to every witnessed root at or after it."""
+    from journal import JournalError, read_releases
+
+    label = f"stream {oldest.node_id}/{oldest.stream_id}"
+    try:
+        log = read_releases(directory)
+    except JournalError as exc:
+        report.fail(f"{label}: release log: {exc}")
+        return None
+    accepted, roots, expected = [], {}, {}  # type: ignore[var-annotated]
+    covered = 0
+    for release in log.for_epoch(oldest.epoch):
+        what = f"the release of seqs {release.first_seq}..{release.last_seq}"
+        if release.first_seq != covered + 1:
+            report.fail(f"{label}: the release log does not account for seqs {covered + 1}.."
+                        f"{release.first_seq - 1}")
+            break
+        problem = _release_problem(policy, release, oldest)
+        if problem:
+            report.fail(f"{label}: {what} is not anchored: {problem}")
+            break
+        cp = policy.verify(release.checkpoint.encode())[0]
+        accepted.append(release)
+        roots.setdefault(cp.size, []).append((cp.root, f"the root of the checkpoint of {what}"))
+        expected[release.last_seq] = (release.last_leaf_hash, release.last_chain_hash, f"of {what}")
+        covered = release.last_seq
+    report.facts.update(released_through_seq=covered, releases=len(accepted))
+    if oldest.first_seq - 1 > covered:
+        report.facts["first_missing_seq"] = covered + 1
+        report.fail(f"{label}: seqs {covered + 1}..{oldest.first_seq - 1} were deleted without a valid release "
+                    f"record: first missing seq {covered + 1}")
+        return None
+    if oldest.first_seq == 1:
+        return merkle.Frontier(), roots, expected
+    anchor = next((r for r in accepted if r.last_seq == oldest.first_seq - 1), accepted[-1])
+    if anchor.last_seq == oldest.first_seq - 1 and oldest.prev_hash != anchor.last_chain_hash:
+        report.fail(f"{label}: the first kept segment does not continue the released records (its prev_hash is "
+                    f"not the chain hash of seq {anchor.last_seq} in the release log)")
+        return None
+    report.facts["verified_from_release_seq"] = anchor.last_seq
+    return merkle.Frontier(anchor.last_seq, anchor.frontier), \
+        {size: found for size, found in roots.items() if size >= anchor.last_seq}, expected
+
+
+def _release_problem(policy: Policy, release: Any, oldest: Any) -> str:
+    """Why a release entry does not account for its range ("" when it does)."""
+    if (release.node_id, release.stream_id) != (oldest.node_id, oldest.stream_id):
+        return f"it names stream {release.node_id}/{release.stream_id}"
+    try:
+        cp, _ = policy.verify(release.checkpoint.encode())
+    except PolicyError as exc:
+        return f"its checkpoint is not accepted: {exc}"
+    if not cp.origin.endswith(f"/{release.stream_id}/{release.epoch.hex()}"):
+        return f"its checkpoint is for origin {cp.origin}"
+    if cp.size < release.last_seq:
+        return f"its checkpoint covers {cp.size} records, not {release.last_seq}"
+    try:
+        merkle.verify_inclusion(release.last_leaf_hash, release.last_seq - 1, cp.size, release.inclusion_proof,
+                                cp.root)
+        merkle.Frontier(release.last_seq, release.frontier)
+    except merkle.ProofError as exc:
+        return f"its last leaf or frontier does not match its checkpoint: {exc}"
+    return ""
+
+
+def _record(directory: Path, seq: int) -> Any:
+    from journal import Reader
+
+    scan = Reader(directory).records(from_seq=seq)
+    try:
+        record = next(scan, None)
+    finally:
+        getattr(scan, "close")()
+    return record if record is not None and record.seq == seq else None
 
 
 def run(args: argparse.Namespace) -> int:
