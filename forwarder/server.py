@@ -270,7 +270,11 @@ class ForwarderCollector(Collector):
                                   labels=["node_id", "stream_id"])
         for stream_id, cut_at in sorted(stats.witnessed_cut_at.items()):
             fresh.add_metric([node, str(stream_id)], max(0.0, now - cut_at))
-        yield from (cosigned, refused, unavailable, fresh)
+        ended = GaugeMetricFamily("symphony_forwarder_witness_ended_epochs_uncosigned",
+                                  "Ended stream epochs (replaced journals) whose last checkpoint a witness has not "
+                                  "cosigned yet, counted per witness", labels=["node_id"])
+        ended.add_metric([node], stats.ended_epochs_uncosigned)
+        yield from (cosigned, refused, unavailable, fresh, ended)
 
 
 async def connect_pool(settings: ForwarderConfig, url: str) -> asyncpg.Pool:

@@ -179,3 +179,64 @@ async def test_kill_9_during_releases_always_leaves_a_verifiable_journal(
     assert forwarder.terminate() == 0
     entries = journal.read_releases(directory).entries
     assert [e.first_seq for e in entries] == [1] + [e.last_seq + 1 for e in entries[:-1]]  # contiguous, no repeats
+
+
+async def _cosigned(db: asyncpg.Connection, epoch: bytes, size: int) -> bool:
+    return bool(await db.fetchval("SELECT count(*) FROM log_cosignatures WHERE node_id = $1 AND stream_id = 0 "
+                                  "AND epoch = $2 AND tree_size = $3", NODE, epoch, size))
+
+
+async def test_a_replaced_journals_last_checkpoint_still_reaches_the_witness(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """The old epoch's last checkpoint proves its final size: cut while the
+    witness is down and followed by a journal replacement (new epoch,
+    STREAM_REPLACED), it is still submitted once the witness is back and its
+    cosignature stored, next to the new epoch's newest; /metrics counts the
+    ended epochs not yet cosigned down to 0."""
+    journal_dir = tmp_path / "journal"
+    key = signer()
+    witness = Witness.create(tmp_path, key.vkey).start()
+    try:
+        with open_writer(journal_dir, 0) as writer:
+            old_epoch = writer.epoch
+            first = fill_signed(writer, key, 0, 300, 300)
+            forwarder = forwarder_factory(
+                database_url, journal_dir, log_origin_prefix=PREFIX, log_key=key.vkey,
+                witnesses=json.dumps([witness.entry]), witness_poll_interval_ms=50,
+                witness_retry_delay_ms_initial=50, witness_retry_delay_ms_max=200,
+                journal_retention_seconds=3600).start()
+            await wait_for(lambda: _cosigned(db, old_epoch, first - 1), "the old epoch's first checkpoint cosigned",
+                           diagnostics=forwarder.log_tail)
+            witness.stop()
+            final = fill_signed(writer, key, 0, 200, 200)
+
+            async def kept() -> bool:
+                return bool(await db.fetchval("SELECT count(*) FROM log_checkpoints WHERE epoch = $1 AND "
+                                              "tree_size = $2", old_epoch, final - 1))
+
+            await wait_for(kept, "the old epoch's last checkpoint shipped", diagnostics=forwarder.log_tail)
+        shutil.rmtree(stream_dir(journal_dir, 0))
+        with open_writer(journal_dir, 0) as writer:
+            new_epoch = writer.epoch
+            newest = fill_signed(writer, key, 0, 150, 150)
+
+        async def replaced() -> bool:
+            return bool(await db.fetchval("SELECT count(*) FROM log_checkpoints WHERE epoch = $1 AND tree_size = $2",
+                                          new_epoch, newest - 1))
+
+        await wait_for(replaced, "the new epoch shipped with its checkpoint", diagnostics=forwarder.log_tail)
+        assert await db.fetchval("SELECT count(*) FROM journal_epochs WHERE epoch = $1", old_epoch) == 1
+        await wait_for(lambda: "symphony_forwarder_witness_ended_epochs_uncosigned{node_id=\"node-p\"} 1.0"
+                       in forwarder.metrics(), "the ended epoch counted as not cosigned",
+                       diagnostics=forwarder.log_tail)
+        assert not await _cosigned(db, old_epoch, final - 1)
+        witness.start()
+        await wait_for(lambda: _cosigned(db, old_epoch, final - 1), "the old epoch's last checkpoint cosigned",
+                       diagnostics=forwarder.log_tail)
+        await wait_for(lambda: _cosigned(db, new_epoch, newest - 1), "the new epoch's newest cosigned",
+                       diagnostics=forwarder.log_tail)
+        await wait_for(lambda: "symphony_forwarder_witness_ended_epochs_uncosigned{node_id=\"node-p\"} 0.0"
+                       in forwarder.metrics(), "no ended epoch left uncosigned", diagnostics=forwarder.log_tail)
+        assert forwarder.terminate() == 0
+    finally:
+        witness.stop()
