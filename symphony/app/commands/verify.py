@@ -208,11 +208,10 @@ def _start(policy: Policy, directory: Path, oldest: Any, report: Report
             report.fail(f"{label}: the release log does not account for seqs {covered + 1}.."
                         f"{release.first_seq - 1}")
             break
-        problem = _release_problem(policy, release, oldest)
-        if problem:
+        problem, cp = _release_problem(policy, release, oldest)
+        if cp is None:
             report.fail(f"{label}: {what} is not anchored: {problem}")
             break
-        cp = policy.verify(release.checkpoint.encode())[0]
         accepted.append(release)
         roots.setdefault(cp.size, []).append((cp.root, f"the root of the checkpoint of {what}"))
         expected[release.last_seq] = (release.last_leaf_hash, release.last_chain_hash, f"of {what}")
@@ -235,25 +234,26 @@ def _start(policy: Policy, directory: Path, oldest: Any, report: Report
         {size: found for size, found in roots.items() if size >= anchor.last_seq}, expected
 
 
-def _release_problem(policy: Policy, release: Any, oldest: Any) -> str:
-    """Why a release entry does not account for its range ("" when it does)."""
+def _release_problem(policy: Policy, release: Any, oldest: Any) -> tuple[str, checkpoint.Checkpoint | None]:
+    """(why not, None) when a release entry does not account for its range;
+    ("", its checkpoint) when it does."""
     if (release.node_id, release.stream_id) != (oldest.node_id, oldest.stream_id):
-        return f"it names stream {release.node_id}/{release.stream_id}"
+        return f"it names stream {release.node_id}/{release.stream_id}", None
     try:
         cp, _ = policy.verify(release.checkpoint.encode())
     except PolicyError as exc:
-        return f"its checkpoint is not accepted: {exc}"
+        return f"its checkpoint is not accepted: {exc}", None
     if not cp.origin.endswith(f"/{release.stream_id}/{release.epoch.hex()}"):
-        return f"its checkpoint is for origin {cp.origin}"
+        return f"its checkpoint is for origin {cp.origin}", None
     if cp.size < release.last_seq:
-        return f"its checkpoint covers {cp.size} records, not {release.last_seq}"
+        return f"its checkpoint covers {cp.size} records, not {release.last_seq}", None
     try:
         merkle.verify_inclusion(release.last_leaf_hash, release.last_seq - 1, cp.size, release.inclusion_proof,
                                 cp.root)
         merkle.Frontier(release.last_seq, release.frontier)
     except merkle.ProofError as exc:
-        return f"its last leaf or frontier does not match its checkpoint: {exc}"
-    return ""
+        return f"its last leaf or frontier does not match its checkpoint: {exc}", None
+    return "", cp
 
 
 def _record(directory: Path, seq: int) -> Any:
