@@ -139,13 +139,21 @@ class Retainer:
 
     async def _finish(self, stream_id: int, path: Path, pending: list[journal.Release]) -> list[Path]:
         """Copy recorded releases to PostgreSQL, then delete their segments."""
-        async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
-            for r in pending:
-                size = int(r.checkpoint.split("\n", 2)[1])
-                await conn.execute(QUERIES["insert_release"], r.node_id, r.stream_id, r.epoch, r.first_seq, r.last_seq,
-                                   r.last_leaf_hash, r.last_chain_hash, b"".join(r.frontier),
-                                   b"".join(r.inclusion_proof), size, r.checkpoint,
-                                   _timestamp(r.released_at_unix_ns), timeout=self.timeout)
+        try:
+            async with self.pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+                for r in pending:
+                    size = int(r.checkpoint.split("\n", 2)[1])
+                    await conn.execute(QUERIES["insert_release"], r.node_id, r.stream_id, r.epoch, r.first_seq,
+                                       r.last_seq, r.last_leaf_hash, r.last_chain_hash, b"".join(r.frontier),
+                                       b"".join(r.inclusion_proof), size, r.checkpoint,
+                                       _timestamp(r.released_at_unix_ns), timeout=self.timeout)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            # The checkpoint the file names is not in log_checkpoints (a database
+            # restored to before it): keep the segments until an operator looks.
+            log.error("retention: a recorded release cannot be copied to log_releases; segments kept",
+                      extra={"stream_id": stream_id, "first_seq": pending[0].first_seq,
+                             "last_seq": pending[-1].last_seq, "error": f"{type(exc).__name__}: {exc}"})
+            return []
         removed = journal.release_segments(path, pending[-1].last_seq, 0.0)
         if removed:
             self.stats.released_segments[stream_id] = self.stats.released_segments.get(stream_id, 0) + len(removed)

@@ -12,6 +12,7 @@ release whose segments are still there, never a deletion nobody recorded.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Sequence
@@ -104,8 +105,12 @@ def read_releases(path: str | os.PathLike[str]) -> ReleaseLog:
         data = (directory / FILE_NAME).read_bytes()
     except FileNotFoundError:
         return ReleaseLog()
+    return _parse(data, directory / FILE_NAME)
+
+
+def _parse(data: bytes, where: Path) -> ReleaseLog:
     if len(data) > FILE_BYTES_MAX:
-        raise JournalError(f"{directory / FILE_NAME}: larger than {FILE_BYTES_MAX} bytes")
+        raise JournalError(f"{where}: larger than {FILE_BYTES_MAX} bytes")
     complete, newline, torn = data.rpartition(b"\n")
     log = ReleaseLog(torn_bytes=len(torn))
     if not newline:
@@ -114,7 +119,7 @@ def read_releases(path: str | os.PathLike[str]) -> ReleaseLog:
         try:
             log.entries.append(Release.from_line(line))
         except ValueError as exc:
-            raise JournalError(f"{directory / FILE_NAME} line {number}: {exc}") from None
+            raise JournalError(f"{where} line {number}: {exc}") from None
     return log
 
 
@@ -125,19 +130,23 @@ def append_release(path: str | os.PathLike[str], release: Release) -> None:
     The entry must continue the log of its epoch: its first_seq is one past
     the previous entry's last_seq (the first entry of an epoch may start
     anywhere: segments released before this log existed are named as such by
-    the verifier). A torn last line left by a crash is cut off first."""
+    the verifier). A torn last line left by a crash is cut off first. Appends
+    from several processes are serialised by an exclusive flock on the file."""
     directory = Path(path)
     require_directory(directory)
-    previous = read_releases(directory)
-    mine = previous.for_epoch(release.epoch)
-    if mine and release.first_seq != mine[-1].last_seq + 1:
-        raise JournalError(f"release {release.first_seq}..{release.last_seq} does not continue the release log "
-                           f"(it ends at seq {mine[-1].last_seq})")
     target = directory / FILE_NAME
     created = not target.exists()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
+        if size > FILE_BYTES_MAX:
+            raise JournalError(f"{target}: larger than {FILE_BYTES_MAX} bytes")
+        previous = _parse(os.pread(fd, size, 0), target)
+        mine = previous.for_epoch(release.epoch)
+        if mine and release.first_seq != mine[-1].last_seq + 1:
+            raise JournalError(f"release {release.first_seq}..{release.last_seq} does not continue the release "
+                               f"log (it ends at seq {mine[-1].last_seq})")
         if previous.torn_bytes:
             size -= previous.torn_bytes
             os.ftruncate(fd, size)
@@ -147,7 +156,7 @@ def append_release(path: str | os.PathLike[str], release: Release) -> None:
             raise JournalError(f"{target}: short write ({written} of {len(line)} bytes)")
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # also drops the flock
     if created:
         fsync_directory(directory)
 

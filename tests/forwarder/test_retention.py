@@ -114,6 +114,11 @@ async def test_release_waits_for_the_witness_is_recorded_and_verifies(
         except asyncpg.PostgresError:
             continue
         raise AssertionError(f"{statement} was accepted")
+    grants = {privilege: await db.fetchval("SELECT has_table_privilege('symphony_forwarder', 'log_releases', $1)",
+                                           privilege) for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE",
+                                                                        "TRUNCATE")}
+    assert grants == {"SELECT": True, "INSERT": True, "UPDATE": False, "DELETE": False, "TRUNCATE": False}
+    assert await db.fetchval("SELECT has_table_privilege('symphony_repair', 'log_releases', 'SELECT')")
 
     newest = await db.fetchval("SELECT max(tree_size) FROM log_cosignatures WHERE node_id = $1", NODE)
     (tmp_path / "checkpoint").write_text(await _witnessed_note(db, newest))
@@ -240,3 +245,61 @@ async def test_a_replaced_journals_last_checkpoint_still_reaches_the_witness(
         assert forwarder.terminate() == 0
     finally:
         witness.stop()
+
+
+async def test_a_recorded_release_whose_segments_survived_a_crash_is_finished_once(
+        tmp_path: Path, database_url: str, db: asyncpg.Connection, forwarder_factory: Factory) -> None:
+    """The exact state a kill -9 between the release record and the deletion
+    leaves: the forwarder's own RELEASES entry, its segments back in place, and
+    (crash before the PostgreSQL copy) no log_releases row. `symphony verify
+    journal` accepts it; a restarted forwarder copies the entry to
+    log_releases and deletes the segments, without a second entry. Method: a
+    real release, then the deleted segment files restored from a copy taken
+    before it and the row removed with triggers off (as a crash would leave
+    them, since the entry is written first)."""
+    journal_dir = tmp_path / "journal"
+    key = signer()
+    directory = stream_dir(journal_dir, 0)
+    with open_writer(journal_dir, 0) as writer:
+        head = fill_signed(writer, key, 0, 3000, 500)
+    before = tmp_path / "before"
+    shutil.copytree(directory, before)
+    forwarder = forwarder_factory(database_url, journal_dir, log_origin_prefix=PREFIX, log_key=key.vkey,
+                                  journal_retention_seconds=0)
+    forwarder.start()
+
+    async def released() -> bool:  # every sealed segment released and its row stored
+        return len(journal.Reader(directory).segments()) == 1 and \
+            await db.fetchval("SELECT count(*) FROM log_releases") == len(journal.read_releases(directory).entries)
+
+    await wait_for(released, "every sealed segment released", diagnostics=forwarder.log_tail)
+    forwarder.kill()
+    entries = journal.read_releases(directory).entries
+    assert entries and entries[-1].last_seq == journal.Reader(directory).segments()[0].first_seq - 1
+    restored = [p for p in before.glob("*.seg") if not (directory / p.name).exists()]
+    assert restored
+    for segment in restored:
+        shutil.copy2(segment, directory / segment.name)
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute("DELETE FROM log_releases")
+    assert journal.Reader(directory).segments()[0].first_seq == 1
+
+    newest = await db.fetchval("SELECT note FROM log_checkpoints WHERE node_id = $1 ORDER BY tree_size DESC LIMIT 1",
+                               NODE)
+    (tmp_path / "checkpoint").write_text(newest)
+    (tmp_path / "policy").write_text(f"log {key.vkey}\nquorum none\n")
+    done = _symphony("verify", "journal", str(directory), "--checkpoint", str(tmp_path / "checkpoint"),
+                     "--policy", str(tmp_path / "policy"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"releases: {len(entries)}" in done.stdout and head > entries[-1].last_seq
+
+    forwarder.start()
+
+    async def finished() -> bool:
+        return await db.fetchval("SELECT count(*) FROM log_releases") == len(entries) and \
+            journal.Reader(directory).segments()[0].first_seq == entries[-1].last_seq + 1
+
+    await wait_for(finished, "the recorded release finished", diagnostics=forwarder.log_tail)
+    assert forwarder.terminate() == 0
+    assert journal.read_releases(directory).entries == entries  # finished, not recorded again
