@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from journal import Reader, RecordType, Writer
 from journal._format import list_segments
 from symphony.tlog import checkpoint, merkle, note, origins, proof
+from tests import independent_verifier
 
 SEGMENT = 64 * 1024
 NODE = "node-a"
@@ -246,15 +247,23 @@ def test_a_copy_whose_first_segments_were_released_verifies_on_its_release_log(t
     shutil.copytree(stream, recorded)  # a crash between the record and the deletion
     assert release_segments(stream, segments[4] - 1, 0.0)
     assert list_segments(stream)[0][0] == segments[4]
+    log_vkey, witness_vkeys = node_key.verifier.vkey(), [witness.verifier.vkey()]
+
+    def outsider(copy: Path) -> tuple[bool, int]:  # docs/verifying.md re-implemented, nothing of Symphony
+        return independent_verifier.released_copy_ok(copy, (tmp_path / "checkpoint").read_bytes(), log_vkey,
+                                                      witness_vkeys, 1)
+
     for copy in (stream, recorded):
         result = verify("journal", str(copy), *args)
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"released_through_seq": %d' % (segments[4] - 1) in result.stdout
+        assert outsider(copy) == (True, 0)
     # Half deleted (a crash in the middle of the deletion): still accounted for.
     half = tmp_path / "half"
     shutil.copytree(recorded, half)
     (half / f"{segments[0]:020d}.seg").unlink()
     assert verify("journal", str(half), *args).returncode == 0
+    assert outsider(half) == (True, 0)
 
     # The head deleted without any release entry: named, with the first missing seq.
     bare = tmp_path / "bare"
@@ -264,12 +273,14 @@ def test_a_copy_whose_first_segments_were_released_verifies_on_its_release_log(t
     assert result.returncode == 1
     assert f"stream {NODE}/0: seqs 1..{segments[4] - 1} were deleted without a valid release record: " \
            "first missing seq 1" in result.stdout
+    assert outsider(bare) == (False, 1)
     # One more segment deleted beyond what the log records.
     beyond = tmp_path / "beyond"
     shutil.copytree(stream, beyond)
     (beyond / f"{segments[4]:020d}.seg").unlink()
     result = verify("journal", str(beyond), *args)
     assert result.returncode == 1 and f"first missing seq {segments[4]}" in result.stdout
+    assert outsider(beyond) == (False, segments[4])
 
     # A forged release: the same ranges under a checkpoint no witness cosigned.
     forged = tmp_path / "forged"
@@ -279,6 +290,7 @@ def test_a_copy_whose_first_segments_were_released_verifies_on_its_release_log(t
     result = verify("journal", str(forged), *args)
     assert result.returncode == 1
     assert "is not anchored: its checkpoint is not accepted" in result.stdout and "first missing seq 1" in result.stdout
+    assert outsider(forged) == (False, 1)
     # A release entry whose frontier lies: the kept records do not fold to the witnessed root.
     lying = tmp_path / "lying"
     shutil.copytree(stream, lying)
@@ -290,6 +302,7 @@ def test_a_copy_whose_first_segments_were_released_verifies_on_its_release_log(t
     (lying / "RELEASES").write_text(lines[0] + json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
     result = verify("journal", str(lying), *args)
     assert result.returncode == 1 and "do not reproduce the root" in result.stdout
+    assert outsider(lying) == (False, 0)
 
 
 def test_release_log_is_append_only_continuous_and_survives_a_torn_line(tmp_path: Path) -> None:
