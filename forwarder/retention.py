@@ -47,6 +47,7 @@ log = logging.getLogger("forwarder.retention")
 QUERIES = queries.load("forwarder", "retention.sql")
 RELEASE_INTERVAL_SECONDS = 1.0  # retention is looked at this often
 WAITING_LOG_SECONDS = 60.0  # a stream waiting for a witness is logged at most this often
+RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, journal.JournalError)
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,11 @@ class Retainer:
                     break
                 try:
                     await self.retain(stream_id, path, shipped_seq)
-                except TRANSIENT_ERRORS as exc:
-                    log.warning("retention: database unavailable; retried next round",
-                                extra={"stream_id": stream_id, "error": f"{type(exc).__name__}: {exc}"})
-                except journal.JournalError as exc:
-                    log.warning("retention: journal not readable; retried next round",
+                except RETRIED as exc:
+                    # The database is unavailable, or the journal not readable
+                    # (being created, or its segments changing under us): nothing
+                    # was deleted that is not recorded; the next round tries again.
+                    log.warning("retention round failed; retried next round",
                                 extra={"stream_id": stream_id, "error": f"{type(exc).__name__}: {exc}"})
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=RELEASE_INTERVAL_SECONDS)
