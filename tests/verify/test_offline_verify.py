@@ -325,3 +325,39 @@ def test_release_log_is_append_only_continuous_and_survives_a_torn_line(tmp_path
     (stream / "RELEASES").write_bytes((stream / "RELEASES").read_bytes() + b"not json\n")
     with pytest.raises(JournalError, match="line 3"):
         read_releases(stream)
+
+
+def test_a_journalled_checkpoint_that_lies_is_named(tmp_path: Path) -> None:
+    """F17: a CHECKPOINT record inside the copy must describe the tree of the
+    records before it (size, frontier, and the root its note signs). One whose
+    signed note claims another root is named by seq, even though the copy
+    reproduces the witnessed root (the record itself is a valid leaf)."""
+    node_key = note.Signer(origins.log_name("symphony.example/test", NODE), Ed25519PrivateKey.generate())
+    witness = checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate())
+    stream = tmp_path / "journal" / NODE / "0"
+    cut_seqs = []
+    with Writer(stream, NODE, 0, "none", segment_bytes=SEGMENT) as writer:
+        for lie in (False, True, False):
+            for i in range(200):
+                writer.append(RecordType.INGRESS, os.urandom(50), i + 1)
+
+            def sign(size: int, root: bytes, lie: bool = lie) -> bytes:
+                cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, writer.epoch), size,
+                                           bytes(32) if lie else root)
+                return checkpoint.sign(cp, node_key).encode()
+
+            found = writer.checkpoint(sign)
+            assert found is not None
+            cut_seqs.append(found.seq)
+        size, root, epoch = writer.tree_size, writer.tree_root(), writer.epoch
+    assert size is not None and root is not None
+    cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, epoch), size, root)
+    (tmp_path / "checkpoint").write_text(checkpoint.sign(cp, node_key) + witness.cosign(cp.text(), 1_700_000_000))
+    (tmp_path / "policy").write_text(f"log {node_key.verifier.vkey()}\nwitness w1 {witness.verifier.vkey()}\n"
+                                     "quorum w1\n")
+    result = verify("journal", str(stream), "--checkpoint", str(tmp_path / "checkpoint"),
+                    "--policy", str(tmp_path / "policy"))
+    assert result.returncode == 1
+    assert f"the CHECKPOINT record at seq {cut_seqs[1]} does not describe the tree" in result.stderr
+    assert f"seq {cut_seqs[0]} " not in result.stderr and f"seq {cut_seqs[2]} " not in result.stderr
+    assert "do not reproduce" not in result.stderr

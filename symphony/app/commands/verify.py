@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, ConfigError
-from symphony.tlog import checkpoint, merkle, proof
+from symphony.tlog import checkpoint, merkle, note, proof
 from symphony.tlog.policy import Policy, PolicyError
 
 CANONICAL_HEADER = 28  # body_len u32, seq u64, attestation_id u64, type u16, flags u16, reserved u32
@@ -120,7 +120,7 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
     them must be the checkpoint's root). Records released from the head of the
     copy must be accounted for by the stream's release log (FORMAT.md F18),
     each entry anchored on a checkpoint the policy accepts."""
-    from journal import JournalError, Reader, parse_genesis, verify
+    from journal import JournalError, Reader, verify
 
     report = Report()
     cp = _checkpoint(policy, signed, report)
@@ -154,7 +154,19 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
         found = _record(directory, seq)
         if found is not None and (merkle.leaf_hash(found.canonical) != leaf or found.chain_hash != chain_hash):
             report.fail(f"journal: record {seq} is not the last record {what} (leaf or chain hash)")
-    end = max(roots)
+    _fold(directory, frontier, roots, report)
+    if frontier.size < max(roots) and chain.ok and chain.last_seq >= cp.size:
+        report.fail(f"journal: tail cut: the copy's tree ends at {frontier.size} records, a witnessed checkpoint "
+                    f"covers {max(roots)}")
+    report.facts["records_checked"] = frontier.size
+    return report
+
+
+def _fold(directory: Path, frontier: merkle.Frontier, roots: Roots, report: Report) -> None:
+    """Append the copy's records from frontier.size + 1 on to `frontier`,
+    comparing the root with each witnessed root on the way, and each CHECKPOINT
+    record's frontier (F17) with the tree just before it."""
+    from journal import Reader, RecordType, parse_checkpoint, parse_genesis
 
     def check(size: int) -> None:
         for root, what in roots.get(size, []):
@@ -162,19 +174,25 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
                 report.fail(f"journal: records 1..{size} do not reproduce {what}: a record was "
                             "altered, removed, inserted or reordered, or the stream was rewritten")
 
+    end = max(roots)
     check(frontier.size)
     for record in Reader(directory).records(from_seq=frontier.size + 1):
         if frontier.size >= end or record.seq != frontier.size + 1:
             break
         if record.seq == 1:
             parse_genesis(record.body)
+        if record.type == RecordType.CHECKPOINT:
+            try:
+                journalled = parse_checkpoint(record.body)  # F17: the tree just before this record
+            except ValueError as exc:
+                report.fail(f"journal: the CHECKPOINT record at seq {record.seq}: {exc}")
+            else:
+                if journalled.tree_size != frontier.size or list(journalled.frontier) != frontier.hashes \
+                        or _signed_root(journalled.note) != (frontier.size, frontier.root()):
+                    report.fail(f"journal: the CHECKPOINT record at seq {record.seq} does not describe the tree "
+                                f"of the {frontier.size} records before it")
         frontier.append(merkle.leaf_hash(record.canonical))
         check(frontier.size)
-    if frontier.size < end:
-        report.fail(f"journal: tail cut: the copy's tree ends at {frontier.size} records, a witnessed checkpoint "
-                    f"covers {end}")
-    report.facts["records_checked"] = frontier.size
-    return report
 
 
 Expected = dict[int, tuple[bytes, bytes, str]]  # seq -> (leaf hash, chain hash, which release names it)
@@ -254,6 +272,15 @@ def _release_problem(policy: Policy, release: Any, oldest: Any) -> tuple[str, ch
     except merkle.ProofError as exc:
         return f"its last leaf or frontier does not match its checkpoint: {exc}", None
     return "", cp
+
+
+def _signed_root(signed: bytes) -> tuple[int, bytes] | None:
+    """(size, root) the note in a CHECKPOINT record claims; None if it is not a checkpoint note."""
+    try:
+        cp = checkpoint.Checkpoint.parse(note.split(signed)[0])
+    except (note.NoteError, checkpoint.CheckpointError, ValueError):
+        return None
+    return cp.size, cp.root
 
 
 def _record(directory: Path, seq: int) -> Any:
