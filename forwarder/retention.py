@@ -47,6 +47,7 @@ log = logging.getLogger("forwarder.retention")
 QUERIES = queries.load("forwarder", "retention.sql")
 RELEASE_INTERVAL_SECONDS = 1.0  # retention is looked at this often
 WAITING_LOG_SECONDS = 60.0  # a stream waiting for a witness is logged at most this often
+RELEASES_TAIL_BYTES = 1 << 20  # entries recorded but not yet deleted are always the newest few
 RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, journal.JournalError)
 
 
@@ -114,7 +115,7 @@ class Retainer:
             self.stats.waiting_segments[stream_id] = 0
             return []
         epoch = headers[0].epoch
-        recorded = journal.read_releases(path).for_epoch(epoch)
+        recorded = journal.read_releases(path, tail_bytes=RELEASES_TAIL_BYTES).for_epoch(epoch)  # the newest entries
         if recorded and recorded[-1].last_seq >= headers[0].first_seq:
             return await self._finish(stream_id, path, [r for r in recorded if r.last_seq >= headers[0].first_seq])
         plan = journal.releasable_segments(path, shipped_seq, self.settings.journal_retention_seconds)

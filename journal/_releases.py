@@ -25,7 +25,8 @@ from journal._files import fsync_directory, require_directory
 FILE_NAME = "RELEASES"
 VERSION = 1
 LINE_BYTES_MAX = 256 * 1024  # a note of at most 64 KiB, 64 frontier and 64 proof hashes fit easily
-FILE_BYTES_MAX = 1 << 30
+FILE_BYTES_MAX = 1 << 34  # read whole by a verifier; ~4 KiB an entry, one entry per release
+TAIL_BYTES = 2 * LINE_BYTES_MAX  # what a writer reads: always holds the newest complete entry
 KEYS = ("checkpoint", "epoch", "first_seq", "frontier", "inclusion_proof", "last_chain_hash", "last_leaf_hash",
         "last_seq", "node_id", "released_at_unix_ns", "stream_id", "version")
 
@@ -96,21 +97,33 @@ class ReleaseLog:
         return [r for r in self.entries if r.epoch == epoch]
 
 
-def read_releases(path: str | os.PathLike[str]) -> ReleaseLog:
+def read_releases(path: str | os.PathLike[str], *, tail_bytes: int | None = None) -> ReleaseLog:
     """The stream's release log (empty when there is none). Raises JournalError
-    for a complete line that is not a valid entry (the file was altered)."""
+    for a complete line that is not a valid entry (the file was altered).
+
+    With `tail_bytes`, only the entries wholly inside the file's last
+    `tail_bytes` bytes (at least LINE_BYTES_MAX of them are read): the newest
+    ones, which is all a writer of the log needs, however long it has grown."""
     directory = Path(path)
     require_directory(directory)
     try:
-        data = (directory / FILE_NAME).read_bytes()
+        fd = os.open(directory / FILE_NAME, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return ReleaseLog()
-    return _parse(data, directory / FILE_NAME)
+    try:
+        return _read(fd, directory / FILE_NAME, tail_bytes)
+    finally:
+        os.close(fd)
 
 
-def _parse(data: bytes, where: Path) -> ReleaseLog:
-    if len(data) > FILE_BYTES_MAX:
-        raise JournalError(f"{where}: larger than {FILE_BYTES_MAX} bytes")
+def _read(fd: int, where: Path, tail_bytes: int | None) -> ReleaseLog:
+    size = os.fstat(fd).st_size
+    start = 0 if tail_bytes is None else max(0, size - max(tail_bytes, 2 * LINE_BYTES_MAX))
+    if size - start > FILE_BYTES_MAX:
+        raise JournalError(f"{where}: larger than {FILE_BYTES_MAX} bytes; read it with tail_bytes")
+    data = os.pread(fd, size - start, start)
+    if start > 0:
+        data = data[data.index(b"\n") + 1:] if b"\n" in data else b""  # the first line is cut: skip it
     complete, newline, torn = data.rpartition(b"\n")
     log = ReleaseLog(torn_bytes=len(torn))
     if not newline:
@@ -119,7 +132,7 @@ def _parse(data: bytes, where: Path) -> ReleaseLog:
         try:
             log.entries.append(Release.from_line(line))
         except ValueError as exc:
-            raise JournalError(f"{where} line {number}: {exc}") from None
+            raise JournalError(f"{where} {'line' if start == 0 else 'tail line'} {number}: {exc}") from None
     return log
 
 
@@ -140,9 +153,7 @@ def append_release(path: str | os.PathLike[str], release: Release) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
-        if size > FILE_BYTES_MAX:
-            raise JournalError(f"{target}: larger than {FILE_BYTES_MAX} bytes")
-        previous = _parse(os.pread(fd, size, 0), target)
+        previous = _read(fd, target, TAIL_BYTES)  # the newest entries: what continuity needs
         mine = previous.for_epoch(release.epoch)
         if mine and release.first_seq != mine[-1].last_seq + 1:
             raise JournalError(f"release {release.first_seq}..{release.last_seq} does not continue the release "

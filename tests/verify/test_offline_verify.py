@@ -361,3 +361,25 @@ def test_a_journalled_checkpoint_that_lies_is_named(tmp_path: Path) -> None:
     assert f"the CHECKPOINT record at seq {cut_seqs[1]} does not describe the tree" in result.stderr
     assert f"seq {cut_seqs[0]} " not in result.stderr and f"seq {cut_seqs[2]} " not in result.stderr
     assert "do not reproduce" not in result.stderr
+
+
+def test_a_writer_reads_only_the_tail_of_a_long_release_log(tmp_path: Path) -> None:
+    """A release log grows by one entry per release for the life of the stream:
+    appending and the forwarder's check read only its tail, whose first
+    (partial) line is skipped, and still see the newest entries and a torn end."""
+    from journal import read_releases
+
+    stream, node_key, witness, tree, epoch = _released_stream(tmp_path)
+    for first in range(1, 4000, 10):
+        _release(stream, node_key, witness, tree, epoch, first, first + 9, 4001)
+    size = (stream / "RELEASES").stat().st_size
+    assert size > 600 * 1024  # longer than the tail a writer reads
+    tail = read_releases(stream, tail_bytes=1)
+    assert 0 < len(tail.entries) < 400 and tail.entries[-1].last_seq == 4000
+    assert [r.first_seq for r in tail.entries] == list(range(tail.entries[0].first_seq, 4000, 10))
+    assert len(read_releases(stream).entries) == 400
+    with (stream / "RELEASES").open("ab") as log:
+        log.write(b'{"half')
+    assert read_releases(stream, tail_bytes=1).torn_bytes == 6
+    _release(stream, node_key, witness, tree, epoch, 4001, 4001, 4001)
+    assert read_releases(stream).entries[-1].first_seq == 4001 and read_releases(stream).torn_bytes == 0
