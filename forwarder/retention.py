@@ -126,15 +126,17 @@ class Retainer:
             row = await conn.fetchrow(QUERIES["witnessed_checkpoint"], self.node_id, stream_id, epoch, plan[0][1],
                                       self.witness_names, self.quorum, timeout=self.timeout)
         if row is None:
-            self._waiting(stream_id, plan)
+            self._waiting(stream_id, plan, "retention waits for a witnessed checkpoint: shipped segments are kept")
             return []
         covering = Covering.from_row(row)
-        plan = [segment for segment in plan if segment[1] <= covering.size]
-        assert plan, "the query asked for a checkpoint covering the first segment"
-        self.stats.waiting_segments[stream_id] = 0
-        release = await self._describe(stream_id, path, epoch, plan[0][0], plan[-1][1], covering)
+        covered = [segment for segment in plan if segment[1] <= covering.size]
+        assert covered, "the query asked for a checkpoint covering the first segment"
+        release = await self._describe(stream_id, path, epoch, covered[0][0], covered[-1][1], covering)
         if release is None:
+            self._waiting(stream_id, plan, "retention cannot prove the release from the tree in PostgreSQL "
+                                           "(tiles missing, or the journal's record differs): segments kept")
             return []
+        self.stats.waiting_segments[stream_id] = len(plan) - len(covered)
         journal.append_release(path, release)
         self.stats.releases[stream_id] = self.stats.releases.get(stream_id, 0) + 1
         return await self._finish(stream_id, path, [release])
@@ -184,22 +186,22 @@ class Retainer:
             path_hashes = merkle.inclusion_proof(read, last_seq - 1, covering.size)
             merkle.verify_inclusion(leaf, last_seq - 1, covering.size, path_hashes, covering.root)
         except (tiles.TileError, merkle.ProofError) as exc:
-            log.error("retention: the journal's record does not match the tree in PostgreSQL; nothing released",
-                      extra={"stream_id": stream_id, "seq": last_seq, "error": f"{type(exc).__name__}: {exc}"})
+            log.debug("retention: no proof for the release", extra={
+                "stream_id": stream_id, "seq": last_seq, "error": f"{type(exc).__name__}: {exc}"})
             return None
         return journal.Release(node_id=self.node_id, stream_id=stream_id, epoch=epoch, first_seq=first_seq,
                                last_seq=last_seq, last_leaf_hash=leaf, last_chain_hash=last.chain_hash,
                                frontier=frontier, inclusion_proof=path_hashes, checkpoint=covering.note,
                                released_at_unix_ns=time.time_ns())
 
-    def _waiting(self, stream_id: int, plan: list[tuple[int, int]]) -> None:
+    def _waiting(self, stream_id: int, plan: list[tuple[int, int]], why: str) -> None:
+        """Releasable segments are kept: counted for /metrics, logged at most once a minute per stream."""
         self.stats.waiting_segments[stream_id] = len(plan)
         now = time.monotonic()
         if now - self.waiting_logged_at.get(stream_id, -WAITING_LOG_SECONDS) >= WAITING_LOG_SECONDS:
             self.waiting_logged_at[stream_id] = now
-            log.warning("retention waits for a witnessed checkpoint: shipped segments are kept",
-                        extra={"stream_id": stream_id, "segments": len(plan), "through_seq": plan[-1][1],
-                               "witnesses_required": self.quorum})
+            log.warning(why, extra={"stream_id": stream_id, "segments": len(plan), "through_seq": plan[-1][1],
+                                    "witnesses_required": self.quorum})
 
 
 def _record_at(path: Path, seq: int) -> journal.Record | None:
