@@ -4,6 +4,12 @@
     symphony verify proof FILE --policy POLICY
     symphony verify journal DIR --checkpoint FILE --policy POLICY
 
+A journal stream DIR whose first segments were released must hold the
+stream's RELEASES file (journal/FORMAT.md F18): each entry is checked against
+the policy, and the kept records must fold from the newest entry's frontier
+to every witnessed root; a head deleted without such entries is named with
+its stream and first missing seq.
+
 POLICY is a c2sp.org/tlog-policy file: the node keys (`log <vkey>`), the
 witnesses and the quorum the verifier trusts. Nothing here reads the
 operator's database or trusts a key carried by the evidence itself. Exit 0:
