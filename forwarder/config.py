@@ -43,6 +43,7 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
     witness_poll_interval_ms: int = 200
     witness_retry_delay_ms_initial: int = 500
     witness_retry_delay_ms_max: int = 30_000
+    retention_witnesses_required: int = -1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +68,9 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
             self.log_verifier()
         self.witness_verifiers()
         config.check_range(self, "witness_poll_interval_ms", 1, 60_000)
+        if not -1 <= self.retention_witnesses_required <= len(self.witnesses):
+            raise ValueError(f"retention_witnesses_required must be -1 (every configured witness) or "
+                             f"0..{len(self.witnesses)} (the number of witnesses configured)")
         if not 1 <= self.witness_retry_delay_ms_initial <= self.witness_retry_delay_ms_max <= 3_600_000:
             raise ValueError("need 1 <= witness_retry_delay_ms_initial <= witness_retry_delay_ms_max <= 3600000")
         for name in ("witness_timeout_seconds", "discovery_interval_seconds", "statement_timeout_seconds",
@@ -103,6 +107,13 @@ class ForwarderConfig(config.DaemonConfig, kw_only=True, forbid_unknown_fields=T
         if len({v.name for _, v in out}) != len(out):
             raise ValueError("witnesses: two entries name the same witness")
         return out
+
+    def retention_witness_quorum(self) -> int:
+        """How many of the configured witnesses must have cosigned a checkpoint
+        before the segments it covers may be released (0: the node's own
+        signed checkpoint is enough, which is weaker: docs/operations.md)."""
+        required = self.retention_witnesses_required
+        return len(self.witnesses) if required < 0 else required
 
     # Empty settings fall back to the data dir of `symphony up`.
 

@@ -1,8 +1,10 @@
 """Submit the node's checkpoints to its witnesses and keep their cosignatures.
 
 A task of the forwarder, outside every shipping transaction. Every
-witness_poll_interval_ms it reads the newest checkpoint of each stream's
-current epoch (log_checkpoints) and, for each configured witness that has not
+witness_poll_interval_ms it reads the newest checkpoint of each stream epoch
+(log_checkpoints): the current epoch's, and each ended epoch's (journal_epochs:
+the journal was replaced, STREAM_REPLACED), whose last checkpoint proves the
+old epoch's final size and must reach the witnesses too. For each, for each configured witness that has not
 cosigned it yet, calls the C2SP tlog-witness `add-checkpoint`
 (symphony.tlog.witness_client) with a consistency proof from the size the
 witness last cosigned, computed from the tiles in PostgreSQL (one query per
@@ -62,6 +64,7 @@ class PublisherStats:
     refusals: dict[str, int] = field(default_factory=dict)          # per witness
     unavailable: dict[str, int] = field(default_factory=dict)       # per witness
     witnessed_cut_at: dict[int, float] = field(default_factory=dict)  # stream -> cut time of the newest cosigned
+    ended_epochs_uncosigned: int = 0  # (witness, ended epoch) pairs whose last checkpoint is not cosigned yet
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Latest:
     origin: str
     note: str
     cut_at: float
+    ended: bool = False  # an ended epoch (the journal was replaced): its last checkpoint
 
     @property
     def checkpoint(self) -> checkpoint.Checkpoint:
@@ -125,9 +129,12 @@ class Publisher:
                 self._loaded = True
             found = await conn.fetch(QUERIES["latest_checkpoints"], self.node_id, timeout=self.timeout)
         latest = [Latest(int(r["stream_id"]), bytes(r["epoch"]), int(r["tree_size"]), r["origin"], r["note"],
-                         r["cut_at"].timestamp()) for r in found]
+                         r["cut_at"].timestamp(), bool(r["ended"])) for r in found]
         now = self.clock()
         jobs = []
+        self.stats.ended_epochs_uncosigned = sum(
+            1 for _, witness in self.witnesses for cp in latest
+            if cp.ended and self.state.get((witness.name, cp.origin), WitnessOrigin()).cosigned_size < cp.size)
         for url, witness in self.witnesses:
             for cp in latest:
                 state = self.state.setdefault((witness.name, cp.origin), WitnessOrigin())

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from forwarder.config import ForwarderConfig
 from forwarder.publisher import Publisher
+from forwarder.retention import Retainer
 from forwarder.store import TRANSIENT_ERRORS, Checkpoint, Store
 from forwarder.stream import Source, StreamShipper, StreamState
 from forwarder.tree import TreeKeeper
@@ -57,6 +58,7 @@ class Forwarder:
         # shipper: one of them stuck (a lock, a hung connection) stops the pings.
         self.watchdog = lifecycle.Watchdog(self.healthy)
         self.publisher: Publisher | None = None  # set by serve() when witnesses are configured
+        self.retainer: Retainer | None = None  # set by serve()
 
     # -- discovery --------------------------------------------------------------
 
@@ -112,6 +114,19 @@ class Forwarder:
         if task.cancelled() or task.exception() is None:
             return
         log.critical("witness publisher crashed", exc_info=task.exception())
+        self.crashed = task.exception()
+        self.stopping.set()
+
+    def retained_streams(self) -> list[tuple[int, Path, int]]:
+        """(stream id, directory, shipped seq) of every stream with a shipper: what retention looks at."""
+        paths = dict(self.discover())
+        return [(stream_id, paths[stream_id], state.shipped_seq)
+                for stream_id, state in sorted(self.states.items()) if stream_id in paths]
+
+    def _retainer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.critical("retention crashed", exc_info=task.exception())
         self.crashed = task.exception()
         self.stopping.set()
 
@@ -189,6 +204,7 @@ class ForwarderCollector(Collector):
                                               labels=labels),
         }
         yield from self._tlog(node, now)
+        yield from self._retention(node)
         for stream_id, state in sorted(self.forwarder.states.items()):
             values = [node, str(stream_id)]
             families["lag_records"].add_metric(values, state.lag_records())
@@ -202,6 +218,25 @@ class ForwarderCollector(Collector):
             families["moved_back"].add_metric(values, state.checkpoint_moved_back)
         yield from families.values()
 
+
+    def _retention(self, node: str) -> Iterator[Metric]:
+        """Retention under witnessed checkpoints (forwarder/retention.py)."""
+        retainer = self.forwarder.retainer
+        if retainer is None:
+            return
+        labels = ["node_id", "stream_id"]
+        waiting = GaugeMetricFamily("symphony_forwarder_retention_waiting_segments",
+                                    "Shipped, old-enough segments kept because no checkpoint covering them has the "
+                                    "required witness cosignatures yet", labels=labels)
+        released = CounterMetricFamily("symphony_forwarder_retention_released_segments",
+                                       "Segments deleted under a witnessed checkpoint, each recorded first",
+                                       labels=labels)
+        stats = retainer.stats
+        for stream_id in sorted(set(stats.waiting_segments) | set(stats.released_segments)):
+            values = [node, str(stream_id)]
+            waiting.add_metric(values, stats.waiting_segments.get(stream_id, 0))
+            released.add_metric(values, stats.released_segments.get(stream_id, 0))
+        yield from (waiting, released)
 
     def _tlog(self, node: str, now: float) -> Iterator[Metric]:
         """The verifiable log: checkpoints checked, cosignatures, refusals, freshness."""
@@ -235,7 +270,11 @@ class ForwarderCollector(Collector):
                                   labels=["node_id", "stream_id"])
         for stream_id, cut_at in sorted(stats.witnessed_cut_at.items()):
             fresh.add_metric([node, str(stream_id)], max(0.0, now - cut_at))
-        yield from (cosigned, refused, unavailable, fresh)
+        ended = GaugeMetricFamily("symphony_forwarder_witness_ended_epochs_uncosigned",
+                                  "Ended stream epochs (replaced journals) whose last checkpoint a witness has not "
+                                  "cosigned yet, counted per witness", labels=["node_id"])
+        ended.add_metric([node], stats.ended_epochs_uncosigned)
+        yield from (cosigned, refused, unavailable, fresh, ended)
 
 
 async def connect_pool(settings: ForwarderConfig, url: str) -> asyncpg.Pool:
@@ -264,6 +303,7 @@ async def serve(settings: ForwarderConfig, url: str, source_factory: SourceFacto
         forwarder = Forwarder(settings, store, source_factory)
         if settings.witnesses:
             forwarder.publisher = Publisher(pool, settings, forwarder.stopping)
+        forwarder.retainer = Retainer(pool, settings, forwarder.stopping, forwarder.retained_streams)
         try:
             await forwarder.ensure_partitions()
             forwarder.checkpoints = await store.load_checkpoints()
@@ -301,6 +341,9 @@ async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_p
     publishing = asyncio.create_task(forwarder.publisher.run() if forwarder.publisher else asyncio.sleep(0),
                                      name="publisher")
     publishing.add_done_callback(forwarder._publisher_done)
+    retaining = asyncio.create_task(forwarder.retainer.run() if forwarder.retainer else asyncio.sleep(0),
+                                    name="retention")
+    retaining.add_done_callback(forwarder._retainer_done)
     lifecycle.sd_notify("READY=1")
     log.info("forwarder ready", extra={"node_id": settings.node_id, "admin_port": admin_port,
                                        "journal_dir": str(settings.node_journal_dir()),
@@ -310,8 +353,8 @@ async def _main_loop(forwarder: Forwarder, shutdown: lifecycle.Shutdown, admin_p
     await asyncio.wait([stop_waiter, crash_waiter], return_when=asyncio.FIRST_COMPLETED)
     log.info("stopping: finishing batches in flight")
     await forwarder.drain()
-    for task in (maintenance, publishing, stop_waiter, crash_waiter):
+    for task in (maintenance, publishing, retaining, stop_waiter, crash_waiter):
         task.cancel()
-    await asyncio.gather(maintenance, publishing, stop_waiter, crash_waiter, return_exceptions=True)
+    await asyncio.gather(maintenance, publishing, retaining, stop_waiter, crash_waiter, return_exceptions=True)
     log.info("forwarder stopped")
     return 4 if forwarder.crashed is not None else 0

@@ -5,7 +5,7 @@ pump task per stream tails the journal, up to 1024 verified records at a time,
 into a bounded buffer and the shipper takes batches from it without waiting.
 Finite scans (`Reader.records`) serve the one-off checks at resume; segment
 headers give the head seq, the epoch and the stream's creation time;
-`journal.release_segments` frees what is shipped.
+retention (forwarder/retention.py) frees what is shipped and witnessed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from symphony import shipped_marker
 
 log = logging.getLogger("forwarder.source")
 HEAD_REFRESH_SECONDS = 0.25  # segment headers are read at most this often for /metrics
-RELEASE_INTERVAL_SECONDS = 1.0  # retention is applied at most this often per stream
 MARKER_INTERVAL_SECONDS = 1.0  # the shipped marker is rewritten at most this often per stream
 ERROR_RETRY_SECONDS = 1.0
 
@@ -57,7 +56,6 @@ class JournalSource:
         self.head = 0
         self.head_read_at = 0.0
         self.released_through = 0
-        self.release_checked_at = 0.0
 
     # -- reading ------------------------------------------------------------------
 
@@ -206,8 +204,9 @@ class JournalSource:
     # -- retention ----------------------------------------------------------------------
 
     def release(self, shipped_seq: int) -> None:
-        """Let the journal delete segments whose records are all checkpointed and
-        that were sealed longer than the retention period ago.
+        """PostgreSQL's checkpoint is at `shipped_seq`: keep the shipped marker
+        current. Segments are not deleted here: forwarder/retention.py releases
+        them only under a witnessed checkpoint and records each release.
 
         `shipped_seq` may be lower than before: the checkpoint in PostgreSQL
         moved back (see `_checkpoint_moved_back`)."""
@@ -217,29 +216,17 @@ class JournalSource:
         now = time.monotonic()
         if self.marker is not None and now - self.marker_written_at >= MARKER_INTERVAL_SECONDS:
             self._write_marker()  # the last commit before an idle spell is recorded too
-        if now - self.release_checked_at < RELEASE_INTERVAL_SECONDS:
-            return
-        self.release_checked_at = now
-        try:
-            removed = journal.release_segments(self.path, shipped_seq, self.retention_seconds)
-        except (journal.JournalError, OSError) as exc:
-            log.warning("segment release failed; retried after the next batch",
-                        extra={"path": str(self.path), "error": f"{type(exc).__name__}: {exc}"})
-            return
-        if removed:
-            log.info("journal segments released", extra={"path": str(self.path), "shipped_seq": shipped_seq,
-                                                          "segments": [p.name for p in removed]})
 
     def _checkpoint_moved_back(self, shipped_seq: int) -> None:
         # PostgreSQL lost commits it had acknowledged (crash, failover) or was
         # restored: the shipper re-ships from its checkpoint, so from now on only
         # segments wholly at or below it may go. Segments already released on the
         # strength of the lost commits cannot come back; if they held records past
-        # the new checkpoint, the reader reports the hole as SEQ_GAP.
+        # the new checkpoint, the reader reports the hole as SEQ_GAP. Retention
+        # reads the shipped seq from the shipper's state each round.
         log.warning("checkpoint moved back below the released position; retention follows it down",
                     extra={"path": str(self.path), "shipped_seq": shipped_seq,
                            "released_through": self.released_through})
-        self.release_checked_at = 0.0  # apply the lower bound at once, not after the interval
 
     # -- the shipped marker (symphony/shipped_marker.py) ---------------------------------
 

@@ -56,17 +56,21 @@ ON CONFLICT (node_id, stream_id, epoch, tree_size) DO NOTHING;
 SELECT * FROM open_incident_v1($1, $2, 'CRITICAL', NULL, $3, $4, $5, $6::jsonb);
 
 -- name: latest_checkpoints
--- The newest checkpoint of the current epoch of each stream of node $1: what
--- the publisher submits to the witnesses (a witness needs only the newest).
-SELECT c.node_id, c.stream_id, c.epoch, c.tree_size, c.root, c.origin, c.note, c.cut_at
-FROM journal_checkpoints j
+-- The newest checkpoint of every epoch of each stream of node $1: the current
+-- epoch (journal_checkpoints) and every ended one (journal_epochs, a replaced
+-- journal). What the publisher submits to the witnesses (a witness needs only
+-- the newest per origin); an ended epoch's last checkpoint is what proves its
+-- final size, so it is submitted too, once, after the journal was replaced.
+SELECT c.node_id, c.stream_id, c.epoch, c.tree_size, c.root, c.origin, c.note, c.cut_at, j.ended
+FROM (SELECT node_id, stream_id, epoch, false AS ended FROM journal_checkpoints WHERE node_id = $1
+      UNION ALL
+      SELECT node_id, stream_id, epoch, true AS ended FROM journal_epochs WHERE node_id = $1) j
 CROSS JOIN LATERAL (
     SELECT * FROM log_checkpoints c
     WHERE c.node_id = j.node_id AND c.stream_id = j.stream_id AND c.epoch = j.epoch
     ORDER BY c.tree_size DESC
     LIMIT 1) c
-WHERE j.node_id = $1
-ORDER BY c.stream_id;
+ORDER BY c.stream_id, c.cut_at;
 
 -- name: witness_states
 -- What the publisher knows of each witness per origin (node $1).

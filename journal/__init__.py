@@ -28,7 +28,8 @@ from journal._format import (
     parse_genesis,
     record_size,
 )
-from journal._reader import Reader, VerifyResult, release_segments, verify
+from journal._reader import Reader, VerifyResult, releasable_segments, release_segments, verify
+from journal._releases import Release, ReleaseLog, append_release, read_releases
 from journal._writer import DEFAULT_SEGMENT_BYTES, CheckpointCut, Writer
 
 __all__ = [
@@ -53,6 +54,11 @@ __all__ = [
     "parse_checkpoint",
     "parse_genesis",
     "record_size",
+    "Release",
+    "ReleaseLog",
+    "append_release",
+    "read_releases",
+    "releasable_segments",
     "release_segments",
     "verify",
 ]

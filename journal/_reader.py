@@ -460,6 +460,30 @@ def _hash_at(segment: MappedSegment, first_seq: int, prev_hash: bytes, seq: int)
     return prev
 
 
+def releasable_segments(path: str | os.PathLike[str], through_seq: int, older_than_seconds: float, *,
+                        now_unix_ns: int | None = None) -> list[tuple[int, int]]:
+    """(first_seq, last_seq) of the oldest segments release_segments() would
+    delete now, oldest first, without deleting anything: every record in them
+    has seq <= through_seq and their successor was created more than
+    older_than_seconds ago; the list stops at the first segment that does not
+    qualify, and never holds the last segment."""
+    if older_than_seconds < 0:
+        raise ValueError("older_than_seconds must be >= 0")
+    directory = Path(path)
+    require_directory(directory)
+    now = time.time_ns() if now_unix_ns is None else now_unix_ns
+    segments = list_segments(directory)
+    found: list[tuple[int, int]] = []
+    for (first, _), (next_first, successor) in zip(segments, segments[1:]):
+        if next_first - 1 > through_seq:
+            break
+        sealed_at = read_header(successor).created_unix_ns
+        if now - sealed_at < older_than_seconds * 1e9:
+            break
+        found.append((first, next_first - 1))
+    return found
+
+
 def release_segments(path: str | os.PathLike[str], through_seq: int,
                      older_than_seconds: float, *, now_unix_ns: int | None = None) -> list[Path]:
     """Delete the oldest segments that are both shipped and old enough.
@@ -469,21 +493,16 @@ def release_segments(path: str | os.PathLike[str], through_seq: int,
     successor was created) more than older_than_seconds ago. Deletion goes
     oldest first and stops at the first segment that does not qualify, so no
     hole is ever made; the last segment is never deleted. Safe to call from a
-    process other than the writer's.
+    process other than the writer's. A caller that must account for what it
+    deletes (the forwarder, FORMAT.md F18) first asks releasable_segments(),
+    records the release (append_release), then calls this with through_seq =
+    the last seq it recorded.
     """
-    if older_than_seconds < 0:
-        raise ValueError("older_than_seconds must be >= 0")
     directory = Path(path)
-    require_directory(directory)
-    now = time.time_ns() if now_unix_ns is None else now_unix_ns
-    segments = list_segments(directory)
+    plan = releasable_segments(directory, through_seq, older_than_seconds, now_unix_ns=now_unix_ns)
     removed: list[Path] = []
-    for (_, current), (next_first, successor) in zip(segments, segments[1:]):
-        if next_first - 1 > through_seq:
-            break
-        sealed_at = read_header(successor).created_unix_ns
-        if now - sealed_at < older_than_seconds * 1e9:
-            break
+    for first, _ in plan:
+        current = directory / segment_name(first)
         current.unlink()
         removed.append(current)
     if removed:

@@ -252,3 +252,93 @@ def check_stream(directory: Path) -> StreamCheck:
             return bad(s, "the last segment is SEALED: a newer segment is missing")
     result.last_seq, result.last_hash = s - 1, h
     return result
+
+
+# -- a copy whose first segments were released (journal/FORMAT.md F18, docs/verifying.md) -------------
+
+
+def _canonical_records(directory: Path) -> list[tuple[int, bytes, bytes]]:
+    """(seq, canonical bytes, chain hash) of every record of the copy, in order
+    (call after check_stream said the chain holds)."""
+    out = []
+    for path in sorted(p for p in directory.iterdir() if p.name.endswith(".seg")):
+        seg = path.read_bytes()
+        p = HEADER_SIZE
+        while p + RECORD_HEADER <= len(seg) and seg[p:p + RECORD_HEADER] != bytes(RECORD_HEADER):
+            (body_len,) = struct.unpack_from("<I", seg, p + 36)
+            (seq,) = struct.unpack_from("<Q", seg, p + 40)
+            out.append((seq, seg[p + 36:p + 64 + body_len], seg[p + 4:p + 36]))
+            p += (64 + body_len + 7) & ~7
+    return out
+
+
+def _fold(frontier: list[bytes]) -> bytes:
+    r = frontier[-1]
+    for h in reversed(frontier[:-1]):
+        r = node_hash(h, r)
+    return r
+
+
+def released_copy_ok(directory: Path, signed: bytes, log_vkey: str, witness_vkeys: list[str],
+                     witnesses_required: int) -> tuple[bool, int]:
+    """(ok, first missing seq or 0) for a stream copy and its RELEASES file,
+    against the witnessed checkpoint `signed`, following docs/verifying.md
+    ("A copy whose first segments were released") step by step."""
+    import json
+
+    checked = checkpoint_ok(signed, log_vkey, witness_vkeys, witnesses_required)
+    if checked is None:
+        return False, 0
+    segments = sorted(p for p in directory.iterdir() if p.name.endswith(".seg"))
+    first = segments[0].read_bytes()
+    first_seq, epoch, prev_hash = int(segments[0].name[:20]), first[112:128], first[128:160]
+    (stream_id,) = struct.unpack_from("<H", first, 40)
+    entries = []
+    releases = directory / "RELEASES"
+    if releases.exists():
+        data = releases.read_bytes()
+        entries = [json.loads(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
+    roots: dict[int, bytes] = {checked[1]: checked[2]}
+    covered, accepted = 0, []
+    for entry in (e for e in entries if bytes.fromhex(e["epoch"]) == epoch):
+        if entry["first_seq"] != covered + 1:
+            break
+        cp = checkpoint_ok(entry["checkpoint"].encode(), log_vkey, witness_vkeys, witnesses_required)
+        last = entry["last_seq"]
+        if cp is None or not cp[0].endswith(f"/{stream_id}/{epoch.hex()}") or cp[1] < last:
+            break
+        path = [bytes.fromhex(h) for h in entry["inclusion_proof"]]
+        if root_from_path(bytes.fromhex(entry["last_leaf_hash"]), last - 1, cp[1], path) != cp[2]:
+            break
+        roots[cp[1]] = cp[2]
+        accepted.append(entry)
+        covered = last
+    if first_seq - 1 > covered:
+        return False, covered + 1
+    records = _canonical_records(directory)
+    if first_seq == 1:
+        size, frontier = 0, []
+    else:
+        anchor = next((e for e in accepted if e["last_seq"] == first_seq - 1), accepted[-1])
+        if anchor["last_seq"] == first_seq - 1 and prev_hash != bytes.fromhex(anchor["last_chain_hash"]):
+            return False, 0
+        size, frontier = anchor["last_seq"], [bytes.fromhex(h) for h in anchor["frontier"]]
+    for entry in accepted:
+        found = [r for r in records if r[0] == entry["last_seq"]]
+        if found and (leaf_hash(found[0][1]).hex(), found[0][2].hex()) != (entry["last_leaf_hash"],
+                                                                          entry["last_chain_hash"]):
+            return False, 0
+    for seq, canonical, _ in records:
+        if seq <= size:
+            continue
+        if seq != size + 1 or size >= max(roots):
+            break
+        h, level = leaf_hash(canonical), 0  # append to the compact range: merge while the low bits are set
+        while (size >> level) & 1:
+            h = node_hash(frontier.pop(), h)
+            level += 1
+        frontier.append(h)
+        size += 1
+        if size in roots and _fold(frontier) != roots[size]:
+            return False, 0
+    return size >= max(roots), 0

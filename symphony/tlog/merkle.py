@@ -61,6 +61,20 @@ def root(read: NodeReader, size: int) -> bytes:
     return EMPTY_ROOT if size == 0 else subtree_hash(read, 0, size)
 
 
+def frontier_hashes(read: NodeReader, size: int) -> list[bytes]:
+    """The compact range of the tree of `size` leaves (what Frontier(size) holds):
+    one perfect-subtree hash per set bit of size, largest (leftmost) first."""
+    if size < 0:
+        raise ProofError(f"tree size {size} is negative")
+    hashes, start = [], 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            hashes.append(read(level, start >> level))
+            start += 1 << level
+    assert start == size and len(hashes) == bin(size).count("1")
+    return hashes
+
+
 def inclusion_proof(read: NodeReader, index: int, size: int) -> list[bytes]:
     """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1: sibling hashes from the leaf up."""
     if not 0 <= index < size:

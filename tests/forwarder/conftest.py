@@ -52,8 +52,10 @@ def fill(writer: journal.Writer, count: int) -> int:
 class LiveWriters:
     """Writers that keep appending in a thread, as sidecar workers would."""
 
-    def __init__(self, journal_dir: Path, stream_ids: list[int], records_per_second: int) -> None:
+    def __init__(self, journal_dir: Path, stream_ids: list[int], records_per_second: int,
+                 key: object | None = None) -> None:
         self.writers = {stream_id: open_writer(journal_dir, stream_id) for stream_id in stream_ids}
+        self.key = key  # a CheckpointSigner: cut a signed CHECKPOINT every 500 records (retention needs them)
         self.interval = len(stream_ids) / records_per_second
         self.stop = threading.Event()
         self.appended_during: list[int] = []
@@ -67,8 +69,12 @@ class LiveWriters:
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
-                for writer in self.writers.values():
+                for stream_id, writer in self.writers.items():
                     fill(writer, 1)
+                    if self.key is not None and writer.next_seq % 500 == 0:
+                        from tests.forwarder.tlog_helpers import cut
+
+                        cut(writer, self.key, stream_id)  # type: ignore[arg-type]
                 time.sleep(self.interval)
         except BaseException as exc:  # reported by heads()
             self.errors.append(exc)

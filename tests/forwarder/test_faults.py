@@ -64,9 +64,12 @@ async def test_postgres_outage_then_catch_up(tmp_path: Path, forwarder_factory: 
     # Durable settings (fsync on), as production runs.
     async with own_postgres("forwarder-outage", fast=False) as (server, url):
         journal_dir = tmp_path / "journal"
+        from tests.forwarder.tlog_helpers import PREFIX, signer
+
+        key = signer()  # retention needs a checkpoint covering what it releases (no witness: the node's own)
         forwarder = forwarder_factory(url, journal_dir, journal_retention_seconds=0, batch_rows_max=300,
-                                      retry_delay_ms_max=500).start()
-        with LiveWriters(journal_dir, [0, 1, 2], records_per_second=3000) as writers:
+                                      retry_delay_ms_max=500, log_origin_prefix=PREFIX, log_key=key.vkey).start()
+        with LiveWriters(journal_dir, [0, 1, 2], records_per_second=3000, key=key) as writers:
             db = await connect(url)
             await wait_for(lambda: _all_positive(db), "shipping to start", diagnostics=forwarder.log_tail)
             shipped_before = await checkpoints(db)
@@ -207,14 +210,18 @@ async def test_segments_released_only_after_checkpoint(
     """Retention: with a halted stream nothing past its checkpoint is released,
     while a healthy stream's shipped segments are."""
     journal_dir = tmp_path / "journal"
+    from tests.forwarder.tlog_helpers import PREFIX, fill_signed, signer
+
+    key = signer()  # retention needs a checkpoint covering what it releases (no witness: the node's own)
     writers = {stream_id: open_writer(journal_dir, stream_id) for stream_id in (0, 1)}
-    heads = {stream_id: fill(writer, 3000) for stream_id, writer in writers.items()}
+    heads = {stream_id: fill_signed(writer, key, stream_id, 3000, 500) for stream_id, writer in writers.items()}
     for writer in writers.values():
         writer.close()
     _tamper(journal_dir, 0, 1200, fix_crc=False)
     segments_before = {s: [h.first_seq for h in _segments(journal_dir, s)] for s in (0, 1)}
     assert len(segments_before[0]) > 5
-    forwarder = forwarder_factory(database_url, journal_dir, journal_retention_seconds=0).start()
+    forwarder = forwarder_factory(database_url, journal_dir, journal_retention_seconds=0, log_origin_prefix=PREFIX,
+                                  log_key=key.vkey).start()
     await _until_caught_up(db, {1: heads[1]}, forwarder)
     await wait_for(lambda: len(_segments(journal_dir, 1)) == 1, "stream 1's shipped segments to go")
     # The only thing that releases stream 0's segments is its shipper, and it

@@ -38,6 +38,21 @@ def cut(writer: journal.Writer, key: CheckpointSigner, stream_id: int, *, lie: b
     return found
 
 
+def fill_signed(writer: journal.Writer, key: CheckpointSigner, stream_id: int, count: int, every: int) -> int:
+    """Append `count` INGRESS records with a signed CHECKPOINT after every
+    `every` of them and one at the end, as a sidecar with a log key does
+    (retention needs a checkpoint covering what it releases); returns the head."""
+    from tests.forwarder.conftest import fill
+
+    done = 0
+    while done < count:
+        step = min(every, count - done)
+        fill(writer, step)
+        done += step
+        cut(writer, key, stream_id)
+    return writer.next_seq - 1
+
+
 async def tree_from_rows(db: asyncpg.Connection, stream_id: int, epoch: bytes) -> merkle.MemoryTree:
     """The tree recomputed from the canonical bytes PostgreSQL holds, in seq order."""
     tree = merkle.MemoryTree()

@@ -219,10 +219,13 @@ async def test_checkpoint_rewound_below_released_segments_is_caught_without_the_
     past them: a checkpoint rewound below a released segment is caught from the
     journal alone, with the shipped marker gone."""
     journal_dir = tmp_path / "journal"
+    from tests.forwarder.tlog_helpers import PREFIX, fill_signed, signer
+
+    key = signer()  # retention needs a checkpoint covering what it releases (no witness: the node's own)
     with open_writer(journal_dir, 0) as writer:
-        head = fill(writer, 3000)
+        head = fill_signed(writer, key, 0, 3000, 500)
     forwarder = ForwarderProcess(database_url, journal_dir, tmp_path / "forwarder.log", batch_rows_max=256,
-                                 journal_retention_seconds=0)
+                                 journal_retention_seconds=0, log_origin_prefix=PREFIX, log_key=key.vkey)
     try:
         forwarder.start()
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from journal import Reader, RecordType, Writer
 from journal._format import list_segments
 from symphony.tlog import checkpoint, merkle, note, origins, proof
+from tests import independent_verifier
 
 SEGMENT = 64 * 1024
 NODE = "node-a"
@@ -115,7 +116,7 @@ def test_each_attack_on_a_copy_is_named(evidence: Evidence, attack: str, monkeyp
     segments = list_segments(copy)
     assert len(segments) >= 3
     expected = {"flip_byte": "seq 300", "tail_cut": "tail cut", "last_segment_deleted": "tail cut",
-                "first_segments_deleted": "released", "rewritten": "do not reproduce the witnessed root"}[attack]
+                "first_segments_deleted": "deleted without a valid release record: first missing seq 1", "rewritten": "do not reproduce the witnessed root"}[attack]
     if attack == "flip_byte":
         _flip_byte_of_record(copy, 300)
     elif attack == "tail_cut":
@@ -190,53 +191,195 @@ def test_the_quorum_is_enforced(evidence: Evidence) -> None:
                   ).returncode == 0
 
 
-def test_a_copy_whose_first_segments_were_released_verifies_from_its_checkpoint(tmp_path: Path) -> None:
-    """F15/F17: with the oldest segments released, the tree starts from the first
-    CHECKPOINT record's frontier; the witnessed root then proves frontier and
-    records together, and a forged frontier is caught."""
-    from journal import checkpoint_body, release_segments
-
+def _released_stream(tmp_path: Path) -> tuple[Path, note.Signer, checkpoint.Cosigner, merkle.MemoryTree, bytes]:
+    """A stream of many small segments with its witnessed checkpoint and policy."""
     node_key = note.Signer(origins.log_name("symphony.example/test", NODE), Ed25519PrivateKey.generate())
     witness = checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate())
     stream = tmp_path / "journal" / NODE / "0"
-
-    def sign(size: int, root: bytes) -> bytes:
-        return b"unused\n"
-
+    tree = merkle.MemoryTree()
     with Writer(stream, NODE, 0, "none", segment_bytes=SEGMENT) as writer:
-        for round_number in range(3):
-            for i in range(300):
-                writer.append(RecordType.INGRESS, os.urandom(60), i + 1)
-            writer.checkpoint(sign)
-        for i in range(100):
-            writer.append(RecordType.OUTCOME, os.urandom(30), i + 1)
+        for i in range(4000):
+            writer.append(RecordType.INGRESS, os.urandom(60), i + 1)
+        size, root, epoch = writer.tree_size, writer.tree_root(), writer.epoch
+    for record in Reader(stream).records():
+        tree.append(record.canonical)
+    assert size is not None and root == tree.root()
+    cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, epoch), size, root)
+    (tmp_path / "checkpoint").write_text(checkpoint.sign(cp, node_key) + witness.cosign(cp.text(), 1_700_000_000))
+    (tmp_path / "policy").write_text(f"log {node_key.verifier.vkey()}\nwitness w1 {witness.verifier.vkey()}\n"
+                                     "quorum w1\n")
+    return stream, node_key, witness, tree, epoch
+
+
+def _release(stream: Path, node_key: note.Signer, witness: checkpoint.Cosigner | None, tree: merkle.MemoryTree,
+             epoch: bytes, first: int, last: int, covering: int, read_from: Path | None = None) -> None:
+    """Record a release of seqs first..last the way the forwarder does (F18):
+    under a checkpoint of `covering` records, cosigned unless witness is None."""
+    from journal import Release, append_release
+
+    cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, epoch), covering, tree.root(covering))
+    signed = checkpoint.sign(cp, node_key) + (witness.cosign(cp.text(), 1_700_000_000) if witness else "")
+    record = next(Reader(read_from or stream).records(from_seq=last))
+    append_release(stream, Release(node_id=NODE, stream_id=0, epoch=epoch, first_seq=first, last_seq=last,
+                                   last_leaf_hash=merkle.leaf_hash(record.canonical), last_chain_hash=record.chain_hash,
+                                   frontier=merkle.frontier_hashes(tree.read, last),
+                                   inclusion_proof=merkle.inclusion_proof(tree.read, last - 1, covering),
+                                   checkpoint=signed, released_at_unix_ns=1))
+
+
+def test_a_copy_whose_first_segments_were_released_verifies_on_its_release_log(tmp_path: Path) -> None:
+    """F15/F18: segments released with a release entry (witnessed checkpoint,
+    frontier, inclusion proof of the last leaf) verify from that entry: the kept
+    records fold from its frontier to every witnessed root. Released without an
+    entry, or with one whose checkpoint the policy does not accept, the copy is
+    named with the stream and its first missing seq."""
+    from journal import release_segments
+
+    stream, node_key, witness, tree, epoch = _released_stream(tmp_path)
+    segments = [first for first, _ in list_segments(stream)]
+    assert len(segments) > 6
+    args = ("--checkpoint", str(tmp_path / "checkpoint"), "--policy", str(tmp_path / "policy"), "--json")
+
+    # Two releases, each under a checkpoint past its range.
+    _release(stream, node_key, witness, tree, epoch, 1, segments[2] - 1, segments[3] + 5)
+    _release(stream, node_key, witness, tree, epoch, segments[2], segments[4] - 1, segments[4] - 1)
+    recorded = tmp_path / "recorded-not-deleted"
+    shutil.copytree(stream, recorded)  # a crash between the record and the deletion
+    assert release_segments(stream, segments[4] - 1, 0.0)
+    assert list_segments(stream)[0][0] == segments[4]
+    log_vkey, witness_vkeys = node_key.verifier.vkey(), [witness.verifier.vkey()]
+
+    def outsider(copy: Path) -> tuple[bool, int]:  # docs/verifying.md re-implemented, nothing of Symphony
+        return independent_verifier.released_copy_ok(copy, (tmp_path / "checkpoint").read_bytes(), log_vkey,
+                                                      witness_vkeys, 1)
+
+    for copy in (stream, recorded):
+        result = verify("journal", str(copy), *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert '"released_through_seq": %d' % (segments[4] - 1) in result.stdout
+        assert outsider(copy) == (True, 0)
+    # Half deleted (a crash in the middle of the deletion): still accounted for.
+    half = tmp_path / "half"
+    shutil.copytree(recorded, half)
+    (half / f"{segments[0]:020d}.seg").unlink()
+    assert verify("journal", str(half), *args).returncode == 0
+    assert outsider(half) == (True, 0)
+
+    # The head deleted without any release entry: named, with the first missing seq.
+    bare = tmp_path / "bare"
+    shutil.copytree(stream, bare)
+    (bare / "RELEASES").unlink()
+    result = verify("journal", str(bare), *args)
+    assert result.returncode == 1
+    assert f"stream {NODE}/0: seqs 1..{segments[4] - 1} were deleted without a valid release record: " \
+           "first missing seq 1" in result.stdout
+    assert outsider(bare) == (False, 1)
+    # One more segment deleted beyond what the log records.
+    beyond = tmp_path / "beyond"
+    shutil.copytree(stream, beyond)
+    (beyond / f"{segments[4]:020d}.seg").unlink()
+    result = verify("journal", str(beyond), *args)
+    assert result.returncode == 1 and f"first missing seq {segments[4]}" in result.stdout
+    assert outsider(beyond) == (False, segments[4])
+
+    # A forged release: the same ranges under a checkpoint no witness cosigned.
+    forged = tmp_path / "forged"
+    shutil.copytree(stream, forged)
+    (forged / "RELEASES").unlink()
+    _release(forged, node_key, None, tree, epoch, 1, segments[4] - 1, segments[4] - 1, read_from=recorded)
+    result = verify("journal", str(forged), *args)
+    assert result.returncode == 1
+    assert "is not anchored: its checkpoint is not accepted" in result.stdout and "first missing seq 1" in result.stdout
+    assert outsider(forged) == (False, 1)
+    # A release entry whose frontier lies: the kept records do not fold to the witnessed root.
+    lying = tmp_path / "lying"
+    shutil.copytree(stream, lying)
+    lines = (lying / "RELEASES").read_text().splitlines(keepends=True)
+    import json
+
+    entry = json.loads(lines[1])
+    entry["frontier"][0] = "00" * 32
+    (lying / "RELEASES").write_text(lines[0] + json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n")
+    result = verify("journal", str(lying), *args)
+    assert result.returncode == 1 and "do not reproduce the root" in result.stdout
+    assert outsider(lying) == (False, 0)
+
+
+def test_release_log_is_append_only_continuous_and_survives_a_torn_line(tmp_path: Path) -> None:
+    """F18: entries must continue the log of their epoch; a torn last line (a
+    crash mid-append) is ignored by readers and cut off by the next append; a
+    complete line that is not an entry is an error, not silently skipped."""
+    from journal import JournalError, read_releases
+
+    stream, node_key, witness, tree, epoch = _released_stream(tmp_path)
+    _release(stream, node_key, witness, tree, epoch, 1, 100, 200)
+    with pytest.raises(JournalError, match="does not continue"):
+        _release(stream, node_key, witness, tree, epoch, 102, 150, 200)
+    with (stream / "RELEASES").open("ab") as log:
+        log.write(b'{"checkpoint":"half')
+    assert [r.last_seq for r in read_releases(stream).entries] == [100]
+    assert read_releases(stream).torn_bytes == len(b'{"checkpoint":"half')
+    _release(stream, node_key, witness, tree, epoch, 101, 150, 200)
+    log = read_releases(stream)
+    assert [(r.first_seq, r.last_seq) for r in log.entries] == [(1, 100), (101, 150)] and log.torn_bytes == 0
+    (stream / "RELEASES").write_bytes((stream / "RELEASES").read_bytes() + b"not json\n")
+    with pytest.raises(JournalError, match="line 3"):
+        read_releases(stream)
+
+
+def test_a_journalled_checkpoint_that_lies_is_named(tmp_path: Path) -> None:
+    """F17: a CHECKPOINT record inside the copy must describe the tree of the
+    records before it (size, frontier, and the root its note signs). One whose
+    signed note claims another root is named by seq, even though the copy
+    reproduces the witnessed root (the record itself is a valid leaf)."""
+    node_key = note.Signer(origins.log_name("symphony.example/test", NODE), Ed25519PrivateKey.generate())
+    witness = checkpoint.Cosigner("witness.example/w1", Ed25519PrivateKey.generate())
+    stream = tmp_path / "journal" / NODE / "0"
+    cut_seqs = []
+    with Writer(stream, NODE, 0, "none", segment_bytes=SEGMENT) as writer:
+        for lie in (False, True, False):
+            for i in range(200):
+                writer.append(RecordType.INGRESS, os.urandom(50), i + 1)
+
+            def sign(size: int, root: bytes, lie: bool = lie) -> bytes:
+                cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, writer.epoch), size,
+                                           bytes(32) if lie else root)
+                return checkpoint.sign(cp, node_key).encode()
+
+            found = writer.checkpoint(sign)
+            assert found is not None
+            cut_seqs.append(found.seq)
         size, root, epoch = writer.tree_size, writer.tree_root(), writer.epoch
     assert size is not None and root is not None
     cp = checkpoint.Checkpoint(origins.origin(node_key.name, 0, epoch), size, root)
     (tmp_path / "checkpoint").write_text(checkpoint.sign(cp, node_key) + witness.cosign(cp.text(), 1_700_000_000))
     (tmp_path / "policy").write_text(f"log {node_key.verifier.vkey()}\nwitness w1 {witness.verifier.vkey()}\n"
                                      "quorum w1\n")
-    checkpoints = [r for r in Reader(stream).records() if r.type == RecordType.CHECKPOINT]
-    assert release_segments(stream, checkpoints[1].seq, 0.0)
-    assert list_segments(stream)[0][0] > 1
-    args = ("journal", str(stream), "--checkpoint", str(tmp_path / "checkpoint"), "--policy", str(tmp_path / "policy"))
-    result = verify(*args)
-    assert result.returncode == 0, result.stderr
-    assert "verified_from_checkpoint_seq" in result.stdout
-    # A forged frontier in the first CHECKPOINT left in the copy, rewritten in place: its CRC
-    # and chain no longer hold, and the witnessed root would not be reproduced either.
-    first = next(r for r in Reader(stream).records(from_seq=list_segments(stream)[0][0])
-                 if r.type == RecordType.CHECKPOINT)
-    from journal import parse_checkpoint
-
-    body = parse_checkpoint(first.body)
-    forged = checkpoint_body(body.tree_size, [bytes(32)] + body.frontier[1:], body.note)
-    assert len(forged) == len(first.body)
-    for _, path in list_segments(stream):
-        data = path.read_bytes()
-        at = data.find(first.body)
-        if at > 0:
-            path.write_bytes(data[:at] + forged + data[at + len(forged):])
-            break
-    result = verify(*args)
+    result = verify("journal", str(stream), "--checkpoint", str(tmp_path / "checkpoint"),
+                    "--policy", str(tmp_path / "policy"))
     assert result.returncode == 1
+    assert f"the CHECKPOINT record at seq {cut_seqs[1]} does not describe the tree" in result.stderr
+    assert f"seq {cut_seqs[0]} " not in result.stderr and f"seq {cut_seqs[2]} " not in result.stderr
+    assert "do not reproduce" not in result.stderr
+
+
+def test_a_writer_reads_only_the_tail_of_a_long_release_log(tmp_path: Path) -> None:
+    """A release log grows by one entry per release for the life of the stream:
+    appending and the forwarder's check read only its tail, whose first
+    (partial) line is skipped, and still see the newest entries and a torn end."""
+    from journal import read_releases
+
+    stream, node_key, witness, tree, epoch = _released_stream(tmp_path)
+    for first in range(1, 4000, 10):
+        _release(stream, node_key, witness, tree, epoch, first, first + 9, 4001)
+    size = (stream / "RELEASES").stat().st_size
+    assert size > 600 * 1024  # longer than the tail a writer reads
+    tail = read_releases(stream, tail_bytes=1)
+    assert 0 < len(tail.entries) < 400 and tail.entries[-1].last_seq == 4000
+    assert [r.first_seq for r in tail.entries] == list(range(tail.entries[0].first_seq, 4000, 10))
+    assert len(read_releases(stream).entries) == 400
+    with (stream / "RELEASES").open("ab") as log:
+        log.write(b'{"half')
+    assert read_releases(stream, tail_bytes=1).torn_bytes == 6
+    _release(stream, node_key, witness, tree, epoch, 4001, 4001, 4001)
+    assert read_releases(stream).entries[-1].first_seq == 4001 and read_releases(stream).torn_bytes == 0

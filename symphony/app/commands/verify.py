@@ -5,6 +5,12 @@
     symphony verify journal DIR --checkpoint FILE --policy POLICY
     symphony verify gap-statement FILE --key VKEY [--policy POLICY --checkpoint FILE ...]
 
+A journal stream DIR whose first segments were released must hold the
+stream's RELEASES file (journal/FORMAT.md F18): each entry is checked against
+the policy, and the kept records must fold from the newest entry's frontier
+to every witnessed root; a head deleted without such entries is named with
+its stream and first missing seq.
+
 POLICY is a c2sp.org/tlog-policy file: the node keys (`log <vkey>`), the
 witnesses and the quorum the verifier trusts. Nothing here reads the
 operator's database or trusts a key carried by the evidence itself. VKEY is
@@ -125,8 +131,10 @@ def verify_proof(policy: Policy, data: bytes) -> Report:
 def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
     """A copy of a stream against a witnessed checkpoint: every record the
     checkpoint covers must be there, unchanged, in order (the tree's root over
-    them must be the checkpoint's root)."""
-    from journal import JournalError, Reader, parse_genesis, verify
+    them must be the checkpoint's root). Records released from the head of the
+    copy must be accounted for by the stream's release log (FORMAT.md F18),
+    each entry anchored on a checkpoint the policy accepts."""
+    from journal import JournalError, Reader, verify
 
     report = Report()
     cp = _checkpoint(policy, signed, report)
@@ -134,6 +142,7 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
         return report
     try:
         chain = verify(directory)
+        headers = Reader(directory).segments()
     except JournalError as exc:
         report.fail(f"journal: {exc}")
         return report
@@ -145,43 +154,158 @@ def verify_journal(policy: Policy, signed: bytes, directory: Path) -> Report:
     if chain.last_seq < cp.size:
         report.fail(f"journal: tail cut: the copy ends at seq {chain.last_seq}, the witnessed checkpoint "
                     f"covers {cp.size} records")
-    frontier = _starting_frontier(directory, chain.first_seq, report)
-    if frontier is None:
+    if not headers or chain.epoch is None:
+        report.fail("journal: the copy holds no segment")
         return report
-    for record in Reader(directory).records(from_seq=frontier.size + 1):
-        if frontier.size == cp.size or record.seq != frontier.size + 1:
-            break
-        if record.seq == 1:
-            parse_genesis(record.body)
-        frontier.append(merkle.leaf_hash(record.canonical))
-    if frontier.size == cp.size and frontier.root() != cp.root:
-        report.fail(f"journal: records 1..{cp.size} do not reproduce the witnessed root: a record was "
-                    "altered, removed, inserted or reordered, or the stream was rewritten")
+    start = _start(policy, directory, headers[0], report)
+    if start is None:
+        return report
+    frontier, roots, expected = start
+    roots.setdefault(cp.size, []).append((cp.root, "the witnessed root"))
+    for seq, (leaf, chain_hash, what) in sorted(expected.items()):
+        if not headers[0].first_seq <= seq <= chain.last_seq:
+            continue  # released, as recorded, or beyond a tail cut (reported above)
+        found = _record(directory, seq)
+        if found is not None and (merkle.leaf_hash(found.canonical) != leaf or found.chain_hash != chain_hash):
+            report.fail(f"journal: record {seq} is not the last record {what} (leaf or chain hash)")
+    _fold(directory, frontier, roots, report)
+    if frontier.size < max(roots) and chain.ok and chain.last_seq >= cp.size:
+        report.fail(f"journal: tail cut: the copy's tree ends at {frontier.size} records, a witnessed checkpoint "
+                    f"covers {max(roots)}")
     report.facts["records_checked"] = frontier.size
     return report
 
 
-def _starting_frontier(directory: Path, first_seq: int, report: Report) -> merkle.Frontier | None:
-    """Where the tree computation starts: empty at seq 1, or, when the first
-    segments were released (FORMAT.md F15), the frontier of the copy's first
-    CHECKPOINT record (F17). That frontier is not trusted on its own: only if
-    the records after it then reproduce the witnessed root is the whole claim
-    (frontier and records) proven, because the root commits to both."""
-    from journal import Reader, RecordType, parse_checkpoint
+def _fold(directory: Path, frontier: merkle.Frontier, roots: Roots, report: Report) -> None:
+    """Append the copy's records from frontier.size + 1 on to `frontier`,
+    comparing the root with each witnessed root on the way, and each CHECKPOINT
+    record's frontier (F17) with the tree just before it."""
+    from journal import Reader, RecordType, parse_checkpoint, parse_genesis
 
-    if first_seq == 1:
-        return merkle.Frontier()
-    for record in Reader(directory).records(from_seq=first_seq):
+    def check(size: int) -> None:
+        for root, what in roots.get(size, []):
+            if frontier.root() != root:
+                report.fail(f"journal: records 1..{size} do not reproduce {what}: a record was "
+                            "altered, removed, inserted or reordered, or the stream was rewritten")
+
+    end = max(roots)
+    check(frontier.size)
+    for record in Reader(directory).records(from_seq=frontier.size + 1):
+        if frontier.size >= end or record.seq != frontier.size + 1:
+            break
+        if record.seq == 1:
+            parse_genesis(record.body)
         if record.type == RecordType.CHECKPOINT:
-            body = parse_checkpoint(record.body)
-            if body.tree_size != record.seq - 1:
-                report.fail(f"journal: the CHECKPOINT at seq {record.seq} claims {body.tree_size} records before it")
-                return None
-            report.facts["verified_from_checkpoint_seq"] = record.seq
-            return merkle.Frontier(body.tree_size, body.frontier)
-    report.fail(f"journal: starts at seq {first_seq} (the records before it were released) and holds no "
-                "CHECKPOINT record to start the tree from")
-    return None
+            try:
+                journalled = parse_checkpoint(record.body)  # F17: the tree just before this record
+            except ValueError as exc:
+                report.fail(f"journal: the CHECKPOINT record at seq {record.seq}: {exc}")
+            else:
+                if journalled.tree_size != frontier.size or list(journalled.frontier) != frontier.hashes \
+                        or _signed_root(journalled.note) != (frontier.size, frontier.root()):
+                    report.fail(f"journal: the CHECKPOINT record at seq {record.seq} does not describe the tree "
+                                f"of the {frontier.size} records before it")
+        frontier.append(merkle.leaf_hash(record.canonical))
+        check(frontier.size)
+
+
+Expected = dict[int, tuple[bytes, bytes, str]]  # seq -> (leaf hash, chain hash, which release names it)
+Roots = dict[int, list[tuple[bytes, str]]]  # tree size -> (root, which checkpoint says so)
+
+
+def _start(policy: Policy, directory: Path, oldest: Any, report: Report
+           ) -> tuple[merkle.Frontier, Roots, Expected] | None:
+    """Where the tree computation starts, and what it must reproduce on the way.
+
+    A copy from seq 1 starts from the empty tree. A copy whose first segments
+    were released starts from the frontier of the release entry (FORMAT.md
+    F18) that ends right before its first record; the entries from seq 1 on
+    must be contiguous and each must carry a checkpoint the policy accepts
+    (node key and witness quorum) that covers its range, with an inclusion
+    proof of its last leaf. The frontier is not trusted on its own: the kept
+    records must fold from it to every witnessed root at or after it."""
+    from journal import JournalError, read_releases
+
+    label = f"stream {oldest.node_id}/{oldest.stream_id}"
+    try:
+        log = read_releases(directory)
+    except JournalError as exc:
+        report.fail(f"{label}: release log: {exc}")
+        return None
+    accepted, roots, expected = [], {}, {}  # type: ignore[var-annotated]
+    covered = 0
+    for release in log.for_epoch(oldest.epoch):
+        what = f"the release of seqs {release.first_seq}..{release.last_seq}"
+        if release.first_seq != covered + 1:
+            report.fail(f"{label}: the release log does not account for seqs {covered + 1}.."
+                        f"{release.first_seq - 1}")
+            break
+        problem, cp = _release_problem(policy, release, oldest)
+        if cp is None:
+            report.fail(f"{label}: {what} is not anchored: {problem}")
+            break
+        accepted.append(release)
+        roots.setdefault(cp.size, []).append((cp.root, f"the root of the checkpoint of {what}"))
+        expected[release.last_seq] = (release.last_leaf_hash, release.last_chain_hash, f"of {what}")
+        covered = release.last_seq
+    report.facts.update(released_through_seq=covered, releases=len(accepted))
+    if oldest.first_seq - 1 > covered:
+        report.facts["first_missing_seq"] = covered + 1
+        report.fail(f"{label}: seqs {covered + 1}..{oldest.first_seq - 1} were deleted without a valid release "
+                    f"record: first missing seq {covered + 1}")
+        return None
+    if oldest.first_seq == 1:
+        return merkle.Frontier(), roots, expected
+    anchor = next((r for r in accepted if r.last_seq == oldest.first_seq - 1), accepted[-1])
+    if anchor.last_seq == oldest.first_seq - 1 and oldest.prev_hash != anchor.last_chain_hash:
+        report.fail(f"{label}: the first kept segment does not continue the released records (its prev_hash is "
+                    f"not the chain hash of seq {anchor.last_seq} in the release log)")
+        return None
+    report.facts["verified_from_release_seq"] = anchor.last_seq
+    return merkle.Frontier(anchor.last_seq, anchor.frontier), \
+        {size: found for size, found in roots.items() if size >= anchor.last_seq}, expected
+
+
+def _release_problem(policy: Policy, release: Any, oldest: Any) -> tuple[str, checkpoint.Checkpoint | None]:
+    """(why not, None) when a release entry does not account for its range;
+    ("", its checkpoint) when it does."""
+    if (release.node_id, release.stream_id) != (oldest.node_id, oldest.stream_id):
+        return f"it names stream {release.node_id}/{release.stream_id}", None
+    try:
+        cp, _ = policy.verify(release.checkpoint.encode())
+    except PolicyError as exc:
+        return f"its checkpoint is not accepted: {exc}", None
+    if not cp.origin.endswith(f"/{release.stream_id}/{release.epoch.hex()}"):
+        return f"its checkpoint is for origin {cp.origin}", None
+    if cp.size < release.last_seq:
+        return f"its checkpoint covers {cp.size} records, not {release.last_seq}", None
+    try:
+        merkle.verify_inclusion(release.last_leaf_hash, release.last_seq - 1, cp.size, release.inclusion_proof,
+                                cp.root)
+        merkle.Frontier(release.last_seq, release.frontier)
+    except merkle.ProofError as exc:
+        return f"its last leaf or frontier does not match its checkpoint: {exc}", None
+    return "", cp
+
+
+def _signed_root(signed: bytes) -> tuple[int, bytes] | None:
+    """(size, root) the note in a CHECKPOINT record claims; None if it is not a checkpoint note."""
+    try:
+        cp = checkpoint.Checkpoint.parse(note.split(signed)[0])
+    except (note.NoteError, checkpoint.CheckpointError, ValueError):
+        return None
+    return cp.size, cp.root
+
+
+def _record(directory: Path, seq: int) -> Any:
+    from journal import Reader
+
+    scan = Reader(directory).records(from_seq=seq)
+    try:
+        record = next(scan, None)
+    finally:
+        getattr(scan, "close")()
+    return record if record is not None and record.seq == seq else None
 
 
 def load_vkey(value: str) -> note.Verifier:
