@@ -400,9 +400,10 @@ async def verify_log(conn: asyncpg.Connection, policy: Policy, anchors: Anchors,
     for w in anchors.checkpoints:
         if (node_id is None or w.node_id == node_id) and (stream_id is None or w.stream_id == stream_id):
             grouped.setdefault((w.node_id, w.stream_id, w.epoch), []).append(w)
-    epochs = [await verify_epoch(conn, policy, grouped[key]) for key in sorted(grouped)]
     known = [(str(r["node_id"]), int(r["stream_id"]), bytes(r["epoch"]))
              for r in await conn.fetch(QUERIES["known_epochs"], timeout=TIMEOUT_SECONDS)]
+    # Driven by the anchors, not by what PostgreSQL lists: an epoch it lost is checked (and named) too.
+    epochs = [await verify_epoch(conn, policy, grouped[key]) for key in sorted(grouped)]
     unanchored = [k for k in known if k not in grouped and (node_id is None or k[0] == node_id)
                   and (stream_id is None or k[1] == stream_id)]
     return LogReport(anchors, epochs, unanchored)
