@@ -174,7 +174,7 @@ def _external_anchors(args: argparse.Namespace) -> list[anchors.Anchor]:
         found.append(anchors.JournalAnchor(args.journal_dir))
     if args.mirror is not None:
         found.append(anchors.MirrorAnchor(cross_check.read_mirror(args.mirror, args.node, args.stream)))
-    # The witnessed checkpoint (issue 13) joins here as one more Anchor.
+    # Witnessed checkpoints (issue 13): `audit verify-log`, which recomputes every epoch's tree.
     return found
 
 
@@ -229,7 +229,7 @@ async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> t
     lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
     if not external:
         lines.append("anchors: PostgreSQL alone (a tail cut with the checkpoint moved back, or a re-chained stream, "
-                     "verifies here; compare with --journal-dir and --mirror)")
+                     "verifies here; compare with --journal-dir and --mirror, or run audit verify-log)")
     return bool(broken), report, "\n".join(lines)
 
 

@@ -166,6 +166,7 @@ class EpochResult:
                 "leaves_checked": self.leaves_checked, "last_seq": self.last_seq,
                 "witnessed_sizes": self.witnessed_sizes, "witnessed_compared": self.witnessed_compared,
                 "node_checkpoints_checked": self.node_checkpoints_checked, "tiles_compared": self.tiles_compared,
+                "rows_after_newest_witnessed": max(0, self.last_seq - max(self.witnessed_sizes, default=0)),
                 "findings": [f.as_dict() for f in self.findings], "findings_not_listed": self.suppressed}
 
 

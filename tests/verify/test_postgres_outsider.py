@@ -334,6 +334,7 @@ async def test_the_shipped_database_verifies_against_the_witnessed_checkpoints(s
     assert a["leaves_checked"] == shipped.head_a and a["witnessed_sizes"] == shipped.sizes_a
     assert a["witnessed_compared"] == 3 and b["witnessed_compared"] == 1 and b["leaves_checked"] > 0
     assert a["tiles_compared"] > 0 and a["node_checkpoints_checked"] == 3
+    assert a["rows_after_newest_witnessed"] == shipped.head_a - shipped.sizes_a[-1]  # the CHECKPOINT record and after
     assert report["checkpoints_accepted"] == 5 and report["unanchored_epochs"] == []
 
 
