@@ -20,9 +20,9 @@ compares one stream's head, as PostgreSQL holds it, with one such copy:
   as Vector ships it to object storage): the checkpoint's (seq, hash) must be
   the copy's record at that seq.
 
-A witnessed, signed checkpoint (issue 13) is the next anchor: it implements
-`Anchor` the same way (compare `StreamHead` with the latest cosigned checkpoint
-for the stream) and is added to the list `audit_cli` builds.
+Witnessed, signed checkpoints (issue 13) are checked by `audit verify-log`
+(repair/verify_log.py), which recomputes each epoch's Merkle tree from every
+row rather than comparing one head.
 """
 
 from __future__ import annotations

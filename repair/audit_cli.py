@@ -7,6 +7,8 @@
     symphony audit verify-chain [--node N] [--stream S] [--archive-public-key FILE|HEX]
                                 [--journal-dir DIR] [--mirror DIR] [--json]
     symphony audit cross-check --mirror DIR [--node N] [--stream S] [--json]
+    symphony audit verify-log --checkpoints DIR [--checkpoints DIR ...] --policy FILE [--node N] [--stream S]
+                              [--json]
     symphony audit archive [--partition NAME ...] [--hot-days D] [--out DIR] [--signing-key PEM] [--drop]
 
 T is ISO 8601 (`2025-06-01T00:00:00Z`) or a span back from now (`15m`, `2h`, `7d`).
@@ -23,10 +25,11 @@ from typing import Any
 
 import asyncpg
 
-from repair import anchors, archive, common, cross_check, verify
+from repair import anchors, archive, common, cross_check, verify, verify_log
 from repair.store import QUERIES, TIMEOUT_SECONDS
 from symphony import archive_signature
 from symphony.errors import EXIT_FINDINGS, EXIT_OK, SymphonyError
+from symphony.tlog.policy import Policy, PolicyError
 
 _SPAN = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>[smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,6 +88,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="directory of mirror files (*.ndjson, or Vector's *.ndjson.gz), read at any depth")
     cross.add_argument("--node", help="only streams of this node (default: every node the mirror names)")
     cross.add_argument("--stream", type=int, help="only this stream id")
+    log = sub.add_parser("verify-log", help="recompute each stream epoch's Merkle tree from the rows and compare it "
+                                            "with witnessed checkpoints kept outside the database")
+    log.add_argument("--checkpoints", type=Path, action="append", required=True, metavar="DIR",
+                     help="a directory of signed checkpoints (the witness's <state_dir>/logs, a publish_dir, or "
+                          "the auditor's copies), read at any depth; repeatable")
+    log.add_argument("--policy", type=Path, required=True, metavar="FILE",
+                     help="c2sp.org/tlog-policy file: the node keys, the witnesses and the quorum to trust")
+    log.add_argument("--node", help="only streams of this node")
+    log.add_argument("--stream", type=int, help="only this stream id")
     for child in sub.choices.values():
         child.add_argument("--json", action="store_true", help="machine-readable output")
         common.add_common(child, suppress=True)
@@ -96,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     _load_keys(args)  # a bad key is a usage error, found before connecting
     args.unattested_pending_seconds = settings.unattested_pending_seconds
     checks = {"gap": _gap, "ghosts": _ghosts, "seq-gaps": _seq_gaps, "verify-chain": _verify_chain,
-              "cross-check": _cross_check, "archive": _archive}
+              "cross-check": _cross_check, "archive": _archive, "verify-log": _verify_log}
     found, report, text = common.with_connection(url, lambda conn: checks[args.check](conn, args))
     print(json.dumps(report, indent=2, default=str) if args.json else text)
     return EXIT_FINDINGS if found else EXIT_OK
@@ -162,7 +174,7 @@ def _external_anchors(args: argparse.Namespace) -> list[anchors.Anchor]:
         found.append(anchors.JournalAnchor(args.journal_dir))
     if args.mirror is not None:
         found.append(anchors.MirrorAnchor(cross_check.read_mirror(args.mirror, args.node, args.stream)))
-    # The witnessed checkpoint (issue 13) joins here as one more Anchor.
+    # Witnessed checkpoints (issue 13): `audit verify-log`, which recomputes every epoch's tree.
     return found
 
 
@@ -171,6 +183,8 @@ def _load_keys(args: argparse.Namespace) -> None:
     if args.check == "verify-chain":
         key_text = args.archive_public_key or settings.archive_public_key
         args.archive_key = archive_signature.load_public_key(key_text) if key_text else None
+    elif args.check == "verify-log":
+        args.log_policy, args.log_anchors = _load_log_anchors(args)
     elif args.check == "archive":
         key_path = args.signing_key or settings.archive_signing_key
         if not key_path and getattr(args, "data_dir", None):
@@ -215,8 +229,34 @@ async def _verify_chain(conn: asyncpg.Connection, args: argparse.Namespace) -> t
     lines.append(f"{report['status']}: {len(reports)} stream(s), {report['records_verified']} record(s) verified")
     if not external:
         lines.append("anchors: PostgreSQL alone (a tail cut with the checkpoint moved back, or a re-chained stream, "
-                     "verifies here; compare with --journal-dir and --mirror)")
+                     "verifies here; compare with --journal-dir and --mirror, or run audit verify-log)")
     return bool(broken), report, "\n".join(lines)
+
+
+def _load_log_anchors(args: argparse.Namespace) -> tuple[Policy, verify_log.Anchors]:
+    """The policy and the accepted checkpoints: read before connecting, so that
+    a bad policy or a directory without one anchor is a usage error (exit 2)."""
+    try:
+        policy = Policy.parse(args.policy.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SymphonyError(f"--policy {args.policy}: unreadable: {exc}", exit_code=2) from None
+    except PolicyError as exc:
+        raise SymphonyError(f"--policy {args.policy}: {exc}", exit_code=2) from None
+    for directory in args.checkpoints:
+        if not directory.is_dir():
+            raise SymphonyError(f"--checkpoints {directory} is not a directory", exit_code=2)
+    found = verify_log.load_anchors(args.checkpoints, policy)
+    if not found.checkpoints:
+        reasons = "; ".join(f"{path}: {why}" for path, why in found.ignored[:3])
+        raise SymphonyError("no file under --checkpoints is a checkpoint the policy accepts"
+                            + (f" ({reasons})" if reasons else ""), exit_code=2)
+    return policy, found
+
+
+async def _verify_log(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:
+    report = await verify_log.verify_log(conn, args.log_policy, args.log_anchors, node_id=args.node,
+                                         stream_id=args.stream)
+    return not report.ok, report.as_dict(), report.text()
 
 
 async def _archive(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[bool, dict[str, Any], str]:

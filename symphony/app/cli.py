@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "service": ("payments_service.cli", "run the reference payments API behind the sidecar"),
     "rail-sim": ("rail_sim.cli", "run a rail simulator with fault injection"),
     "repair": ("repair.cli", "run the reconciliation daemon, or list/show/resolve incidents"),
-    "audit": ("repair.audit_cli", "audit the record: gap, ghosts, seq-gaps, verify-chain"),
+    "audit": ("repair.audit_cli", "audit the record: gap, ghosts, seq-gaps, verify-chain, verify-log"),
     "dashboard": ("repair.dashboard_cli", "serve the read-only regulator dashboard"),
     "participant": ("repair.participant_cli", "list, show, suspend, reinstate or revoke the tokens of a participant"),
     "evidence": ("repair.evidence_cli", "build or verify the signed evidence bundle"),
