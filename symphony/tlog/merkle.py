@@ -61,6 +61,21 @@ def root(read: NodeReader, size: int) -> bytes:
     return EMPTY_ROOT if size == 0 else subtree_hash(read, 0, size)
 
 
+def frontier(read: NodeReader, size: int) -> list[bytes]:
+    """The compact range of the tree of `size` leaves: one perfect-subtree hash
+    per set bit of size, largest (leftmost) first, as `Frontier` holds it."""
+    if size < 0:
+        raise ProofError(f"no tree has {size} leaves")
+    hashes: list[bytes] = []
+    start = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if (size >> level) & 1:
+            hashes.append(read(level, start >> level))
+            start += 1 << level
+    assert start == size
+    return hashes
+
+
 def inclusion_proof(read: NodeReader, index: int, size: int) -> list[bytes]:
     """PATH(index, D[0:size]) of RFC 9162 §2.1.3.1: sibling hashes from the leaf up."""
     if not 0 <= index < size:

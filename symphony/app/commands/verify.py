@@ -3,6 +3,7 @@
     symphony verify checkpoint FILE --policy POLICY
     symphony verify proof FILE --policy POLICY
     symphony verify journal DIR --checkpoint FILE --policy POLICY
+    symphony verify export DIR --policy POLICY --export-key KEY
 
 POLICY is a c2sp.org/tlog-policy file: the node keys (`log <vkey>`), the
 witnesses and the quorum the verifier trusts. Nothing here reads the
@@ -42,12 +43,16 @@ class Report:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("checkpoint", "proof", "journal"), help="what to verify")
-    parser.add_argument("path", help="the checkpoint note, the .tlog-proof file, or the journal stream directory")
+    parser.add_argument("kind", choices=("checkpoint", "proof", "journal", "export"), help="what to verify")
+    parser.add_argument("path", help="the checkpoint note, the .tlog-proof file, the journal stream directory, "
+                                     "or the export directory (`symphony export`)")
     parser.add_argument("--policy", required=True, metavar="FILE",
                         help="c2sp.org/tlog-policy file: trusted node keys, witnesses and quorum")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="journal: the witnessed checkpoint the stream copy must reproduce")
+    parser.add_argument("--export-key", metavar="VKEY",
+                        help="export: the manifest signer's note verifier key (<name>+<hex id>+<base64 key>, or a "
+                             "file holding it), as `symphony export` prints it under `signer`")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -181,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "checkpoint":
         report = Report()
         _checkpoint(policy, _read(args.path, "checkpoint"), report)
+    elif args.kind == "export":
+        return _run_export(args, policy)
     elif args.kind == "proof":
         report = verify_proof(policy, _read(args.path, "proof"))
     else:
@@ -195,6 +202,37 @@ def run(args: argparse.Namespace) -> int:
     else:
         for key, value in report.facts.items():
             print(f"{key}: {value}")
+        for finding in report.findings:
+            print(f"FAIL {finding}", file=sys.stderr)
+        print("OK: verified" if report.ok else "FAILED")
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _run_export(args: argparse.Namespace, policy: Policy) -> int:
+    from symphony.app.commands import verify_export
+
+    if not args.export_key:
+        raise ConfigError("verify export needs --export-key VKEY (the export signer's verifier key)")
+    key = verify_export.parse_export_key(args.export_key)
+    directory = Path(args.path)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not an export directory")
+    report = verify_export.verify_export(directory, policy, key)
+    rows = report.gap_rows()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "findings": report.findings, **report.facts, "participants": rows,
+                          "ghosts": report.ghosts, "unattested_executions": report.unattested}, indent=2))
+    else:
+        for name, value in report.facts.items():
+            print(f"{name}: {value}")
+        print(f"{'participant':<24} {'ingress':>8} {'executed':>8} {'handled':>8} {'gap':>6} {'unattested':>10}  status")
+        for row in rows:
+            print(f"{row['participant_id']:<24} {row['ingress_count']:>8} {row['executions']:>8} {row['handled']:>8} "
+                  f"{row['gap']:>6} {row['unattested']:>10}  {row['status']}")
+        for ghost in report.ghosts:
+            print(f"GHOST {ghost['node_id']}/{ghost['stream_id']} epoch {ghost['epoch']} seq {ghost['seq']} "
+                  f"attestation {ghost['attestation_id']} participant {ghost['participant_id']} "
+                  f"outcome {ghost['outcome'] or 'none'}")
         for finding in report.findings:
             print(f"FAIL {finding}", file=sys.stderr)
         print("OK: verified" if report.ok else "FAILED")
