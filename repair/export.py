@@ -141,7 +141,7 @@ async def export(conn: asyncpg.Connection, selection: exports.Selection, directo
         checkpoints = _File(directory, exports.CHECKPOINTS)
         records_total = 0
         for index, chosen in enumerate(ranges):
-            line, cp = await _stream(conn, index, chosen)
+            line, cp, chosen = await _stream(conn, index, chosen)
             streams.line(line)
             checkpoints.line(cp)
             entry = await _records(conn, directory, index, chosen, progress)
@@ -198,13 +198,17 @@ def _bounds(selection: exports.Selection) -> tuple[dt.datetime, dt.datetime]:
 
 
 async def _stream(conn: asyncpg.Connection, index: int, chosen: Range
-                  ) -> tuple[exports.StreamLine, exports.CheckpointLine]:
-    """The stream line (range, frontier at a - 1, consistency proof b -> n) and its checkpoint."""
+                  ) -> tuple[exports.StreamLine, exports.CheckpointLine, Range]:
+    """The stream line (range, frontier at a - 1, consistency proof b -> n), its
+    checkpoint, and the range (without an uncovered tail of non-attestations)."""
     key = (chosen.node_id, chosen.stream_id, chosen.epoch)
     name = f"{chosen.node_id}/{chosen.stream_id} epoch {chosen.epoch.hex()}"
     if not 1 <= chosen.first_seq <= chosen.last_seq:
         raise SymphonyError(f"{name}: seq range {chosen.first_seq}..{chosen.last_seq} is empty", exit_code=2)
     cp = await conn.fetchrow(QUERIES["covering_checkpoint"], *key, chosen.last_seq)
+    if cp is None:
+        chosen = await _trimmed(conn, chosen)
+        cp = await conn.fetchrow(QUERIES["covering_checkpoint"], *key, chosen.last_seq)
     if cp is None:
         raise ExportError(f"{name}: no checkpoint covers seq {chosen.last_seq} yet (wait for the next one, or "
                           "export a window that ends earlier)")
@@ -237,7 +241,20 @@ async def _stream(conn: asyncpg.Connection, index: int, chosen: Range
         ended=None if ended is None else exports.Ended(
             int(ended["last_seq"]), bytes(ended["last_hash"]).hex(), int(ended["journal_head_seq"]),
             bytes(ended["successor_epoch"]).hex(), ended["reason"], exports.format_time(ended["ended_at"])))
-    return line, exports.CheckpointLine(index, size, cp["note"], list(cp["cosignatures"]))
+    return line, exports.CheckpointLine(index, size, cp["note"], list(cp["cosignatures"])), chosen
+
+
+async def _trimmed(conn: asyncpg.Connection, chosen: Range) -> Range:
+    """The range without its uncovered tail when that tail holds no INGRESS or
+    OUTCOME: a stream's last records are typically its own CHECKPOINT (and
+    heartbeats), which only the next checkpoint covers, and an ended epoch
+    never gets one. Attestations beyond every checkpoint are never dropped:
+    then there is no trimming and the export fails."""
+    row = await conn.fetchrow(QUERIES["newest_checkpoint_below"], chosen.node_id, chosen.stream_id, chosen.epoch,
+                              chosen.last_seq)
+    if row is None or row["attestation_after"] is not None or int(row["tree_size"]) < chosen.first_seq:
+        return chosen
+    return Range(chosen.node_id, chosen.stream_id, chosen.epoch, chosen.first_seq, int(row["tree_size"]))
 
 
 async def _records(conn: asyncpg.Connection, directory: Path, index: int, chosen: Range,
@@ -249,7 +266,7 @@ async def _records(conn: asyncpg.Connection, directory: Path, index: int, chosen
         out.write(chunk, lines)
         progress.add(lines)
 
-    await conn.copy_from_query(QUERIES["records"], chosen.node_id, chosen.stream_id, chosen.epoch,
+    await conn.copy_from_query(QUERIES["records"].rstrip().rstrip(";"), chosen.node_id, chosen.stream_id, chosen.epoch,
                                chosen.first_seq, chosen.last_seq, output=sink, timeout=TIMEOUT_SECONDS)
     return out.close()
 

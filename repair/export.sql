@@ -153,3 +153,18 @@ SELECT encode(chain_hash, 'hex') || ' ' || encode(canonical, 'hex')
 FROM ingress_attestations
 WHERE node_id = $1 AND stream_id = $2 AND epoch = $3 AND stream_seq BETWEEN $4 AND $5
 ORDER BY stream_seq, recorded_at;
+
+-- name: newest_checkpoint_below
+-- The newest checkpoint of stream epoch ($1, $2, $3) below seq $4 (its size),
+-- cosigned ones first, and the last INGRESS or OUTCOME after it up to $4.
+SELECT c.tree_size,
+       (SELECT max(a.stream_seq) FROM ingress_attestations a
+        WHERE a.node_id = $1 AND a.stream_id = $2 AND a.epoch = $3 AND a.record_type IN (2, 3)
+          AND a.stream_seq > c.tree_size AND a.stream_seq <= $4) AS attestation_after
+FROM log_checkpoints c
+WHERE c.node_id = $1 AND c.stream_id = $2 AND c.epoch = $3 AND c.tree_size < $4
+ORDER BY EXISTS (SELECT 1 FROM log_cosignatures s
+                 WHERE s.node_id = c.node_id AND s.stream_id = c.stream_id AND s.epoch = c.epoch
+                   AND s.tree_size = c.tree_size) DESC,
+         c.tree_size DESC
+LIMIT 1;

@@ -30,6 +30,8 @@ import argparse
 import json
 from pathlib import Path
 
+import asyncpg
+
 from repair import common, evidence
 from repair.audit_cli import parse_time
 from repair.evidence_cli import UP_SIGNING_KEY
@@ -100,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     selection = selection_from(args)
     settings, url = common.settings_and_dsn(args)
     signer = signer_from(args, settings.evidence_signing_key)
-    summary = common.with_connection(url, lambda conn: export.export(conn, selection, Path(args.out), signer))
+    try:
+        summary = common.with_connection(url, lambda conn: export.export(conn, selection, Path(args.out), signer))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise SymphonyError(f"database: {type(exc).__name__}: {exc}", exit_code=4) from None
+    except OSError as exc:
+        raise SymphonyError(f"cannot write the export: {exc.strerror or exc}", exit_code=4) from None
     print(json.dumps(summary.as_dict(), indent=2))
     return EXIT_OK

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export-key", metavar="VKEY",
                         help="export: the manifest signer's note verifier key (<name>+<hex id>+<base64 key>, or a "
                              "file holding it), as `symphony export` prints it under `signer`")
+    parser.add_argument("--anchor", action="append", default=[], metavar="FILE",
+                        help="export: a witnessed checkpoint you hold independently (from the witness, or an "
+                             "earlier export) that the export must account for (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -217,7 +220,8 @@ def _run_export(args: argparse.Namespace, policy: Policy) -> int:
     directory = Path(args.path)
     if not directory.is_dir():
         raise ConfigError(f"{directory} is not an export directory")
-    report = verify_export.verify_export(directory, policy, key)
+    anchors = [_read(path, "anchor checkpoint") for path in args.anchor]
+    report = verify_export.verify_export(directory, policy, key, anchors)
     rows = report.gap_rows()
     if args.json:
         print(json.dumps({"ok": report.ok, "findings": report.findings, **report.facts, "participants": rows,

@@ -108,7 +108,11 @@ def parse_export_key(value: str) -> note.Verifier:
     return verifier
 
 
-def verify_export(directory: Path, policy: Policy, export_key: note.Verifier) -> ExportReport:
+def verify_export(directory: Path, policy: Policy, export_key: note.Verifier,
+                  anchors: list[bytes] | None = None) -> ExportReport:
+    """Check the export in `directory`; `anchors` are witnessed checkpoints the
+    examiner holds independently (from the witness, or a previous export):
+    each must be accounted for by the export (see `_anchor`)."""
     report = ExportReport()
     manifest = _manifest(directory, export_key, report)
     if manifest is None:
@@ -137,6 +141,8 @@ def verify_export(directory: Path, policy: Policy, export_key: note.Verifier) ->
         else:
             checker.prove(cp, policy)
     gap.finish(directory / exports.OUTBOX, directory / exports.EVENTS)
+    for anchor in anchors or []:
+        _anchor(anchor, policy, streams, report)
     report.facts.update(format=exports.FORMAT, selection=manifest.selection.line(), created=manifest.created_at,
                         streams=len(streams), records=sum(s.last_seq - s.first_seq + 1 for s in streams))
     if any(t.gap or t.unattested for t in report.tallies.values()):
@@ -227,7 +233,9 @@ class _Gap:
         self.executed: set[int] = set()  # attestation_id << 16 | node index
         # position (node index, stream, seq) -> fingerprint of (attestation id, participant, body hash)
         self.positions: dict[int, int] = {}
-        self.matched: set[int] = set()
+        # position -> (received_at_us, matches) of the earliest INGRESS seen there: like
+        # execution_attestation_v1, the earliest recorded record at a position is the one that counts
+        self.candidates: dict[int, tuple[int, bool]] = {}
         self.outbox_rows = 0
 
     def node(self, node_id: str) -> int:
@@ -272,9 +280,11 @@ class _Gap:
         wanted = self.positions.get(key)
         if wanted is None:
             return
-        if wanted in (self.fingerprint(aid, body.participant_id, body.body_sha256.hex()),
-                      self.fingerprint(aid, body.participant_id, "")):
-            self.matched.add(key)
+        matches = wanted in (self.fingerprint(aid, body.participant_id, body.body_sha256.hex()),
+                             self.fingerprint(aid, body.participant_id, ""))
+        earlier = self.candidates.get(key)
+        if earlier is None or body.received_at_us < earlier[0]:
+            self.candidates[key] = (body.received_at_us, matches)
 
     def finish(self, outbox: Path, events: Path) -> None:
         """Name the outbox rows without their INGRESS; check the events against the rows."""
@@ -322,7 +332,7 @@ class _Gap:
     def _attested(self, row: exports.OutboxLine) -> None:
         node = self.nodes.get(row.ingress_node_id, -1)
         key = self.position(node, row.ingress_stream_id, row.ingress_seq) if node >= 0 else -1
-        if key in self.matched:
+        if self.candidates.get(key, (0, False))[1]:
             return
         where = f"{row.ingress_node_id}/{row.ingress_stream_id} seq {row.ingress_seq}"
         self.report.fail(f"outbox row {row.id}: no exported INGRESS at {where} with attestation id "
@@ -508,4 +518,31 @@ class _StreamCheck:
                              f"reordered or rewritten): {exc}")
             return
         self.report.facts.setdefault("checkpoints", []).append(
-            {"origin": checked.origin, "tree_size": checked.size, "cosigned_by": sorted(cosigners)})
+            {"origin": checked.origin, "tree_size": checked.size, "root": checked.root.hex(),
+             "cosigned_by": sorted(cosigners)})
+
+
+def _anchor(signed: bytes, policy: Policy, streams: list[exports.StreamLine], report: ExportReport) -> None:
+    """An examiner's checkpoint must be accounted for: the export holds its
+    log (origin) and proves a tree at least as large, cosigned by the same
+    witness quorum (which cosigns only trees consistent with every one it
+    cosigned before); of the same size, the same root. A stream epoch left
+    out of the export (an epoch restarted and the old one hidden), or cut
+    below what the witness saw, fails here."""
+    try:
+        held, _ = policy.verify(signed)
+    except PolicyError as exc:
+        report.fail(f"anchor checkpoint: {exc}")
+        return
+    proven = report.facts.get("checkpoints", [])
+    same = [c for c in proven if c["origin"] == held.origin]
+    label = f"anchor checkpoint {held.origin} size {held.size}"
+    if not same:
+        listed = any(held.origin.endswith(f"/{s.node_id}/{s.stream_id}/{s.epoch}") for s in streams)
+        report.fail(f"{label}: its log is not proven by the export ({'it failed' if listed else 'not in the export'})")
+        return
+    size = max(c["tree_size"] for c in same)
+    if size < held.size:
+        report.fail(f"{label}: the export proves only {size} records of it (cut)")
+    elif size == held.size and not any(c["root"] == held.root.hex() for c in same):
+        report.fail(f"{label}: the export's checkpoint of that size has another root (forked)")
