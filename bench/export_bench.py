@@ -178,23 +178,26 @@ async def load(dsn: str, records: int) -> tuple[dt.datetime, dt.datetime, int]:
     return UNIX + dt.timedelta(microseconds=base_us), UNIX + dt.timedelta(microseconds=gen.last_us + 1), size
 
 
-def child(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Run `symphony ARGV`; (seconds, peak RSS in MB of that child alone, result).
+# A small launcher process runs the command and reports resource.getrusage(RUSAGE_CHILDREN)
+# after waiting for it: the child's own peak RSS. Forking it straight from this
+# (large) benchmark process would count our pages in the child's maximum until exec.
+LAUNCHER = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[1:])
+elapsed = time.perf_counter() - start
+sys.stderr.write(f"\\nLAUNCHER {elapsed} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {code}\\n")
+sys.exit(code)
+"""
 
-    The child is reaped with os.wait4, whose rusage is that child's own
-    (ru_maxrss in KiB on Linux); its output goes to files, not pipes, so
-    nothing else has to wait for it."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "symphony", *argv], stdout=out, stderr=err, text=True,
-                                   cwd=REPO)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return elapsed, usage.ru_maxrss / 1024, subprocess.CompletedProcess(argv, process.returncode, out.read(),
-                                                                            err.read())
+
+def child(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run `symphony ARGV`; (seconds, peak RSS in MB of that child alone, result)."""
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "symphony", *argv],
+                          capture_output=True, text=True, cwd=REPO)
+    err, _, tail = done.stderr.rpartition("\nLAUNCHER ")
+    seconds, peak_kib, _ = tail.split()
+    return float(seconds), int(peak_kib) / 1024, subprocess.CompletedProcess(argv, done.returncode, done.stdout, err)
 
 
 def main() -> None:

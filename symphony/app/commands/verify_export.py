@@ -28,6 +28,7 @@ stream and seq, or the row id); 2: usage or unreadable input.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import struct
 from collections.abc import Iterator
@@ -233,9 +234,9 @@ class _Gap:
         self.executed: set[int] = set()  # attestation_id << 16 | node index
         # position (node index, stream, seq) -> fingerprint of (attestation id, participant, body hash)
         self.positions: dict[int, int] = {}
-        # position -> (received_at_us, matches) of the earliest INGRESS seen there: like
+        # position -> received_at_us << 1 | matches, of the earliest INGRESS seen there: like
         # execution_attestation_v1, the earliest recorded record at a position is the one that counts
-        self.candidates: dict[int, tuple[int, bool]] = {}
+        self.candidates: dict[int, int] = {}
         self.outbox_rows = 0
 
     def node(self, node_id: str) -> int:
@@ -256,9 +257,11 @@ class _Gap:
         return (node << 80) | (stream_id << 64) | seq
 
     @staticmethod
-    def fingerprint(attestation_id: int, participant: str, body_hash: str) -> int:
-        data = f"{attestation_id}\x00{participant}\x00{body_hash}".encode()
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    def fingerprint(attestation_id: int, participant: str, body_hash: bytes) -> int:
+        """A 64-bit digest of what an outbox row must share with its INGRESS
+        (Python's keyed SipHash of the tuple: stable within this process, not
+        predictable by whoever made the export)."""
+        return hash((attestation_id, participant, body_hash))
 
     def load_outbox(self, path: Path) -> None:
         decoder = msgspec.json.Decoder(exports.OutboxLine)
@@ -271,8 +274,13 @@ class _Gap:
             self.outbox_rows += 1
             node = self.node(row.ingress_node_id)
             self.executed.add(row.attestation_id << 16 | node)
+            try:
+                body_hash = bytes.fromhex(row.ingress_body_sha256 or "")
+            except ValueError:
+                self.report.fail(f"outbox row {row.id}: ingress_body_sha256 is not hex")
+                continue
             self.positions[self.position(node, row.ingress_stream_id, row.ingress_seq)] = self.fingerprint(
-                row.attestation_id, row.participant_id, row.ingress_body_sha256 or "")
+                row.attestation_id, row.participant_id, body_hash)
 
     def ingress_at(self, node: int, stream_id: int, seq: int, body: attestation.IngressBody, aid: int) -> None:
         """An INGRESS at a position an outbox row points to: does it match the row?"""
@@ -280,11 +288,12 @@ class _Gap:
         wanted = self.positions.get(key)
         if wanted is None:
             return
-        matches = wanted in (self.fingerprint(aid, body.participant_id, body.body_sha256.hex()),
-                             self.fingerprint(aid, body.participant_id, ""))
+        fingerprint = self.fingerprint
+        matches = wanted == fingerprint(aid, body.participant_id, body.body_sha256) or \
+            wanted == fingerprint(aid, body.participant_id, b"")
         earlier = self.candidates.get(key)
-        if earlier is None or body.received_at_us < earlier[0]:
-            self.candidates[key] = (body.received_at_us, matches)
+        if earlier is None or body.received_at_us < earlier >> 1:
+            self.candidates[key] = body.received_at_us << 1 | matches
 
     def finish(self, outbox: Path, events: Path) -> None:
         """Name the outbox rows without their INGRESS; check the events against the rows."""
@@ -332,7 +341,7 @@ class _Gap:
     def _attested(self, row: exports.OutboxLine) -> None:
         node = self.nodes.get(row.ingress_node_id, -1)
         key = self.position(node, row.ingress_stream_id, row.ingress_seq) if node >= 0 else -1
-        if self.candidates.get(key, (0, False))[1]:
+        if self.candidates.get(key, 0) & 1:
             return
         where = f"{row.ingress_node_id}/{row.ingress_stream_id} seq {row.ingress_seq}"
         self.report.fail(f"outbox row {row.id}: no exported INGRESS at {where} with attestation id "
@@ -400,10 +409,12 @@ class _StreamCheck:
         stream_id = s.stream_id
         waiting: dict[int, tuple[str, int]] = {}  # attestation id -> (participant, seq) awaiting its OUTCOME
         hashes, size = frontier.hashes, frontier.size
-        executed, in_window, tally = gap.executed, gap.in_window_us, report.tally
-        positions = gap.positions
+        executed, tally, tallies = gap.executed, report.tally, report.tallies
+        positions, base = gap.positions, node << 80 | stream_id << 64
+        low = -1 if gap.by_seq or gap.since_us is None else gap.since_us
+        high = 1 << 64 if gap.by_seq or gap.until_us is None else gap.until_us
         unpack = HEADER.unpack_from
-        fromhex = bytes.fromhex
+        fromhex = binascii.unhexlify
         chain_checked = prev is not None
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed below
@@ -411,13 +422,17 @@ class _StreamCheck:
             report.fail(f"stream {self.label}: records file {path.name} is missing (removed)")
             return True
         with handle:
-            for number, raw in enumerate(handle, start=1):
+            first = size
+            for raw in handle:
                 expected = size + 1
+                number = expected - first  # the line number, while every line so far was in place
                 try:
-                    chain = fromhex(raw[:64].decode())
-                    canonical = fromhex(raw[65:].decode())
+                    chain = fromhex(raw[:64])
+                    canonical = fromhex(raw[65:].rstrip(b"\n"))
+                    if raw[64] != 32:
+                        raise ValueError("no space after the chain hash")
                     body_len, seq, aid, kind, flags, reserved = unpack(canonical)
-                except (ValueError, struct.error, UnicodeDecodeError):
+                except (ValueError, IndexError, binascii.Error, struct.error):
                     report.fail(f"stream {self.label}: {path.name} line {number} (seq {expected}) is not "
                                 "`<chain hex> <canonical hex>`")
                     return True
@@ -447,11 +462,11 @@ class _StreamCheck:
                     except msgspec.DecodeError:
                         report.fail(f"stream {self.label}: seq {seq}: INGRESS body does not decode")
                         continue
-                    if (node << 80 | stream_id << 64 | seq) in positions:
+                    if base | seq in positions:
                         gap.ingress_at(node, stream_id, seq, body, aid)
-                    if body.executes and in_window(body.received_at_us):
+                    if body.executes and low <= body.received_at_us < high:
                         participant = body.participant_id or UNAUTHENTICATED
-                        counts = tally(participant)
+                        counts = tallies.get(participant) or tally(participant)
                         counts.ingress_count += 1
                         if (aid << 16 | node) in executed:
                             counts.executions += 1
