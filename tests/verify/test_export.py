@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from symphony import attestation, exports
 from symphony.embedded import EmbeddedState
 from symphony.tlog import note
+from tests import independent_verifier as outsider
 from tests.conftest import REPO_ROOT, _dsn_for
 from tests.verify.export_scenario import Scenario, build
 
@@ -54,6 +55,11 @@ class Built:
     signer: note.Signer
     vkey: str
     summary: dict[str, object]
+
+    def outsider(self, directory: Path) -> outsider.ExportCheck:
+        """The outsider's verifier (docs alone, no Symphony import) on the same files and keys."""
+        return outsider.check_export(directory, self.vkey, self.scenario.key.vkey,
+                                     [self.scenario.witness.verifier.vkey()], 1)
 
     def verify(self, directory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return symphony("verify", "export", str(directory), "--policy", str(self.policy), "--export-key", self.vkey,
@@ -111,6 +117,10 @@ def test_export_verifies_offline_and_equals_the_audit_gap(built: Built) -> None:
     assert 0 < report["outbox_rows"] < len(scenario.outbox_ids)  # the window's, not all
     got = _gap_rows(report["participants"])
     assert got == expected
+    independent = built.outsider(built.export)
+    assert independent.problems == [] and not independent.ok
+    assert independent.gap == got
+    assert independent.ghosts == {int(g["attestation_id"]) for g in report["ghosts"]}
     assert {"bank-a", "bank-b", "(unauthenticated)"} <= set(got)
     assert all(sum(row[i] for row in got.values()) > 0 for i in range(4))  # ingress, executed, handled, gap
     in_window = [r for r in scenario.requests if r.executes and
@@ -138,6 +148,8 @@ def test_a_clean_window_exits_zero_and_a_seq_range_verifies(built: Built) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert sum(p["executions"] for p in report["participants"]) == 3
+    independent = built.outsider(clean)
+    assert independent.ok and independent.gap == _gap_rows(report["participants"])
     ranged = built.root / "ranged"
     done = symphony("export", "--database-url", scenario.database_url, "--out", str(ranged), "--node", NODE,
                     "--stream", "0", "--from-seq", "40", "--to-seq", "90",
@@ -479,6 +491,8 @@ def test_each_change_to_an_export_is_named(built: Built, case: str, mutate: Call
     assert result.returncode == 1, result.stdout + result.stderr
     findings = json.loads(result.stdout)["findings"]
     assert any(expected in f for f in findings), findings
+    independent = built.outsider(copy)
+    assert not independent.ok and independent.problems, case  # the outsider fails it too
 
 
 def test_an_epoch_restart_cannot_hide_the_old_epoch(built: Built) -> None:
