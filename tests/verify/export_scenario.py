@@ -62,7 +62,10 @@ class Scenario:
 
     @property
     def until(self) -> dt.datetime:
-        return UNIX + dt.timedelta(microseconds=self.base_us + 260_000)
+        # Half a millisecond after the INGRESS of a replayed request (request 257 of
+        # stream 0, 57 of the new epoch of stream 1), before its OUTCOME: the export
+        # has to reach past the window for that OUTCOME, or the request turns into a ghost.
+        return UNIX + dt.timedelta(microseconds=self.base_us + 257_500)
 
     def policy(self, path: Path) -> Path:
         path.write_text(f"log {self.key.vkey}\nwitness w1 {self.witness.verifier.vkey()}\nquorum w1\n")

@@ -132,6 +132,8 @@ def test_export_verifies_offline_and_equals_the_audit_gap(built: Built) -> None:
     assert any(s["ended"] is not None for s in streams)  # the restarted stream's old epoch
     assert any(s["first_seq"] > 1 and s["frontier"] for s in streams)
     assert any(s["consistency"] for s in streams)
+    late = [r for r in in_window if r.kind == "replayed" and r.at_us + 1500 >= exports.to_us(scenario.until)]  # type: ignore[operator]
+    assert late and not {r.attestation_id for r in late} & ghosts  # their OUTCOMEs, after the window, were exported
 
 
 def test_a_clean_window_exits_zero_and_a_seq_range_verifies(built: Built) -> None:
