@@ -16,8 +16,8 @@ Writes the directory format of symphony.exports (docs/verifying.md,
 - a manifest listing every file with its size, SHA-256 and item count,
   signed as a C2SP signed note.
 
-Memory stays bounded: records go from COPY to the file chunk by chunk, rows
-come through server-side cursors, and each file is hashed as it is written.
+Memory stays bounded: records, outbox rows and events go from COPY to the
+file chunk by chunk, and each file is hashed as it is written.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,7 +40,6 @@ from symphony.errors import SymphonyError
 from symphony.tlog import merkle, note, tiles
 
 QUERIES = queries.load("repair", "export.sql")
-CURSOR_PREFETCH = 2000
 TIMEOUT_SECONDS = 600.0
 _ENCODER = msgspec.json.Encoder()
 
@@ -151,8 +149,7 @@ async def export(conn: asyncpg.Connection, selection: exports.Selection, directo
             records_total += entry.items
             files.append(entry)
         files[:0] = [streams.close(), checkpoints.close()]
-        outbox = await _rows(conn, directory, exports.OUTBOX, selection, "outbox", _outbox_line)
-        events = await _rows(conn, directory, exports.EVENTS, selection, "events", _event_line)
+        outbox, events = await _rows(conn, directory, selection)
         files += [outbox, events]
     progress.done()
     manifest = exports.Manifest(selection, exports.format_time(dt.datetime.now(dt.timezone.utc)), files)
@@ -271,38 +268,30 @@ async def _records(conn: asyncpg.Connection, directory: Path, index: int, chosen
     return out.close()
 
 
-async def _rows(conn: asyncpg.Connection, directory: Path, name: str, selection: exports.Selection, what: str,
-                to_line: Callable[[asyncpg.Record], msgspec.Struct]) -> exports.FileEntry:
-    out = _File(directory, name)
+async def _rows(conn: asyncpg.Connection, directory: Path, selection: exports.Selection
+                ) -> tuple[exports.FileEntry, exports.FileEntry]:
+    """outbox.jsonl and events.jsonl, each one COPY: PostgreSQL writes the JSON
+    (json_build_object), in CSV mode with a quote and a delimiter that JSON
+    text never contains, so each line arrives exactly as built."""
     if selection.by_seq:
-        query = QUERIES["seq_outbox" if what == "outbox" else "seq_events"]
         assert selection.epoch is not None
-        args: Iterable[Any] = (selection.node_id, selection.stream_id, selection.first_seq, selection.last_seq,
-                               bytes.fromhex(selection.epoch))
+        names = ("seq_outbox", "seq_events")
+        args: tuple[Any, ...] = (selection.node_id, selection.stream_id, selection.first_seq, selection.last_seq,
+                                 bytes.fromhex(selection.epoch))
     else:
-        query = QUERIES["window_outbox" if what == "outbox" else "window_events"]
+        names = ("window_outbox", "window_events")
         args = _bounds(selection)
-    async for row in conn.cursor(query, *args, prefetch=CURSOR_PREFETCH, timeout=TIMEOUT_SECONDS):
-        out.line(to_line(row))
-    return out.close()
+    written = []
+    for name, query in zip((exports.OUTBOX, exports.EVENTS), names):
+        out = _File(directory, name)
 
+        async def sink(chunk: bytes, out: _File = out) -> None:
+            out.write(chunk, chunk.count(b"\n"))
 
-def _outbox_line(row: asyncpg.Record) -> msgspec.Struct:
-    body = row["ingress_body_sha256"]
-    return exports.OutboxLine(
-        id=row["id"], intent_id=row["intent_id"], participant_id=row["participant_id"],
-        attestation_id=int(row["attestation_id"]), ingress_node_id=row["ingress_node_id"],
-        ingress_stream_id=int(row["ingress_stream_id"]), ingress_seq=int(row["ingress_seq"]),
-        ingress_body_sha256=None if body is None else bytes(body).hex(), rail=row["rail"], status=row["status"],
-        attempt_count=int(row["attempt_count"]), created_at=exports.format_time(row["created_at"]),
-        completed_at=_time(row["completed_at"]))
-
-
-def _event_line(row: asyncpg.Record) -> msgspec.Struct:
-    return exports.EventLine(
-        event_id=int(row["event_id"]), outbox_id=row["outbox_id"], old_status=row["old_status"],
-        new_status=row["new_status"], attempt=int(row["attempt"]), actor=row["actor"],
-        response_code=row["response_code"], occurred_at=exports.format_time(row["occurred_at"]))
+        await conn.copy_from_query(QUERIES[query].rstrip().rstrip(";"), *args, output=sink, format="csv",
+                                   quote="\x01", delimiter="\x02", timeout=TIMEOUT_SECONDS)
+        written.append(out.close())
+    return written[0], written[1]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

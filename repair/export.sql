@@ -8,34 +8,41 @@
 -- (which may come after the window ends: attestation_classification looks
 -- them up wherever they are), and the INGRESS each selected outbox row
 -- points at (found by position as execution_attestation_v1 finds it: the
--- earliest recorded row at that node, stream and seq). Rows with no epoch
--- (shipped before migration 0050) come back with a NULL epoch: the caller
--- refuses them.
-WITH win AS (
+-- earliest recorded row at that node, stream and seq), looked up only for
+-- the rows whose position is not already a window INGRESS (the few rows
+-- created in the window for an INGRESS recorded before it). Rows with no
+-- epoch (shipped before migration 0050) come back with a NULL epoch: the
+-- caller refuses them.
+WITH win AS MATERIALIZED (
     SELECT node_id, stream_id, epoch, stream_seq, record_type, attestation_id, executes
     FROM ingress_attestations
     WHERE recorded_at >= $1 AND recorded_at < $2
 ),
-selected AS (
+outside AS (
     SELECT x.ingress_node_id, x.ingress_stream_id, x.ingress_seq
     FROM payment_outbox x
-    WHERE (x.created_at >= $1 AND x.created_at < $2)
-       OR EXISTS (SELECT 1 FROM ingress_attestations i
-                  WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
-                    AND i.record_type = 2 AND i.executes AND i.recorded_at >= $1 AND i.recorded_at < $2)
+    WHERE ((x.created_at >= $1 AND x.created_at < $2)
+           OR EXISTS (SELECT 1 FROM win i
+                      WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
+                        AND i.record_type = 2 AND i.executes))
+      AND NOT EXISTS (SELECT 1 FROM win w
+                      WHERE w.node_id = x.ingress_node_id AND w.stream_id = x.ingress_stream_id
+                        AND w.stream_seq = x.ingress_seq AND w.record_type = 2)
 ),
 positions AS (
-    SELECT node_id, stream_id, epoch, stream_seq FROM win
+    SELECT node_id, stream_id, epoch, min(stream_seq) AS stream_seq, max(stream_seq) AS last_seq
+    FROM win GROUP BY node_id, stream_id, epoch
     UNION ALL
-    SELECT o.node_id, o.stream_id, o.epoch, o.stream_seq
+    SELECT o.node_id, o.stream_id, o.epoch, min(o.stream_seq), max(o.stream_seq)
     FROM win i
     JOIN ingress_attestations o
       ON o.attestation_id = i.attestation_id AND o.record_type = 3
      AND o.node_id = i.node_id AND o.stream_id = i.stream_id
     WHERE i.record_type = 2 AND i.executes
+    GROUP BY o.node_id, o.stream_id, o.epoch
     UNION ALL
-    SELECT a.node_id, a.stream_id, a.epoch, a.stream_seq
-    FROM selected s
+    SELECT a.node_id, a.stream_id, a.epoch, a.stream_seq, a.stream_seq
+    FROM outside s
     JOIN LATERAL (
         SELECT a.node_id, a.stream_id, a.epoch, a.stream_seq
         FROM ingress_attestations a
@@ -43,61 +50,83 @@ positions AS (
         ORDER BY a.recorded_at
         LIMIT 1) a ON true
 )
-SELECT node_id, stream_id, epoch, min(stream_seq) AS first_seq, max(stream_seq) AS last_seq
+SELECT node_id, stream_id, epoch, min(stream_seq) AS first_seq, max(last_seq) AS last_seq
 FROM positions
 GROUP BY node_id, stream_id, epoch
 ORDER BY node_id, stream_id, min(stream_seq);
 
 -- name: window_outbox
--- The outbox rows of window [$1, $2): created in it (the execution side of
--- attestation_gap_v3), or executing an INGRESS recorded in it (the ingress
+-- outbox.jsonl of window [$1, $2), one JSON object per row (COPY in CSV mode
+-- with a quote and delimiter JSON text never holds, so the text is written
+-- as PostgreSQL makes it): the rows created in the window (the execution side
+-- of attestation_gap_v3), or executing an INGRESS recorded in it (the ingress
 -- side: attestation_classification joins on attestation id and node).
-SELECT x.id::text AS id, x.intent_id::text AS intent_id, x.participant_id, x.attestation_id,
-       x.ingress_node_id, x.ingress_stream_id, x.ingress_seq, x.ingress_body_sha256, x.rail,
-       x.status::text AS status, x.attempt_count, x.created_at, x.completed_at
+SELECT json_build_object(
+           'id', x.id, 'intent_id', x.intent_id, 'participant_id', x.participant_id,
+           'attestation_id', x.attestation_id, 'ingress_node_id', x.ingress_node_id,
+           'ingress_stream_id', x.ingress_stream_id, 'ingress_seq', x.ingress_seq,
+           'ingress_body_sha256', encode(x.ingress_body_sha256, 'hex'), 'rail', x.rail, 'status', x.status,
+           'attempt_count', x.attempt_count,
+           'created_at', to_char(x.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'completed_at', to_char(x.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
 FROM payment_outbox x
 WHERE (x.created_at >= $1 AND x.created_at < $2)
-   OR EXISTS (SELECT 1 FROM ingress_attestations i
-              WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
-                AND i.record_type = 2 AND i.executes AND i.recorded_at >= $1 AND i.recorded_at < $2)
-ORDER BY x.id;
+       OR EXISTS (SELECT 1 FROM ingress_attestations i
+                  WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
+                    AND i.record_type = 2 AND i.executes AND i.recorded_at >= $1 AND i.recorded_at < $2)
+ORDER BY x.id
 
 -- name: window_events
--- The outbox_events of the rows window_outbox selects, by row then event id.
-SELECT e.event_id, e.outbox_id::text AS outbox_id, e.old_status::text AS old_status,
-       e.new_status::text AS new_status, e.attempt, e.actor, e.response_code, e.occurred_at
+-- events.jsonl of window [$1, $2): the outbox_events of the rows window_outbox selects.
+WITH sel AS MATERIALIZED (
+    SELECT x.id FROM payment_outbox x
+    WHERE (x.created_at >= $1 AND x.created_at < $2)
+       OR EXISTS (SELECT 1 FROM ingress_attestations i
+                  WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
+                    AND i.record_type = 2 AND i.executes AND i.recorded_at >= $1 AND i.recorded_at < $2)
+)
+SELECT json_build_object(
+           'event_id', e.event_id, 'outbox_id', e.outbox_id, 'old_status', e.old_status,
+           'new_status', e.new_status, 'attempt', e.attempt, 'actor', e.actor, 'response_code', e.response_code,
+           'occurred_at', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
 FROM outbox_events e
-JOIN payment_outbox x ON x.id = e.outbox_id
-WHERE (x.created_at >= $1 AND x.created_at < $2)
-   OR EXISTS (SELECT 1 FROM ingress_attestations i
-              WHERE i.attestation_id = x.attestation_id AND i.node_id = x.ingress_node_id
-                AND i.record_type = 2 AND i.executes AND i.recorded_at >= $1 AND i.recorded_at < $2)
-ORDER BY e.outbox_id, e.event_id;
+JOIN sel ON sel.id = e.outbox_id
+ORDER BY e.outbox_id, e.event_id
 
 -- name: seq_outbox
--- The outbox rows executing an INGRESS of records $3 .. $4 of stream epoch
--- ($1 node, $2 stream, $5 epoch).
-SELECT x.id::text AS id, x.intent_id::text AS intent_id, x.participant_id, x.attestation_id,
-       x.ingress_node_id, x.ingress_stream_id, x.ingress_seq, x.ingress_body_sha256, x.rail,
-       x.status::text AS status, x.attempt_count, x.created_at, x.completed_at
+-- outbox.jsonl of records $3 .. $4 of stream epoch ($1 node, $2 stream, $5
+-- epoch): the rows executing one of its INGRESS records.
+SELECT json_build_object(
+           'id', x.id, 'intent_id', x.intent_id, 'participant_id', x.participant_id,
+           'attestation_id', x.attestation_id, 'ingress_node_id', x.ingress_node_id,
+           'ingress_stream_id', x.ingress_stream_id, 'ingress_seq', x.ingress_seq,
+           'ingress_body_sha256', encode(x.ingress_body_sha256, 'hex'), 'rail', x.rail, 'status', x.status,
+           'attempt_count', x.attempt_count,
+           'created_at', to_char(x.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'completed_at', to_char(x.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
 FROM payment_outbox x
 WHERE x.ingress_node_id = $1
-  AND EXISTS (SELECT 1 FROM ingress_attestations i
-              WHERE i.node_id = $1 AND i.stream_id = $2 AND i.epoch = $5 AND i.stream_seq BETWEEN $3 AND $4
-                AND i.record_type = 2 AND i.executes AND i.attestation_id = x.attestation_id)
-ORDER BY x.id;
+      AND EXISTS (SELECT 1 FROM ingress_attestations i
+                  WHERE i.node_id = $1 AND i.stream_id = $2 AND i.epoch = $5 AND i.stream_seq BETWEEN $3 AND $4
+                    AND i.record_type = 2 AND i.executes AND i.attestation_id = x.attestation_id)
+ORDER BY x.id
 
 -- name: seq_events
--- The outbox_events of the rows seq_outbox selects.
-SELECT e.event_id, e.outbox_id::text AS outbox_id, e.old_status::text AS old_status,
-       e.new_status::text AS new_status, e.attempt, e.actor, e.response_code, e.occurred_at
+-- events.jsonl of the rows seq_outbox selects.
+WITH sel AS MATERIALIZED (
+    SELECT x.id FROM payment_outbox x
+    WHERE x.ingress_node_id = $1
+      AND EXISTS (SELECT 1 FROM ingress_attestations i
+                  WHERE i.node_id = $1 AND i.stream_id = $2 AND i.epoch = $5 AND i.stream_seq BETWEEN $3 AND $4
+                    AND i.record_type = 2 AND i.executes AND i.attestation_id = x.attestation_id)
+)
+SELECT json_build_object(
+           'event_id', e.event_id, 'outbox_id', e.outbox_id, 'old_status', e.old_status,
+           'new_status', e.new_status, 'attempt', e.attempt, 'actor', e.actor, 'response_code', e.response_code,
+           'occurred_at', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))::text
 FROM outbox_events e
-JOIN payment_outbox x ON x.id = e.outbox_id
-WHERE x.ingress_node_id = $1
-  AND EXISTS (SELECT 1 FROM ingress_attestations i
-              WHERE i.node_id = $1 AND i.stream_id = $2 AND i.epoch = $5 AND i.stream_seq BETWEEN $3 AND $4
-                AND i.record_type = 2 AND i.executes AND i.attestation_id = x.attestation_id)
-ORDER BY e.outbox_id, e.event_id;
+JOIN sel ON sel.id = e.outbox_id
+ORDER BY e.outbox_id, e.event_id
 
 -- name: current_epoch
 -- The epoch stream ($1, $2) ships now.
