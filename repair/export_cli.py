@@ -27,6 +27,7 @@ to stderr only when it is a terminal; the summary (JSON) to stdout.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -40,17 +41,38 @@ from symphony.db import dsn
 from symphony.errors import EXIT_OK, SymphonyError
 from symphony.tlog import note
 
+# The default window end lies this far back: the sidecar cuts a checkpoint every
+# second and the witness cosigns it within about as long, so the window's
+# newest records are covered by then.
+UNTIL_MARGIN_SECONDS = 10
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (__doc__ or "").split("\n\n", 1)[0] + (
-        ". Time window: every record recorded in [--from, --to) of every stream epoch, extended to the OUTCOMEs "
-        "of its INGRESS records and to the INGRESS of each selected outbox row, so the export is contiguous per "
-        "stream epoch. Seq range: records --from-seq..--to-seq of one stream epoch. Formats: docs/verifying.md.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "Write a signed export of a window of the record that an outsider checks offline.\n\n"
+        "Time window (--from/--to): every record recorded in [--from, --to) of every stream epoch, extended to\n"
+        "the OUTCOMEs of its INGRESS records and to the INGRESS of each selected outbox row, so each stream\n"
+        "epoch's range a..b is contiguous. Seq range (--node, --stream, --from-seq, --to-seq): records a..b of\n"
+        "one stream epoch. Per stream epoch the export holds the records (the journal's canonical bytes, never\n"
+        "re-encoded), the tree's compact range before a and a consistency proof from b to the covering witnessed\n"
+        "checkpoint, that checkpoint with its cosignatures; then the outbox rows and outbox_events referencing\n"
+        "the exported attestations, and a manifest of every file's SHA-256 signed as a C2SP note.")
+    parser.epilog = (
+        "Signing key: --signing-key, else the repair config's evidence_signing_key, else\n"
+        "<data_dir>/keys/evidence-signing.pem (the evidence key `symphony up` creates). The summary printed on\n"
+        "stdout (JSON) names the signer's verifier key. Check an export with\n"
+        "  symphony verify export DIR --policy POLICY --export-key VKEY_OR_PUBLIC_PEM\n"
+        "File format, byte for byte: docs/verifying.md, \"Exports\". Progress goes to stderr when it is a\n"
+        "terminal. Exit codes: 0 written, 1 the database cannot back the export (no checkpoint covers a range\n"
+        "yet, tiles missing), 2 usage, 4 database or file-system failure.")
     common.add_common(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory to write")
     parser.add_argument("--from", dest="since", type=parse_time, metavar="T",
                         help="window start, inclusive (ISO 8601, naive = UTC, or a span back from now: 15m, 2h)")
-    parser.add_argument("--to", dest="until", type=parse_time, metavar="T", help="window end, exclusive")
+    parser.add_argument("--to", dest="until", type=parse_time, metavar="T",
+                        help=f"window end, exclusive (default: {UNTIL_MARGIN_SECONDS} s ago, so that a checkpoint "
+                             "already covers the window's newest records)")
     parser.add_argument("--node", metavar="NODE_ID", help="seq range: the node")
     parser.add_argument("--stream", type=int, metavar="STREAM_ID", help="seq range: the stream")
     parser.add_argument("--epoch", metavar="HEX", help="seq range: the stream epoch (default: the current one)")
@@ -76,10 +98,11 @@ def selection_from(args: argparse.Namespace) -> exports.Selection:
             raise SymphonyError(f"--epoch {args.epoch!r} is not 32 hex digits", exit_code=2)
         return exports.Selection(node_id=args.node, stream_id=args.stream, epoch=epoch, first_seq=args.from_seq,
                                  last_seq=args.to_seq)
-    if args.since and args.until and args.until <= args.since:
+    until = args.until or dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=UNTIL_MARGIN_SECONDS)
+    if args.since and until <= args.since:
         raise SymphonyError("--to must be after --from", exit_code=2)
     # Microseconds, as PostgreSQL keeps timestamps and the manifest writes them.
-    return exports.Selection(since=args.since, until=args.until)
+    return exports.Selection(since=args.since, until=until)
 
 
 def signer_from(args: argparse.Namespace, configured: str) -> note.Signer:

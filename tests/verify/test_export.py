@@ -519,6 +519,16 @@ def test_an_epoch_restart_cannot_hide_the_old_epoch(built: Built) -> None:
     assert any("anchor checkpoint" in f and "not in the export" in f for f in findings), findings
 
 
+def test_the_export_key_can_be_a_pem_public_key(built: Built) -> None:
+    """The evidence key's public PEM (what `symphony up` writes) names the same signer."""
+    pem = built.root / "export-signing.pub.pem"
+    pem.write_bytes(built.signer.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    result = symphony("verify", "export", str(built.export), "--policy", str(built.policy), "--export-key", str(pem),
+                      "--json")
+    assert json.loads(result.stdout)["findings"] == [], result.stdout + result.stderr
+
+
 def test_a_manifest_signed_by_another_key_is_refused(built: Built) -> None:
     """An attacker without the export key re-signs with their own: refused."""
     copy = built.root / "foreign-key"

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="journal: the witnessed checkpoint the stream copy must reproduce")
     parser.add_argument("--export-key", metavar="VKEY",
                         help="export: the manifest signer's note verifier key (<name>+<hex id>+<base64 key>, or a "
-                             "file holding it), as `symphony export` prints it under `signer`")
+                             "file holding it), as `symphony export` prints it under `signer`; or its Ed25519 "
+                             "public key as a PEM file (key name symphony-export)")
     parser.add_argument("--anchor", action="append", default=[], metavar="FILE",
                         help="export: a witnessed checkpoint you hold independently (from the witness, or an "
                              "earlier export) that the export must account for (repeatable)")

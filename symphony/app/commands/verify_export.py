@@ -92,7 +92,10 @@ class ExportReport:
 
 
 def parse_export_key(value: str) -> note.Verifier:
-    """A note verifier key `<name>+<hex id>+<base64>`, given inline or in a file."""
+    """A note verifier key `<name>+<hex id>+<base64>`, given inline or in a
+    file; or an Ed25519 public key in a PEM file (the evidence key's
+    `evidence-signing.pub.pem`), taken with the default key name
+    `symphony-export`."""
     text = value
     path = Path(value)
     if "+" not in value or path.is_file():
@@ -100,6 +103,17 @@ def parse_export_key(value: str) -> note.Verifier:
             text = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--export-key {value}: neither a verifier key nor a readable file ({exc})") from None
+    if text.startswith("-----BEGIN PUBLIC KEY-----"):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        try:
+            key = load_pem_public_key(text.encode())
+        except ValueError as exc:
+            raise ConfigError(f"--export-key {value}: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ConfigError(f"--export-key {value}: not an Ed25519 public key")
+        return note.Verifier(exports.DEFAULT_KEY_NAME, note.ED25519, note.raw_public_key(key))
     try:
         verifier = note.Verifier.parse(text)
     except note.NoteError as exc:
