@@ -51,6 +51,7 @@ FINDINGS_LISTED_MAX = 10_000
 _INGRESS = msgspec.msgpack.Decoder(attestation.IngressBody)
 _OUTCOME = msgspec.msgpack.Decoder(attestation.OutcomeBody)
 _sha256 = hashlib.sha256
+_CANDIDATE = (1 << 64) - 1
 
 
 @dataclass
@@ -246,11 +247,11 @@ class _Gap:
         self.by_seq = selection.by_seq
         self.nodes: dict[str, int] = {}
         self.executed: set[int] = set()  # attestation_id << 16 | node index
-        # position (node index, stream, seq) -> fingerprint of (attestation id, participant, body hash)
+        # position (node index, stream, seq) -> one integer (memory: one dict entry per outbox row):
+        # fingerprint of (attestation id, participant, body hash) << 64 | candidate, where candidate is
+        # received_at_us << 1 | matches of the earliest INGRESS seen there (0: none yet). Like
+        # execution_attestation_v1, the earliest recorded record at a position is the one that counts.
         self.positions: dict[int, int] = {}
-        # position -> received_at_us << 1 | matches, of the earliest INGRESS seen there: like
-        # execution_attestation_v1, the earliest recorded record at a position is the one that counts
-        self.candidates: dict[int, int] = {}
         self.outbox_rows = 0
 
     def node(self, node_id: str) -> int:
@@ -294,20 +295,20 @@ class _Gap:
                 self.report.fail(f"outbox row {row.id}: ingress_body_sha256 is not hex")
                 continue
             self.positions[self.position(node, row.ingress_stream_id, row.ingress_seq)] = self.fingerprint(
-                row.attestation_id, row.participant_id, body_hash)
+                row.attestation_id, row.participant_id, body_hash) << 64
 
     def ingress_at(self, node: int, stream_id: int, seq: int, body: attestation.IngressBody, aid: int) -> None:
         """An INGRESS at a position an outbox row points to: does it match the row?"""
         key = self.position(node, stream_id, seq)
-        wanted = self.positions.get(key)
-        if wanted is None:
+        value = self.positions.get(key)
+        if value is None:
             return
+        wanted, earlier = value >> 64, value & _CANDIDATE
         fingerprint = self.fingerprint
         matches = wanted == fingerprint(aid, body.participant_id, body.body_sha256) or \
             wanted == fingerprint(aid, body.participant_id, b"")
-        earlier = self.candidates.get(key)
-        if earlier is None or body.received_at_us < earlier >> 1:
-            self.candidates[key] = body.received_at_us << 1 | matches
+        if earlier == 0 or body.received_at_us < earlier >> 1:
+            self.positions[key] = wanted << 64 | body.received_at_us << 1 | matches
 
     def finish(self, outbox: Path, events: Path) -> None:
         """Name the outbox rows without their INGRESS; check the events against the rows."""
@@ -355,7 +356,7 @@ class _Gap:
     def _attested(self, row: exports.OutboxLine) -> None:
         node = self.nodes.get(row.ingress_node_id, -1)
         key = self.position(node, row.ingress_stream_id, row.ingress_seq) if node >= 0 else -1
-        if self.candidates.get(key, 0) & 1:
+        if self.positions.get(key, 0) & 1:
             return
         where = f"{row.ingress_node_id}/{row.ingress_stream_id} seq {row.ingress_seq}"
         self.report.fail(f"outbox row {row.id}: no exported INGRESS at {where} with attestation id "
