@@ -22,9 +22,11 @@ file chunk by chunk, and each file is hashed as it is written.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from symphony.tlog import merkle, note, tiles
 
 QUERIES = queries.load("repair", "export.sql")
 TIMEOUT_SECONDS = 600.0
+SNAPSHOT_ID = re.compile(r"[0-9A-F]{1,16}(-[0-9A-F]{1,16}){1,2}")
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -126,30 +129,30 @@ def _time(value: dt.datetime | None) -> str | None:
 
 
 async def export(conn: asyncpg.Connection, selection: exports.Selection, directory: Path,
-                 signer: note.Signer, progress: Progress | None = None) -> Summary:
-    """Write the export of `selection` into `directory` (which must be empty or new)."""
+                 signer: note.Signer, progress: Progress | None = None,
+                 helper: asyncpg.Connection | None = None) -> Summary:
+    """Write the export of `selection` into `directory` (which must be empty or new).
+
+    With a `helper` connection, the outbox rows and events are written by it
+    at the same time as the records, in the same snapshot (exported by this
+    transaction, imported by the helper's): the server builds both on two cores."""
     progress = progress or Progress()
     directory.mkdir(parents=True, exist_ok=True)
     if any(directory.iterdir()):
         raise SymphonyError(f"{directory} is not empty: an export goes into a new directory", exit_code=2)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        ranges, selection = await _ranges(conn, selection)
-        files: list[exports.FileEntry] = []
-        streams = _File(directory, exports.STREAMS)
-        checkpoints = _File(directory, exports.CHECKPOINTS)
-        records_total = 0
-        for index, chosen in enumerate(ranges):
-            line, cp, chosen = await _stream(conn, index, chosen)
-            streams.line(line)
-            checkpoints.line(cp)
-            entry = await _records(conn, directory, index, chosen, progress)
-            if entry.items != chosen.last_seq - chosen.first_seq + 1:
-                raise ExportError(f"stream {chosen.node_id}/{chosen.stream_id} epoch {chosen.epoch.hex()}: "
-                                  f"PostgreSQL holds {entry.items} records of {chosen.first_seq}..{chosen.last_seq}")
-            records_total += entry.items
-            files.append(entry)
-        files[:0] = [streams.close(), checkpoints.close()]
-        outbox, events = await _rows(conn, directory, selection)
+        snapshot = await conn.fetchval(QUERIES["export_snapshot"]) if helper is not None else None
+        selection = await _resolved(conn, selection)
+        rows_task = None if helper is None else asyncio.ensure_future(
+            _rows_in_snapshot(helper, str(snapshot), directory, selection))
+        try:
+            ranges, selection = await _ranges(conn, selection)
+            files, records_total = await _all_records(conn, directory, ranges, progress)
+            outbox, events = await rows_task if rows_task is not None else await _rows(conn, directory, selection)
+        finally:
+            if rows_task is not None and not rows_task.done():
+                rows_task.cancel()
+                await asyncio.gather(rows_task, return_exceptions=True)
         files += [outbox, events]
     progress.done()
     manifest = exports.Manifest(selection, exports.format_time(dt.datetime.now(dt.timezone.utc)), files)
@@ -157,6 +160,47 @@ async def export(conn: asyncpg.Connection, selection: exports.Selection, directo
     _write_atomically(directory / exports.MANIFEST, signed)
     return Summary(str(directory), len(ranges), records_total, outbox.items, events.items,
                    hashlib.sha256(signed).hexdigest(), signer.verifier.vkey())
+
+
+async def _rows_in_snapshot(helper: asyncpg.Connection, snapshot: str, directory: Path,
+                            selection: exports.Selection) -> tuple[exports.FileEntry, exports.FileEntry]:
+    if not SNAPSHOT_ID.fullmatch(snapshot):
+        raise ExportError(f"PostgreSQL gave an unexpected snapshot id {snapshot!r}")
+    async with helper.transaction(isolation="repeatable_read", readonly=True):
+        await helper.execute(QUERIES["import_snapshot"].replace("'<snapshot>'", f"'{snapshot}'"))
+        return await _rows(helper, directory, selection)
+
+
+async def _all_records(conn: asyncpg.Connection, directory: Path, ranges: list[Range], progress: Progress
+                       ) -> tuple[list[exports.FileEntry], int]:
+    """streams.jsonl, checkpoints.jsonl and every records-K.txt; and the number of records."""
+    files: list[exports.FileEntry] = []
+    streams = _File(directory, exports.STREAMS)
+    checkpoints = _File(directory, exports.CHECKPOINTS)
+    records_total = 0
+    for index, chosen in enumerate(ranges):
+        line, cp, chosen = await _stream(conn, index, chosen)
+        streams.line(line)
+        checkpoints.line(cp)
+        entry = await _records(conn, directory, index, chosen, progress)
+        if entry.items != chosen.last_seq - chosen.first_seq + 1:
+            raise ExportError(f"stream {chosen.node_id}/{chosen.stream_id} epoch {chosen.epoch.hex()}: "
+                              f"PostgreSQL holds {entry.items} records of {chosen.first_seq}..{chosen.last_seq}")
+        records_total += entry.items
+        files.append(entry)
+    files[:0] = [streams.close(), checkpoints.close()]
+    return files, records_total
+
+
+async def _resolved(conn: asyncpg.Connection, selection: exports.Selection) -> exports.Selection:
+    """A seq range names its epoch: the stream's current one when none was given."""
+    if not selection.by_seq or selection.epoch is not None:
+        return selection
+    found = await conn.fetchval(QUERIES["current_epoch"], selection.node_id, selection.stream_id)
+    if found is None:
+        raise ExportError(f"stream {selection.node_id}/{selection.stream_id} was never shipped")
+    return exports.Selection(node_id=selection.node_id, stream_id=selection.stream_id, epoch=bytes(found).hex(),
+                             first_seq=selection.first_seq, last_seq=selection.last_seq)
 
 
 async def _ranges(conn: asyncpg.Connection, selection: exports.Selection

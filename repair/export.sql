@@ -197,3 +197,13 @@ ORDER BY EXISTS (SELECT 1 FROM log_cosignatures s
                    AND s.tree_size = c.tree_size) DESC,
          c.tree_size DESC
 LIMIT 1;
+
+-- name: export_snapshot
+-- The snapshot of this REPEATABLE READ transaction, for a second connection to share.
+SELECT pg_export_snapshot();
+
+-- name: import_snapshot
+-- Adopt the exporting transaction's snapshot (SET TRANSACTION takes no bind
+-- parameter: the code puts the id PostgreSQL gave, checked against the
+-- pattern repair/export.py holds, in place of the quoted placeholder).
+SET TRANSACTION SNAPSHOT '<snapshot>'

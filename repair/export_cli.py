@@ -37,7 +37,7 @@ from repair import common, evidence
 from repair.audit_cli import parse_time
 from repair.evidence_cli import UP_SIGNING_KEY
 from symphony import exports
-from symphony.db import dsn
+from symphony.db import connect, dsn
 from symphony.errors import EXIT_OK, SymphonyError
 from symphony.tlog import note
 
@@ -125,8 +125,15 @@ def run(args: argparse.Namespace) -> int:
     selection = selection_from(args)
     settings, url = common.settings_and_dsn(args)
     signer = signer_from(args, settings.evidence_signing_key)
+    async def work(conn: asyncpg.Connection) -> export.Summary:
+        helper = await connect(url)  # outbox rows and events, in the same snapshot, at the same time
+        try:
+            return await export.export(conn, selection, Path(args.out), signer, helper=helper)
+        finally:
+            await helper.close()
+
     try:
-        summary = common.with_connection(url, lambda conn: export.export(conn, selection, Path(args.out), signer))
+        summary = common.with_connection(url, work)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise SymphonyError(f"database: {type(exc).__name__}: {exc}", exit_code=4) from None
     except OSError as exc:

@@ -236,6 +236,18 @@ def _read_lines(path: Path, report: ExportReport) -> Iterator[tuple[int, bytes]]
             yield number, raw
 
 
+class _OutboxKeys(msgspec.Struct, frozen=True):
+    """What the first pass over outbox.jsonl needs of a row (the rest is skipped)."""
+
+    id: str
+    participant_id: str
+    attestation_id: int
+    ingress_node_id: str
+    ingress_stream_id: int
+    ingress_seq: int
+    ingress_body_sha256: str | None
+
+
 class _Gap:
     """The attestation gap over the exported window, with bounded state: the
     outbox keys in sets of integers, INGRESS records waiting for their
@@ -279,7 +291,7 @@ class _Gap:
         return hash((attestation_id, participant, body_hash))
 
     def load_outbox(self, path: Path) -> None:
-        decoder = msgspec.json.Decoder(exports.OutboxLine)
+        decoder = msgspec.json.Decoder(_OutboxKeys)  # the first pass needs only these fields
         for number, raw in _read_lines(path, self.report):
             try:
                 row = decoder.decode(raw)
