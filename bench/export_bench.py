@@ -186,18 +186,28 @@ import resource, subprocess, sys, time
 start = time.perf_counter()
 code = subprocess.call(sys.argv[1:])
 elapsed = time.perf_counter() - start
-sys.stderr.write(f"\\nLAUNCHER {elapsed} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {code}\\n")
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stderr.write(f"\\nLAUNCHER {elapsed} {usage.ru_maxrss} {code} {usage.ru_utime + usage.ru_stime}\\n")
 sys.exit(code)
 """
 
 
+CPU_SECONDS: dict[str, float] = {}
+
+
 def child(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Run `symphony ARGV`; (seconds, peak RSS in MB of that child alone, result)."""
+    """Run `symphony ARGV`; (seconds, peak RSS in MB of that child alone, result).
+    The child's own CPU seconds (user + system; not PostgreSQL's) go to CPU_SECONDS[argv[0]]."""
     done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "symphony", *argv],
                           capture_output=True, text=True, cwd=REPO)
     err, _, tail = done.stderr.rpartition("\nLAUNCHER ")
-    seconds, peak_kib, _ = tail.split()
+    seconds, peak_kib, _, cpu = tail.split()
+    CPU_SECONDS[argv[0]] = float(cpu)
     return float(seconds), int(peak_kib) / 1024, subprocess.CompletedProcess(argv, done.returncode, done.stdout, err)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main() -> None:
@@ -206,6 +216,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="PostgreSQL without fsync (setup speed only)")
     parser.add_argument("--keep", metavar="DIR", help="copy the export here (for profiling the verifier)")
     args = parser.parse_args()
+    print(f"load average at start: {load_average()} (the machine is shared: other work slows every figure)")
     with tempfile.TemporaryDirectory(prefix="export-bench-") as work:
         root = Path(work)
         os.environ["EXPORT_BENCH_POLICY"] = str(root / "policy")
@@ -232,7 +243,9 @@ def main() -> None:
             size_mb = sum(p.stat().st_size for p in out.iterdir()) / 1e6
             print(f"export: {exported} records, {summary['outbox_rows']} outbox rows, {summary['events']} events, "
                   f"{size_mb:.0f} MB in {seconds:.2f} s = {exported / seconds / 1000:.0f} k records/s, "
-                  f"peak RSS {rss:.0f} MB (targets: >= 200 k/s, <= 200 MB)", flush=True)
+                  f"peak RSS {rss:.0f} MB (targets: >= 200 k/s, <= 200 MB); the export process's own CPU "
+                  f"{CPU_SECONDS['export']:.2f} s (PostgreSQL's not counted); load average after: {load_average()}",
+                  flush=True)
             vseconds, vrss, checked = child(["verify", "export", str(out), "--policy", str(root / "policy"),
                                              "--export-key", summary["signer"], "--json"])
             report = json.loads(checked.stdout)
@@ -244,8 +257,9 @@ def main() -> None:
                 (Path(args.keep).parent / "export-bench.vkey").write_text(summary["signer"])
             print(f"verify export (offline): {report['records']} records in {vseconds:.2f} s = "
                   f"{report['records'] / vseconds / 1000:.0f} k records/s, peak RSS {vrss:.0f} MB, exit "
-                  f"{checked.returncode}, findings {len(report['findings'])}, ghosts {len(report['ghosts'])}",
-                  flush=True)
+                  f"{checked.returncode}, findings {len(report['findings'])}, ghosts {len(report['ghosts'])}; "
+                  f"CPU {CPU_SECONDS['verify']:.2f} s = {report['records'] / CPU_SECONDS['verify'] / 1000:.0f} k "
+                  f"records per CPU second; load average after: {load_average()}", flush=True)
             _, _, audit = child(["audit", "gap", "--database-url", dsn, "--since", since.isoformat(), "--until",
                                  until.isoformat(), "--json"])
             live = json.loads(audit.stdout)["participants"]
