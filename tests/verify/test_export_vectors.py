@@ -31,6 +31,7 @@ def _keys() -> tuple[str, str, list[str]]:
 
 
 def test_the_example_is_reproducible() -> None:
+    """The shipped files are byte for byte what make_export_vectors.py builds now."""
     built = make_vectors.build()
     assert sorted(p.name for p in (VECTORS / "example").iterdir()) == sorted(
         name for name in built if not name.startswith("../"))
@@ -39,6 +40,8 @@ def test_the_example_is_reproducible() -> None:
 
 
 def test_both_verifiers_accept_the_example_with_the_documented_gap() -> None:
+    """`symphony verify export` exits 0 with the gap docs/verifying.md shows; the
+    outsider agrees, and refuses it under a quorum the example does not meet."""
     done = subprocess.run([sys.executable, "-m", "symphony", "verify", "export", str(VECTORS / "example"),
                            "--policy", str(VECTORS / "example.policy"), "--export-key",
                            str(VECTORS / "example.vkey"), "--json"], capture_output=True, text=True, timeout=120,
