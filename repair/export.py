@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -130,29 +131,39 @@ def _time(value: dt.datetime | None) -> str | None:
 
 async def export(conn: asyncpg.Connection, selection: exports.Selection, directory: Path,
                  signer: note.Signer, progress: Progress | None = None,
-                 helper: asyncpg.Connection | None = None) -> Summary:
+                 helpers: Sequence[asyncpg.Connection] = ()) -> Summary:
     """Write the export of `selection` into `directory` (which must be empty or new).
 
-    With a `helper` connection, the outbox rows and events are written by it
-    at the same time as the records, in the same snapshot (exported by this
-    transaction, imported by the helper's): the server builds both on two cores."""
+    With `helpers` (one or two more connections), outbox.jsonl and events.jsonl
+    are written by them while this connection writes the records, all in one
+    snapshot (exported by this transaction, imported by theirs): PostgreSQL
+    builds the files on several cores at once."""
     progress = progress or Progress()
     directory.mkdir(parents=True, exist_ok=True)
     if any(directory.iterdir()):
         raise SymphonyError(f"{directory} is not empty: an export goes into a new directory", exit_code=2)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        snapshot = await conn.fetchval(QUERIES["export_snapshot"]) if helper is not None else None
+        snapshot = str(await conn.fetchval(QUERIES["export_snapshot"])) if helpers else ""
         selection = await _resolved(conn, selection)
-        rows_task = None if helper is None else asyncio.ensure_future(
-            _rows_in_snapshot(helper, str(snapshot), directory, selection))
+        jobs: list[asyncio.Future[list[exports.FileEntry]]] = []
+        if len(helpers) >= 2:
+            jobs = [asyncio.ensure_future(_in_snapshot(helpers[0], snapshot, directory, selection, (exports.OUTBOX,))),
+                    asyncio.ensure_future(_in_snapshot(helpers[1], snapshot, directory, selection, (exports.EVENTS,)))]
+        elif helpers:
+            jobs = [asyncio.ensure_future(_in_snapshot(helpers[0], snapshot, directory, selection,
+                                                       (exports.OUTBOX, exports.EVENTS)))]
         try:
             ranges, selection = await _ranges(conn, selection)
             files, records_total = await _all_records(conn, directory, ranges, progress)
-            outbox, events = await rows_task if rows_task is not None else await _rows(conn, directory, selection)
+            if jobs:
+                rows = [entry for job in jobs for entry in await job]
+            else:
+                rows = await _rows(conn, directory, selection, (exports.OUTBOX, exports.EVENTS))
         finally:
-            if rows_task is not None and not rows_task.done():
-                rows_task.cancel()
-                await asyncio.gather(rows_task, return_exceptions=True)
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        outbox, events = rows
         files += [outbox, events]
     progress.done()
     manifest = exports.Manifest(selection, exports.format_time(dt.datetime.now(dt.timezone.utc)), files)
@@ -162,13 +173,13 @@ async def export(conn: asyncpg.Connection, selection: exports.Selection, directo
                    hashlib.sha256(signed).hexdigest(), signer.verifier.vkey())
 
 
-async def _rows_in_snapshot(helper: asyncpg.Connection, snapshot: str, directory: Path,
-                            selection: exports.Selection) -> tuple[exports.FileEntry, exports.FileEntry]:
+async def _in_snapshot(helper: asyncpg.Connection, snapshot: str, directory: Path, selection: exports.Selection,
+                       names: tuple[str, ...]) -> list[exports.FileEntry]:
     if not SNAPSHOT_ID.fullmatch(snapshot):
         raise ExportError(f"PostgreSQL gave an unexpected snapshot id {snapshot!r}")
     async with helper.transaction(isolation="repeatable_read", readonly=True):
         await helper.execute(QUERIES["import_snapshot"].replace("'<snapshot>'", f"'{snapshot}'"))
-        return await _rows(helper, directory, selection)
+        return await _rows(helper, directory, selection, names)
 
 
 async def _all_records(conn: asyncpg.Connection, directory: Path, ranges: list[Range], progress: Progress
@@ -312,30 +323,30 @@ async def _records(conn: asyncpg.Connection, directory: Path, index: int, chosen
     return out.close()
 
 
-async def _rows(conn: asyncpg.Connection, directory: Path, selection: exports.Selection
-                ) -> tuple[exports.FileEntry, exports.FileEntry]:
-    """outbox.jsonl and events.jsonl, each one COPY: PostgreSQL writes the JSON
-    (json_build_object), in CSV mode with a quote and a delimiter that JSON
-    text never contains, so each line arrives exactly as built."""
+async def _rows(conn: asyncpg.Connection, directory: Path, selection: exports.Selection,
+                names: tuple[str, ...]) -> list[exports.FileEntry]:
+    """outbox.jsonl and/or events.jsonl, each one COPY: PostgreSQL writes the
+    JSON (json_build_object), in CSV mode with a quote and a delimiter that
+    JSON text never contains, so each line arrives exactly as built."""
     if selection.by_seq:
         assert selection.epoch is not None
-        names = ("seq_outbox", "seq_events")
+        queries_of = {exports.OUTBOX: "seq_outbox", exports.EVENTS: "seq_events"}
         args: tuple[Any, ...] = (selection.node_id, selection.stream_id, selection.first_seq, selection.last_seq,
                                  bytes.fromhex(selection.epoch))
     else:
-        names = ("window_outbox", "window_events")
+        queries_of = {exports.OUTBOX: "window_outbox", exports.EVENTS: "window_events"}
         args = _bounds(selection)
     written = []
-    for name, query in zip((exports.OUTBOX, exports.EVENTS), names):
+    for name in names:
         out = _File(directory, name)
 
         async def sink(chunk: bytes, out: _File = out) -> None:
             out.write(chunk, chunk.count(b"\n"))
 
-        await conn.copy_from_query(QUERIES[query].rstrip().rstrip(";"), *args, output=sink, format="csv",
-                                   quote="\x01", delimiter="\x02", timeout=TIMEOUT_SECONDS)
+        await conn.copy_from_query(QUERIES[queries_of[name]].rstrip().rstrip(";"), *args, output=sink,
+                                   format="csv", quote="\x01", delimiter="\x02", timeout=TIMEOUT_SECONDS)
         written.append(out.close())
-    return written[0], written[1]
+    return written
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -126,11 +126,14 @@ def run(args: argparse.Namespace) -> int:
     settings, url = common.settings_and_dsn(args)
     signer = signer_from(args, settings.evidence_signing_key)
     async def work(conn: asyncpg.Connection) -> export.Summary:
-        helper = await connect(url)  # outbox rows and events, in the same snapshot, at the same time
+        # Two more connections write the outbox rows and the events in the same
+        # snapshot while this one writes the records.
+        helpers = [await connect(url), await connect(url)]
         try:
-            return await export.export(conn, selection, Path(args.out), signer, helper=helper)
+            return await export.export(conn, selection, Path(args.out), signer, helpers=helpers)
         finally:
-            await helper.close()
+            for helper in helpers:
+                await helper.close()
 
     try:
         summary = common.with_connection(url, work)
