@@ -97,13 +97,17 @@ def checkpoint_ok(signed: bytes, log_vkey: str, witness_vkeys: list[str], witnes
     cosigners = 0
     for vkey in witness_vkeys:
         w_name, w_id, w_type, w_key = parse_vkey(vkey)
+        verified = False
         for name, blob in signatures:
-            if name == w_name and blob[:4] == w_id and w_type == 4 and len(blob) == 4 + 8 + 64:
+            if name == w_name and blob[:4] == w_id and w_type == 4:
+                if len(blob) != 4 + 8 + 64:
+                    return None
                 (when,) = struct.unpack(">Q", blob[4:12])
                 message = b"cosignature/v1\ntime " + str(when).encode() + b"\n" + text
-                if ed25519_ok(w_key, blob[12:], message):
-                    cosigners += 1
-                    break
+                if not ed25519_ok(w_key, blob[12:], message):
+                    return None  # a trusted key's line that does not verify: reject the note
+                verified = True
+        cosigners += verified
     if cosigners < witnesses_required:
         return None
     return origin, int(size_line), base64.b64decode(root_line)
@@ -342,3 +346,242 @@ def released_copy_ok(directory: Path, signed: bytes, log_vkey: str, witness_vkey
         if size in roots and _fold(frontier) != roots[size]:
             return False, 0
     return size >= max(roots), 0
+
+# -- exports (docs/verifying.md, "Exports") ------------------------------------------------
+
+def verify_consistency(size1: int, size2: int, proof: list[bytes], root1: bytes, root2: bytes) -> bool:
+    """RFC 9162 §2.1.4.2, step by step."""
+    if size1 == size2:
+        return not proof and root1 == root2
+    if size1 == 0 or size1 > size2 or not proof:
+        return False
+    if size1 & (size1 - 1) == 0:
+        proof = [root1] + proof
+    fn, sn = size1 - 1, size2 - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return fr == root1 and sr == root2 and sn == 0
+
+
+def msgpack(data: bytes, at: int = 0) -> tuple[object, int]:
+    """The few MessagePack types record bodies use (journal/FORMAT.md "Record bodies")."""
+    b = data[at]
+    at += 1
+    if b <= 0x7F:
+        return b, at
+    if 0x90 <= b <= 0x9F or b == 0xDC:
+        n = b & 0x0F if b != 0xDC else struct.unpack_from(">H", data, at)[0]
+        at += 0 if b != 0xDC else 2
+        out = []
+        for _ in range(n):
+            item, at = msgpack(data, at)
+            out.append(item)
+        return out, at
+    if 0x80 <= b <= 0x8F:
+        pairs = {}
+        for _ in range(b & 0x0F):
+            key, at = msgpack(data, at)
+            pairs[key], at = msgpack(data, at)
+        return pairs, at
+    widths = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q"}
+    if b in widths:
+        return struct.unpack_from(widths[b], data, at)[0], at + struct.calcsize(widths[b])
+    if 0xA0 <= b <= 0xBF or b in (0xD9, 0xDA, 0xC4, 0xC5):
+        if 0xA0 <= b <= 0xBF:
+            n = b & 0x1F
+        else:
+            fmt = ">B" if b in (0xD9, 0xC4) else ">H"
+            n = struct.unpack_from(fmt, data, at)[0]
+            at += struct.calcsize(fmt)
+        raw = data[at:at + n]
+        return (raw.decode() if b < 0xC4 or b > 0xC5 else raw), at + n
+    if b in (0xC2, 0xC3):
+        return b == 0xC3, at
+    if b == 0xC0:
+        return None, at
+    raise ValueError(f"MessagePack type 0x{b:02x} is not used by record bodies")
+
+
+@dataclass
+class ExportCheck:
+    ok: bool
+    problems: list[str]
+    gap: dict[str, tuple[int, int, int, int, int]]  # participant -> ingress, executed, handled, gap, unattested
+    ghosts: set[int]
+
+
+def _time_us(text: str) -> int:
+    from datetime import datetime, timezone
+
+    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def check_export(directory: Path, export_vkey: str, log_vkey: str, witness_vkeys: list[str],
+                 witnesses_required: int) -> ExportCheck:
+    """Everything docs/verifying.md says `symphony verify export` checks, in memory (small exports)."""
+    import json
+
+    problems: list[str] = []
+    result = ExportCheck(False, problems, {}, set())
+    try:
+        signed = (directory / "manifest").read_bytes()
+        text, signatures = split_note(signed)
+    except (OSError, ValueError, AssertionError):
+        problems.append("manifest")
+        return result
+    name, key_id, kind, key = parse_vkey(export_vkey)
+    if kind != 1 or not any(n == name and blob[:4] == key_id and ed25519_ok(key, blob[4:], text)
+                            for n, blob in signatures):
+        problems.append("manifest signature")
+        return result
+    lines = text.decode().split("\n")[:-1]
+    if lines[0] != "symphony-export/v1":
+        problems.append("manifest format")
+        return result
+    selection = lines[1].split(" ")
+    files = {}
+    for line in lines[3:]:
+        _, fname, size, digest, items = line.split(" ")
+        files[fname] = (int(size), digest, int(items))
+    on_disk = {p.name for p in directory.iterdir()} - {"manifest"}
+    if on_disk != set(files):
+        problems.append("files differ from the manifest")
+    for fname, (size, digest, items) in files.items():
+        data = (directory / fname).read_bytes() if (directory / fname).exists() else None
+        if data is None or len(data) != size or hashlib.sha256(data).hexdigest() != digest \
+                or data.count(b"\n") != items:
+            problems.append(f"file {fname}")
+
+    def jsonl(fname: str) -> list[dict]:  # type: ignore[type-arg]
+        path = directory / fname
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    streams, checkpoints = jsonl("streams.jsonl"), jsonl("checkpoints.jsonl")
+    outbox, events = jsonl("outbox.jsonl"), jsonl("events.jsonl")
+    if selection[0] == "window":
+        low = -1 if selection[1] == "-" else _time_us(selection[1])
+        high = 1 << 64 if selection[2] == "-" else _time_us(selection[2])
+    else:
+        low, high = -1, 1 << 64
+    executed = {(row["attestation_id"], row["ingress_node_id"]) for row in outbox}
+    ingress_at: dict[tuple[str, int, int], tuple[int, int, str, bytes]] = {}  # earliest INGRESS per position
+    tallies: dict[str, list[int]] = {}
+    if any(not 0 <= c["stream"] < len(streams) for c in checkpoints):
+        problems.append("a checkpoint of no exported stream")
+    for number, stream in enumerate(streams):
+        label = f"stream {number}"
+        if stream["stream"] != number:
+            problems.append(label)
+            continue
+        cps = [c for c in checkpoints if c["stream"] == number]
+        if len(cps) != 1:
+            problems.append(f"{label} checkpoint")
+            continue
+        checked = checkpoint_ok((cps[0]["note"] + "".join(cps[0]["cosignatures"])).encode(), log_vkey,
+                                witness_vkeys, witnesses_required)
+        if checked is None or checked[1] != stream["checkpoint_size"] or not checked[0].endswith(
+                f"/{stream['node_id']}/{stream['stream_id']}/{stream['epoch']}"):
+            problems.append(f"{label} checkpoint")
+            continue
+        # The tree of size a - 1 from its frontier (largest subtree first).
+        hashes = [bytes.fromhex(h) for h in stream["frontier"]]
+        size = stream["first_seq"] - 1
+        if len(hashes) != bin(size).count("1"):
+            problems.append(f"{label} frontier")
+            continue
+        prev = bytes.fromhex(stream["prev_chain_hash"]) if stream["prev_chain_hash"] else None
+        path = directory / f"records-{number}.txt"
+        records = path.read_text().splitlines() if path.exists() else []
+        waiting: dict[int, str] = {}
+        broken = False
+        for line in records:
+            chain_hex, canonical_hex = line.split(" ")
+            record = bytes.fromhex(canonical_hex)
+            body_len, seq, aid, kind, flags, reserved = struct.unpack_from("<IQQHHI", record)
+            if seq != size + 1 or body_len != len(record) - 28 or flags or reserved or not 1 <= kind <= 6:
+                broken = True
+                break
+            if prev is not None:
+                if hashlib.sha256(prev + record).digest() != bytes.fromhex(chain_hex):
+                    broken = True
+                    break
+                prev = bytes.fromhex(chain_hex)
+            # Append a leaf to the compact range: merge while the size's low bit is set.
+            h, n = leaf_hash(record), size
+            while n & 1:
+                h = node_hash(hashes.pop(), h)
+                n >>= 1
+            hashes.append(h)
+            size += 1
+            body = record[28:]
+            if kind == 2:
+                fields, _ = msgpack(body)
+                assert isinstance(fields, list)
+                received, participant, executes, body_hash = fields[1], fields[2], fields[8], fields[9]
+                position = (stream["node_id"], stream["stream_id"], seq)
+                if position not in ingress_at or received < ingress_at[position][0]:
+                    ingress_at[position] = (received, aid, participant, body_hash)
+                if executes and low <= received < high:
+                    who = participant or "(unauthenticated)"
+                    counts = tallies.setdefault(who, [0, 0, 0, 0, 0])
+                    counts[0] += 1
+                    if (aid, stream["node_id"]) in executed:
+                        counts[1] += 1
+                    else:
+                        waiting[aid] = who
+            elif kind == 3 and aid in waiting:
+                who = waiting.pop(aid)
+                fields, _ = msgpack(body)
+                assert isinstance(fields, list)
+                if fields[4] in ("replayed", "rejected", "upstream_error", "client_gone"):
+                    tallies[who][2] += 1
+                else:
+                    tallies[who][3] += 1
+                    result.ghosts.add(aid)
+        for aid, who in waiting.items():
+            tallies[who][3] += 1
+            result.ghosts.add(aid)
+        if broken or size != stream["last_seq"]:
+            problems.append(f"{label} records")
+            continue
+        root = hashes[-1] if hashes else hashlib.sha256(b"").digest()
+        for h in reversed(hashes[:-1]):
+            root = node_hash(h, root)
+        if not verify_consistency(size, checked[1], [bytes.fromhex(h) for h in stream["consistency"]], root,
+                                  checked[2]):
+            problems.append(f"{label} root")
+    for row in outbox:
+        found = ingress_at.get((row["ingress_node_id"], row["ingress_stream_id"], row["ingress_seq"]))
+        body_hash = row["ingress_body_sha256"]
+        if found is None or found[1] != row["attestation_id"] or found[2] != row["participant_id"] or (
+                body_hash is not None and found[3] != bytes.fromhex(body_hash)):
+            problems.append(f"outbox row {row['id']}")
+            if selection[0] == "window" and low <= _time_us(row["created_at"]) < high:
+                tallies.setdefault(row["participant_id"], [0, 0, 0, 0, 0])[4] += 1
+        replay = [e for e in events if e["outbox_id"] == row["id"]]
+        status = None
+        for event in sorted(replay, key=lambda e: e["event_id"]):
+            if event["old_status"] != status:
+                problems.append(f"events of {row['id']}")
+            status = event["new_status"]
+        if status != row["status"]:
+            problems.append(f"events of {row['id']}")
+    ids = {row["id"] for row in outbox}
+    if len(ids) != len(outbox) or any(e["outbox_id"] not in ids for e in events):
+        problems.append("events")
+    result.gap = {who: (c[0], c[1], c[2], c[3], c[4]) for who, c in tallies.items()}
+    result.ok = not problems and all(c[3] == 0 and c[4] == 0 for c in tallies.values())
+    return result

@@ -148,3 +148,18 @@ def test_frontier_keeps_at_most_one_hash_per_bit() -> None:
     assert resumed.root() == frontier.root()
     with pytest.raises(merkle.ProofError):
         merkle.Frontier(5, frontier.hashes[:1])
+
+
+def test_frontier_read_from_a_tree_equals_the_one_built_by_appending() -> None:
+    """merkle.frontier_hashes(read, size) (what `symphony export` reads from tiles)
+    is, for every size, the compact range an appending Frontier holds."""
+    frontier = merkle.Frontier()
+    tree = merkle.MemoryTree()
+    assert merkle.frontier_hashes(tree.read, 0) == []
+    for i in range(300):
+        leaf = bytes([i % 256, i // 256])
+        frontier.append(merkle.leaf_hash(leaf))
+        tree.append(leaf)
+        assert merkle.frontier_hashes(tree.read, frontier.size) == frontier.hashes
+    with pytest.raises(merkle.ProofError):
+        merkle.frontier_hashes(tree.read, -1)

@@ -4,6 +4,7 @@
     symphony verify proof FILE --policy POLICY
     symphony verify journal DIR --checkpoint FILE --policy POLICY
     symphony verify gap-statement FILE --key VKEY [--policy POLICY --checkpoint FILE ...]
+    symphony verify export DIR --policy POLICY --export-key KEY [--anchor FILE ...]
 
 A journal stream DIR whose first segments were released must hold the
 stream's RELEASES file (journal/FORMAT.md F18): each entry is checked against
@@ -51,9 +52,10 @@ class Report:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("checkpoint", "proof", "journal", "gap-statement"), help="what to verify")
+    parser.add_argument("kind", choices=("checkpoint", "proof", "journal", "gap-statement", "export"),
+                        help="what to verify")
     parser.add_argument("path", help="the checkpoint note, the .tlog-proof file, the journal stream directory, "
-                                     "or the gap statement")
+                                     "the gap statement, or the export directory (`symphony export`)")
     parser.add_argument("--policy", metavar="FILE",
                         help="c2sp.org/tlog-policy file: trusted node keys, witnesses and quorum (required except "
                              "for gap-statement, where it checks the named checkpoints are witnessed)")
@@ -62,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cosigned checkpoint note the statement names (repeatable, with --policy)")
     parser.add_argument("--key", metavar="VKEY",
                         help="gap-statement: the repair gap-statement verifier key (C2SP vkey, or a file with it)")
+    parser.add_argument("--export-key", metavar="VKEY",
+                        help="export: the manifest signer's note verifier key (<name>+<hex id>+<base64 key>, or a "
+                             "file holding it), as `symphony export` prints it under `signer`; or its Ed25519 "
+                             "public key as a PEM file (key name symphony-export)")
+    parser.add_argument("--anchor", action="append", default=[], metavar="FILE",
+                        help="export: a witnessed checkpoint you hold independently (from the witness, or an "
+                             "earlier export) that the export must account for (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -367,6 +376,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "checkpoint":
         report = Report()
         _checkpoint(policy, _read(args.path, "checkpoint"), report)
+    elif args.kind == "export":
+        return _run_export(args, policy)
     elif args.kind == "proof":
         report = verify_proof(policy, _read(args.path, "proof"))
     else:
@@ -401,6 +412,38 @@ def _print(report: Report, as_json: bool) -> int:
     else:
         for key, value in report.facts.items():
             print(f"{key}: {value}")
+        for finding in report.findings:
+            print(f"FAIL {finding}", file=sys.stderr)
+        print("OK: verified" if report.ok else "FAILED")
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _run_export(args: argparse.Namespace, policy: Policy) -> int:
+    from symphony.app.commands import verify_export
+
+    if not args.export_key:
+        raise ConfigError("verify export needs --export-key VKEY (the export signer's verifier key)")
+    key = verify_export.parse_export_key(args.export_key)
+    directory = Path(args.path)
+    if not directory.is_dir():
+        raise ConfigError(f"{directory} is not an export directory")
+    anchors = [_read(path, "anchor checkpoint") for path in args.anchor]
+    report = verify_export.verify_export(directory, policy, key, anchors)
+    rows = report.gap_rows()
+    if args.json:
+        print(json.dumps({"ok": report.ok, "findings": report.findings, **report.facts, "participants": rows,
+                          "ghosts": report.ghosts, "unattested_executions": report.unattested}, indent=2))
+    else:
+        for name, value in report.facts.items():
+            print(f"{name}: {value}")
+        print(f"{'participant':<24} {'ingress':>8} {'executed':>8} {'handled':>8} {'gap':>6} {'unattested':>10}  status")
+        for row in rows:
+            print(f"{row['participant_id']:<24} {row['ingress_count']:>8} {row['executions']:>8} {row['handled']:>8} "
+                  f"{row['gap']:>6} {row['unattested']:>10}  {row['status']}")
+        for ghost in report.ghosts:
+            print(f"GHOST {ghost['node_id']}/{ghost['stream_id']} epoch {ghost['epoch']} seq {ghost['seq']} "
+                  f"attestation {ghost['attestation_id']} participant {ghost['participant_id']} "
+                  f"outcome {ghost['outcome'] or 'none'}")
         for finding in report.findings:
             print(f"FAIL {finding}", file=sys.stderr)
         print("OK: verified" if report.ok else "FAILED")
