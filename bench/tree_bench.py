@@ -12,7 +12,9 @@ journal/FORMAT.md F17). In one run, on one thread (so "per core"):
    any tree upkeep on this core could reach: the baseline of (2).
 2. `tree`: `jn_tree_add_records` over a segment of records already written:
    the C tree function alone (leaf hash + compact-range merges per record,
-   what an append does for the tree), leaves/s.
+   what an append does for the tree), leaves/s, best of 3 passes a round
+   (as is the SHA-256 rate of (1) and the forwarder's cost in (4): on a shared
+   VM a preempted pass measures the other tenant, not this core).
 3. `append`: `jn_bench_append` (the C append: header, body copy, SHA-256
    chain, CRC32C, publish) into one pre-faulted writer (durability none),
    alternating chunks of `--chunk` records with the tree on and off, in the
@@ -84,7 +86,7 @@ def sha256_blocks_per_second(repetitions: int = 5) -> float:
         started = time.perf_counter()
         lib.jn_sha256(data, len(data), digest)
         rates.append(len(data) / 64 / (time.perf_counter() - started))
-    return statistics.median(rates)
+    return max(rates)  # best pass, as for the tree alone
 
 
 def wait_for_spare(writer: Writer, timeout: float = 60.0) -> None:
@@ -154,12 +156,16 @@ def one_round(directory: Path, pairs: int, chunk: int) -> tuple[list[tuple[float
                     tree_catch_up(w, start)
             rates.append((result["on"], result["off"]))
         # The tree function alone, over every record in the segment (GENESIS first).
+        # Best of 3 passes: a pass the hypervisor or another tenant preempts
+        # measures them, not the core (the append pairs above are ratios instead).
         end = int(w.pos)  # type: ignore[attr-defined]
-        assert lib.jn_tree_reset(w, 0, ffi.NULL, 0) == lib.JN_OK
-        started = time.perf_counter()
-        leaves = lib.jn_tree_add_records(w, w.base, w.size, HEADER_SIZE, end)  # type: ignore[attr-defined]
-        tree_rate = leaves / (time.perf_counter() - started)
-        assert leaves == writer.next_seq - 1, leaves
+        tree_rate = 0.0
+        for _ in range(3):
+            assert lib.jn_tree_reset(w, 0, ffi.NULL, 0) == lib.JN_OK
+            started = time.perf_counter()
+            leaves = lib.jn_tree_add_records(w, w.base, w.size, HEADER_SIZE, end)  # type: ignore[attr-defined]
+            tree_rate = max(tree_rate, leaves / (time.perf_counter() - started))
+            assert leaves == writer.next_seq - 1, leaves
         assert lib.jn_tree_enable(w) == lib.JN_OK
     shutil.rmtree(directory)
     return rates, tree_rate
@@ -192,7 +198,7 @@ def main() -> int:
             pairs, tree_rate = one_round(workdir / f"round-{number}", args.pairs, args.chunk)
             all_pairs += pairs
             tree_rates.append(tree_rate)
-            forwarder_us.append(forwarder_us_per_record())
+            forwarder_us.append(min(forwarder_us_per_record() for _ in range(3)))  # best of 3
             ratios = [on / off for on, off in pairs]
             print(f"  round {number + 1}: append on/off {statistics.median(ratios):.3f} "
                   f"(pairs {', '.join(f'{r:.2f}' for r in ratios)}); on {statistics.median(p[0] for p in pairs) / 1e6:.2f} "
