@@ -13,7 +13,8 @@ process) and runs `--workers` worker processes:
 | nginx | nginx as a reverse proxy, keep-alive upstream connections |
 | plain-proxy | aiohttp's server + the sidecar's own upstream client (UpstreamPool), no attestation |
 | sidecar-unattested | the sidecar's worker and handler with the journal replaced by a no-op (bench/_bench_servers.py) |
-| sidecar-none / -batch / -always | `symphony sidecar` at each journal durability |
+| sidecar-none / -batch / -always | `symphony sidecar` at each journal durability (no log key: no checkpoints) |
+| sidecar-checkpoints | sidecar-batch with a node log key: a signed checkpoint (CHECKPOINT record + published file) every checkpoint_interval_seconds (default 1 s), as `symphony up` runs it |
 | sync-insert | the naive design: INSERT … COMMIT into PostgreSQL 18 per request, then forward (same client) |
 
 Every server starts once; then `--rounds` rounds each load every
@@ -197,6 +198,7 @@ def make_keys(work: Path) -> str:
     from symphony.upstream_headers import key_id, write_keypair
 
     write_keypair(work / "sidecar-upstream.pem", work / "sidecar-upstream.pub.pem")
+    write_keypair(work / "node-log.pem", work / "node-log.pub.pem")  # signs sidecar-checkpoints' checkpoints
     issuer = Ed25519PrivateKey.generate()
     (work / "jwks.json").write_text(json.dumps(jwks_for(issuer)))
     now = int(time.time())
@@ -204,9 +206,12 @@ def make_keys(work: Path) -> str:
     return jwt.encode(claims, issuer, algorithm="EdDSA", headers={"kid": key_id(issuer.public_key())})
 
 
-def sidecar_config(work: Path, name: str, port: int, upstream: str, durability: str, workers: int) -> Path:
+def sidecar_config(work: Path, name: str, port: int, upstream: str, durability: str, workers: int,
+                   checkpoints: bool = False) -> Path:
     config = work / f"{name}.toml"
-    config.write_text("\n".join([
+    log_key = [f'log_key_file = "{work / "node-log.pem"}"',
+               f'checkpoint_publish_dir = "{work / name / "tlog"}"'] if checkpoints else []
+    config.write_text("\n".join([*log_key,
         'node_id = "bench"', f"listen_port = {port}", f"admin_port = {free_port()}", f"workers = {workers}",
         f'journal_dir = "{work / name / "journal"}"', f'durability = "{durability}"', f'upstream_url = "{upstream}"',
         f'upstream_signing_key_file = "{work / "sidecar-upstream.pem"}"', f'jwks_file = "{work / "jwks.json"}"',
@@ -260,8 +265,8 @@ def main() -> int:
     return 0
 
 
-CONFIGS = ["direct", "nginx", "plain-proxy", "sidecar-unattested", "sidecar-none", "sidecar-batch", "sidecar-always",
-           "sync-insert"]
+CONFIGS = ["direct", "nginx", "plain-proxy", "sidecar-unattested", "sidecar-none", "sidecar-batch", "sidecar-checkpoints",
+           "sidecar-always", "sync-insert"]
 Row = dict[str, dict[str, float]]
 
 
@@ -284,6 +289,9 @@ def start(name: str, procs: Processes, work: Path, upstream_port: int, upstream_
     elif name == "sidecar-unattested":
         config = sidecar_config(work, name, port, upstream, "none", args.workers)
         procs.start([python, str(SERVERS), "unattested", str(config), str(args.workers)], env=env, cwd=ROOT)
+    elif name == "sidecar-checkpoints":
+        config = sidecar_config(work, name, port, upstream, "batch", args.workers, checkpoints=True)
+        procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)
     else:
         config = sidecar_config(work, name, port, upstream, name.split("-")[1], args.workers)
         procs.start([python, "-m", "symphony", "sidecar", "--config", str(config)], env=env, cwd=ROOT)
@@ -361,6 +369,13 @@ def report(rounds: list[dict[str, Row]], args: argparse.Namespace, load_before: 
           ("sidecar-batch", "sidecar-unattested"), ">= 0.90", lambda v: v >= 0.90)
     ratio("sidecar-batch p99 - sidecar-unattested p99 (ms)", p99_delta("sidecar-batch", "sidecar-unattested"),
           ("sidecar-batch", "sidecar-unattested"), "<= +1 ms", lambda v: v <= 1.0)
+    ratio("sidecar-checkpoints / sidecar-batch req/s (checkpoints on / off)", rps("sidecar-checkpoints", "sidecar-batch"),
+          ("sidecar-checkpoints", "sidecar-batch"), ">= 0.95", lambda v: v >= 0.95)
+    ratio("sidecar-checkpoints / sidecar-batch CPU µs per request (less noisy than req/s on a shared machine)",
+          lambda r: r["sidecar-checkpoints"]["c"]["cpu_us"] / r["sidecar-batch"]["c"]["cpu_us"],
+          ("sidecar-checkpoints", "sidecar-batch"), "<= 1.05", lambda v: v <= 1.05)
+    ratio("sidecar-checkpoints p99 - sidecar-batch p99 (ms)", p99_delta("sidecar-checkpoints", "sidecar-batch"),
+          ("sidecar-checkpoints", "sidecar-batch"))
     ratio("sidecar-none / sidecar-unattested req/s", rps("sidecar-none", "sidecar-unattested"),
           ("sidecar-none", "sidecar-unattested"))
     ratio("sidecar-always / sidecar-unattested req/s", rps("sidecar-always", "sidecar-unattested"),

@@ -167,10 +167,13 @@ class Attestor:
     def rotated_since_checkpoint(self) -> bool:
         return self.writer.current_segment != self._checkpoint_segment
 
-    def checkpoint(self) -> Signed | None:
+    def checkpoint(self, *, publish: bool = True) -> Signed | None:
         """Cut a checkpoint of the stream epoch's tree: sign it, journal it as
-        a CHECKPOINT record (F17), publish it. None when there is nothing new
-        (or no signer, or the tree is unknown)."""
+        a CHECKPOINT record (F17), publish it (unless `publish` is False: the
+        worker's checkpoint task publishes in a thread, since the atomic
+        replace with its fsyncs takes milliseconds the event loop should not
+        wait). None when there is nothing new (or no signer, or the tree is
+        unknown)."""
         if not self.checkpoint_due():
             return None
         assert self.signer is not None
@@ -194,7 +197,8 @@ class Attestor:
             return None
         self._checkpoint_segment = self.writer.current_segment
         self._appended(cut.seq, RecordType.CHECKPOINT, 0, cut.body, cut.chain_hash)
-        signer.publish(signed)
+        if publish:
+            signer.publish(signed)
         self.last_checkpoint = signed
         return signed
 

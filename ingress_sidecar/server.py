@@ -311,7 +311,10 @@ class Worker:
         """Cut a checkpoint every checkpoint_interval_seconds when the tree grew,
         and soon after a rotation (checked ten times per interval). A refused
         checkpoint is logged and tried again next time; the last one is cut at
-        close (Attestor.close)."""
+        close (Attestor.close). The published file is written in a thread
+        (an atomic replace with two fsyncs: several ms on a busy disk, which
+        would stall every request of this worker), one at a time, so a newer
+        checkpoint is never overwritten by an older one."""
         if attestor.signer is None:
             return
         interval = self.settings.checkpoint_interval_seconds
@@ -327,12 +330,19 @@ class Worker:
                 continue
             next_due = loop.time() + interval
             try:
-                signed = attestor.checkpoint()
-                if signed is not None:
-                    self.stats.count("checkpoints")
-                    self.stats.gauges["checkpoint_tree_size"] = float(signed.checkpoint.size)
+                signed = attestor.checkpoint(publish=False)
             except AttestationRefused as refused:
                 log.error("CHECKPOINT refused by the journal", extra={"reason": refused.reason})
+                continue
+            if signed is None:
+                continue
+            self.stats.count("checkpoints")
+            self.stats.gauges["checkpoint_tree_size"] = float(signed.checkpoint.size)
+            try:
+                await asyncio.to_thread(attestor.signer.publish, signed)
+            except OSError as exc:
+                log.error("checkpoint not published; the next one replaces it",
+                          extra={"origin": signed.checkpoint.origin, "error": str(exc)})
 
     async def _housekeeping(self, attestor: Attestor, handler: RequestHandler) -> None:
         """Each tick: DROPPED aggregate, HEARTBEAT if idle, JWKS reload, gauges."""

@@ -1,7 +1,7 @@
 """`symphony proof`: prove from PostgreSQL that a record is in its stream's log.
 
     symphony proof inclusion (--attestation-id ID [--node N] | --node N --stream S [--epoch HEX] --seq Q)
-                             --out FILE [--unwitnessed]
+                             --out FILE [--unwitnessed] [--wait-seconds N]
     symphony proof consistency --node N --stream S [--epoch HEX] --old-size M --new-size N [--out FILE]
 
 `inclusion` writes a c2sp.org/tlog-proof@v1 file: the record's canonical bytes
@@ -10,17 +10,24 @@ checkpoint covering it, with the witnesses' cosignature lines; an outsider
 checks it with `symphony verify proof FILE --policy POLICY` and nothing else.
 `consistency` prints the RFC 9162 consistency proof (base64, one hash a line)
 between two tree sizes, followed by the two checkpoints when they were kept.
+`--wait-seconds N` waits up to N seconds for the record to be shipped and a
+witnessed checkpoint to cover it (a payment sent a moment ago: about one
+checkpoint interval), asking again every 0.2 s.
 Exit codes: 0 written, 1 nothing to prove (no such record, no witnessed
-checkpoint covers it yet), 2 usage, 4 database failure.
+checkpoint covers it yet, or not within --wait-seconds), 2 usage, 4 database failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import sys
+import time
 from pathlib import Path
+
+import asyncpg
 
 from repair import common, proofs
 from symphony.errors import EXIT_OK, SymphonyError
@@ -38,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inc.add_argument("--out", required=True, metavar="FILE", help="where to write the proof")
     inc.add_argument("--unwitnessed", action="store_true",
                      help="use the newest checkpoint even if no witness cosigned it yet")
+    inc.add_argument("--wait-seconds", type=float, default=0.0, metavar="N",
+                     help="wait up to N seconds (0..3600) for a (witnessed) checkpoint to cover the record "
+                          "(default 0: answer at once)")
     con = sub.add_parser("consistency", help="print the consistency proof between two tree sizes")
     con.add_argument("--node", required=True, metavar="NODE_ID")
     con.add_argument("--stream", required=True, type=int, metavar="STREAM_ID")
@@ -65,16 +75,30 @@ def _write(path: str, data: bytes) -> None:
         raise SymphonyError(f"cannot write {path}: {exc.strerror or exc}", exit_code=2) from None
 
 
+async def _inclusion(conn: asyncpg.Connection, args: argparse.Namespace, epoch: bytes | None) -> proofs.Inclusion:
+    """proofs.inclusion, asked again every 0.2 s while nothing covers the record, up to --wait-seconds."""
+    deadline = time.monotonic() + args.wait_seconds
+    while True:
+        try:
+            return await proofs.inclusion(conn, attestation_id=args.attestation_id, node_id=args.node,
+                                          stream_id=args.stream, epoch=epoch, seq=args.seq,
+                                          unwitnessed=args.unwitnessed)
+        except proofs.NotFound:
+            if time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "inclusion" and not 0 <= args.wait_seconds <= 3600:
+        raise SymphonyError("--wait-seconds must be in 0..3600", exit_code=2)
     _, url = common.settings_and_dsn(args)
     epoch = _epoch(args.epoch)
     if args.action == "inclusion":
         by_id = args.attestation_id is not None
         if by_id == (args.seq is not None) or (not by_id and (args.node is None or args.stream is None)):
             raise SymphonyError("give --attestation-id ID, or --node, --stream and --seq", exit_code=2)
-        found = common.with_connection(url, lambda conn: proofs.inclusion(
-            conn, attestation_id=args.attestation_id, node_id=args.node, stream_id=args.stream, epoch=epoch,
-            seq=args.seq, unwitnessed=args.unwitnessed))
+        found = common.with_connection(url, lambda conn: _inclusion(conn, args, epoch))
         _write(args.out, found.file.text())
         print(json.dumps({"written": args.out, **found.summary()}, sort_keys=True))
         return EXIT_OK

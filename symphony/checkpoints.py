@@ -11,6 +11,7 @@ replaced atomically so a reader never sees half of one.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class CheckpointSigner:
     def __init__(self, key: Ed25519PrivateKey, prefix: str, node_id: str, publish_dir: Path | None = None) -> None:
         self.signer = note.Signer(origins.log_name(prefix, node_id), key)
         self.publish_dir = publish_dir
+        self._publishing = threading.Lock()  # publish runs in a worker thread, close() in the loop's
+        self._published: dict[str, int] = {}  # origin -> size of the file written last
 
     @property
     def vkey(self) -> str:
@@ -54,10 +57,18 @@ class CheckpointSigner:
         return Signed(cp, checkpoint.sign(cp, self.signer))
 
     def publish(self, signed: Signed) -> Path | None:
-        """Write `<publish_dir>/<origin>/checkpoint` (no-op without a publish dir)."""
+        """Write `<publish_dir>/<origin>/checkpoint` (no-op without a publish dir).
+
+        One write at a time, and never a smaller tree over a larger one this
+        signer wrote: callers in different threads cannot make the file go back."""
         if self.publish_dir is None:
             return None
-        target = self.publish_dir / signed.checkpoint.origin / "checkpoint"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, signed.note.encode())
+        origin, size = signed.checkpoint.origin, signed.checkpoint.size
+        target = self.publish_dir / origin / "checkpoint"
+        with self._publishing:
+            if self._published.get(origin, -1) > size:
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, signed.note.encode())
+            self._published[origin] = size
         return target

@@ -9,7 +9,7 @@ and demo-mfi-b (ACTIVE, policy_version 1).
 
     symphony demo token --participant NAME [--data-dir DIR] [--ttl S]
     symphony demo traffic --requests N --concurrency C [--duplicate-rate R]
-                          [--invalid-rate R] [--target URL]
+                          [--invalid-rate R] [--target URL] [--attestation-ids FILE]
 
 Traffic goes to the sidecar: `--target URL`, else SYMPHONY_DEMO_TARGET, else
 the sidecar of the `symphony up` running on the data dir (its `ingress`
@@ -20,6 +20,8 @@ reuses an earlier request's key and body exactly (it must come back replayed
 or 409, never a second execution), an invalid one has amount_minor 0 (it must
 come back 422). The summary (JSON on stdout) counts requests by HTTP status and
 by X-Symphony-Disposition, and lists the failed ones by reason.
+`--attestation-ids FILE` writes the X-Symphony-Attestation-Id of every answer
+that carries one, a line each: the id `symphony proof inclusion` proves.
 
 A request failed when it got no HTTP answer (connection refused or reset,
 timeout), a 5xx, or any other answer than its plan expects: 2xx or 409 for a
@@ -50,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from symphony.db import dsn, queries
 from symphony.errors import EXIT_FINDINGS, EXIT_RUNTIME, EXIT_USAGE, StartupError, SymphonyError
 from symphony.keys import private_key_from_pem, write_new_private_key
+from symphony.upstream_headers import ATTESTATION_ID as ATTESTATION_ID_HEADER
 from symphony.upstream_headers import key_id, write_keypair
 
 if TYPE_CHECKING:
@@ -233,6 +236,7 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
     dispositions: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     failures: Counter[str] = Counter()
+    attestation_ids: list[str] = []
     queue: asyncio.Queue[tuple[tuple[str, str, bytes], str]] = asyncio.Queue()
     for item in zip(plan, expected_statuses(plan), strict=True):
         queue.put_nowait(item)
@@ -251,6 +255,9 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
                     await response.read()
                     statuses[str(response.status)] += 1
                     dispositions[disposition_of(response.status, response.headers)] += 1
+                    attested = response.headers.get(ATTESTATION_ID_HEADER, "")
+                    if attested.isdigit():
+                        attestation_ids.append(attested)
                     failure = failure_of(response.status, expected)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 errors[type(exc).__name__] += 1
@@ -267,7 +274,7 @@ async def drive(target: str, plan: list[tuple[str, str, bytes]], tokens: dict[st
             "requests_per_second": round(len(plan) / elapsed, 1) if elapsed > 0 else None,
             "by_status": dict(sorted(statuses.items())), "by_disposition": dict(sorted(dispositions.items())),
             "transport_errors": dict(errors), "failed": sum(failures.values()),
-            "failures": dict(sorted(failures.items()))}
+            "failures": dict(sorted(failures.items())), "attestation_ids": attestation_ids}
 
 
 def running_sidecar(data_dir: Path) -> str:
@@ -327,6 +334,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("--policy-version", type=int)
     traffic.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
     traffic.add_argument("--seed", type=int)
+    traffic.add_argument("--attestation-ids", metavar="FILE",
+                         help="write the attestation id of every attested answer (X-Symphony-Attestation-Id) "
+                              "to FILE, one a line: what `symphony proof inclusion --attestation-id` takes")
     add_database_arguments(traffic)
 
 
@@ -353,6 +363,14 @@ def _traffic(args: argparse.Namespace, data_dir: Path) -> int:
     plan = plan_requests(args.requests, participants, args.duplicate_rate, args.invalid_rate,
                          random.Random(args.seed))
     summary = asyncio.run(drive(target, plan, tokens, args.concurrency, args.timeout))
+    attestation_ids = summary.pop("attestation_ids")
+    if args.attestation_ids:
+        try:
+            Path(args.attestation_ids).write_text("".join(f"{i}\n" for i in attestation_ids))
+        except OSError as exc:
+            raise SymphonyError(f"cannot write {args.attestation_ids}: {exc.strerror or exc}",
+                                exit_code=EXIT_USAGE) from None
+        summary["attestation_ids_written"] = len(attestation_ids)
     print(json.dumps(summary, indent=2), flush=True)
     if summary["failed"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary["failures"].items())

@@ -205,6 +205,14 @@ async def test_witness_cosigns_catches_up_and_proofs_verify_offline(
             late = _symphony("proof", "inclusion", "--database-url", database_url, "--node", NODE, "--stream", "0",
                              "--seq", str(fourth.seq + 1), "--out", str(tmp_path / "none"))
             assert late.returncode == 1 and "no witnessed checkpoint" in late.stderr
+            # --wait-seconds asks again until its deadline, then gives the same answer; out of range is usage.
+            waited = _symphony("proof", "inclusion", "--database-url", database_url, "--node", NODE, "--stream", "0",
+                               "--seq", str(fourth.seq + 1), "--wait-seconds", "0.5", "--out", str(tmp_path / "none"))
+            assert waited.returncode == 1 and "no witnessed checkpoint" in waited.stderr
+            assert not (tmp_path / "none").exists()
+            wrong = _symphony("proof", "inclusion", "--database-url", database_url, "--node", NODE, "--stream", "0",
+                              "--seq", "5", "--wait-seconds", "-1", "--out", str(tmp_path / "none"))
+            assert wrong.returncode == 2 and "--wait-seconds" in wrong.stderr and "Traceback" not in wrong.stderr
 
             done = _symphony("proof", "consistency", "--database-url", database_url, "--node", NODE, "--stream", "0",
                              "--epoch", epoch.hex(), "--old-size", str(first.tree_size),

@@ -130,3 +130,24 @@ def test_an_unreadable_log_key_is_a_start_up_failure(tmp_path: Path, module_data
                             extra={"log_key_file": str(bad)}, wait_ready=False)
     assert sidecar.process.wait(30) == 3
     assert "node log key" in sidecar.log()
+
+
+def test_a_published_checkpoint_never_goes_back(tmp_path: Path) -> None:
+    """Goal: the worker publishes in a thread and close() in the loop, so the
+    published file must never be replaced by a smaller tree of the same origin.
+    Method: one CheckpointSigner publishes size 7 then size 5 for one origin,
+    and size 3 for another; the first origin's file still holds size 7, the
+    second's size 3."""
+    write_keypair(tmp_path / "node.pem", tmp_path / "node.pub.pem")
+    from symphony.checkpoints import load_log_key
+
+    signer = CheckpointSigner(load_log_key(tmp_path / "node.pem"), PREFIX, "node-a", tmp_path / "tlog")
+    epoch = bytes(range(16))
+    newer, older = signer.sign(0, epoch, 7, bytes(32)), signer.sign(0, epoch, 5, bytes(32))
+    other = signer.sign(1, epoch, 3, bytes(32))
+    written = signer.publish(newer)
+    assert written is not None and written.read_text() == newer.note
+    assert signer.publish(older) is None
+    assert written.read_text() == newer.note
+    other_file = signer.publish(other)
+    assert other_file is not None and other_file.read_text() == other.note
